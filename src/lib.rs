@@ -1,0 +1,29 @@
+//! tambo: a single-binary mail server for a domain on a small VPS.
+//!
+//! Modules, one noun each; dependencies point down this list (cli → smtpd → queue → courier).
+//!
+//! - [`cli`]: argh command line, `serve` and `util ...`; the only place that picks exit codes.
+//! - [`config`]: `conf/tambo.json` settings and the `domains/` folder, validated.
+//! - [`addr`]: `Domain`, `LocalPart`, `Address` newtypes (IDNA, case, path-safe).
+//! - [`fsutil`]: the one durable write helper (temp, fsync, rename, fsync dir).
+//! - [`userdb`]: per-domain users file (PHC scrypt / argon2id hashes).
+//! - [`aliases`]: chasquid-syntax aliases file and recursive resolution.
+//! - [`proto`]: sans-I/O SMTP core: replies, line framer, command parser, DATA reader, session.
+//! - [`smtpd`]: listeners, TLS, the I/O driver of the session, recipient and relay policy.
+//! - [`queue`]: durable on-disk queue, per-recipient state, delivery loop.
+//! - [`courier`]: deliveries: Maildir (built in).
+//! - [`tls`]: certificates from `conf/certs/<name>/`, SNI, the self-signed fallback.
+//! - [`maillog`]: one line per mail event, in the spirit of Postfix's mail.log.
+
+pub mod addr;
+pub mod aliases;
+pub mod cli;
+pub mod config;
+pub mod courier;
+pub mod fsutil;
+pub mod maillog;
+pub mod proto;
+pub mod queue;
+pub mod smtpd;
+pub mod tls;
+pub mod userdb;

@@ -1,0 +1,1 @@
+//! One mail-log line per event.

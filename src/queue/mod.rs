@@ -1,0 +1,8 @@
+//! The durable on-disk queue (SPEC §8): one file per message under `data_dir/queue`,
+//! envelope and data together, recipients tracked one by one.
+//!
+//! - [`store`]: the file format, durable put, status records, load on start.
+//! - [`retry`]: the retry schedule, a pure function of age.
+
+pub mod retry;
+pub mod store;

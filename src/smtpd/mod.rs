@@ -1,0 +1,1 @@
+//! SMTP listeners and the I/O driver of a session.

@@ -1,0 +1,1 @@
+//! TLS certificates: conf/certs/<name>/, SNI, self-signed fallback.
