@@ -1,19 +1,189 @@
 //! The one durable-write helper: temp file, fsync, rename, fsync the directory (STYLE habit 9).
 
-use std::io;
-use std::path::Path;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// How many temp names to try before giving up (a clash needs the same pid and 64 random bits).
+const TEMP_ATTEMPTS: usize = 8;
 
 /// Writes `contents` to `path` atomically and durably, with file mode `mode`.
+///
+/// Readers see either the old file or the new one, never a mix; once this returns, the new
+/// file survives a crash (SPEC §4: "writes it atomically (temp file, fsync, rename)").
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
-    todo!("{path:?}{}{mode}", contents.len())
+    let dir = parent_dir(path);
+    let (mut file, temp) = create_temp(path, &dir, mode)?;
+    let result = write_and_sync(&mut file, contents, mode)
+        .and_then(|()| fs::rename(&temp, path))
+        .and_then(|()| fsync_dir(&dir));
+    drop(file);
+    if result.is_err() {
+        // Best effort: the original error matters more than a failed cleanup.
+        let _ = fs::remove_file(&temp);
+    }
+    result
 }
 
 /// fsyncs a directory, so a rename or create inside it survives a crash.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
-    todo!("{dir:?}")
+    File::open(dir)?.sync_all()
 }
 
-/// `mkdir -p` with mode 0700 for every folder it creates.
+/// `mkdir -p` with mode 0700 for every folder it creates (SPEC §11: folders 0700).
+///
+/// The parent of each created folder is fsynced, so the new entry survives a crash.
 pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
-    todo!("{dir:?}")
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let parent = parent_dir(dir);
+    create_private_dir_all(&parent)?;
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => fsync_dir(&parent),
+        // Another process may have created it between our check and mkdir.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The folder holding `path`; `.` for a bare file name.
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates a fresh temp file next to `path` (same folder, so the rename stays atomic).
+fn create_temp(path: &Path, dir: &Path, mode: u32) -> io::Result<(File, PathBuf)> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
+        .to_string_lossy();
+    let mut last_err = None;
+    for _ in 0..TEMP_ATTEMPTS {
+        let temp = dir.join(format!(
+            ".{name}.tmp.{}.{:016x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        let opened = OpenOptions::new()
+            .write(true)
+            .create_new(true) // O_CREAT|O_EXCL: never follow or reuse someone else's file.
+            .mode(mode)
+            .open(&temp);
+        match opened {
+            Ok(file) => return Ok((file, temp)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last_err = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| io::Error::other("no temp file name available")))
+}
+
+fn write_and_sync(file: &mut File, contents: &[u8], mode: u32) -> io::Result<()> {
+    // The umask may have narrowed the mode given at creation; the caller asked for this one.
+    file.set_permissions(fs::Permissions::from_mode(mode))?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_of(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn writes_contents_and_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (name, mode) in [("a", 0o600), ("b", 0o644), ("c", 0o640)] {
+            let path = tmp.path().join(name);
+            write_atomic(&path, b"hello\n", mode).unwrap();
+            assert_eq!(fs::read(&path).unwrap(), b"hello\n");
+            assert_eq!(mode_of(&path), mode, "{name}");
+        }
+        assert_eq!(entries(tmp.path()), ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn overwrites_and_leaves_no_temp() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("users");
+        write_atomic(&path, b"first, and longer", 0o600).unwrap();
+        write_atomic(&path, b"second", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"second");
+        assert_eq!(entries(tmp.path()), ["users"]);
+    }
+
+    #[test]
+    fn empty_contents() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("empty");
+        write_atomic(&path, b"", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"");
+    }
+
+    #[test]
+    fn failed_rename_removes_temp() {
+        let tmp = tempfile::tempdir().unwrap();
+        // Renaming a file over a non-empty folder fails after the temp file was written.
+        let path = tmp.path().join("occupied");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("x"), b"x").unwrap();
+        assert!(write_atomic(&path, b"data", 0o600).is_err());
+        assert_eq!(entries(tmp.path()), ["occupied"]);
+    }
+
+    #[test]
+    fn missing_folder_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("nope/file");
+        let err = write_atomic(&path, b"data", 0o600).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn fsync_dir_works_and_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        fsync_dir(tmp.path()).unwrap();
+        assert!(fsync_dir(&tmp.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn private_dirs_are_0700() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a/b/c");
+        create_private_dir_all(&deep).unwrap();
+        for d in ["a", "a/b", "a/b/c"] {
+            let p = tmp.path().join(d);
+            assert!(p.is_dir(), "{d}");
+            assert_eq!(mode_of(&p), 0o700, "{d}");
+        }
+        // Existing folders are fine and left alone.
+        create_private_dir_all(&deep).unwrap();
+        create_private_dir_all(tmp.path()).unwrap();
+    }
+
+    #[test]
+    fn private_dir_over_a_file_fails() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("f");
+        fs::write(&file, b"").unwrap();
+        assert!(create_private_dir_all(&file).is_err());
+        assert!(create_private_dir_all(&file.join("sub")).is_err());
+    }
 }

@@ -1,1 +1,33 @@
-fn main() {}
+//! `tambo`: parse the command line, run, and pick the exit status (the only place that does).
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let strs: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let (cmd, rest) = match strs.split_first() {
+        Some((cmd, rest)) => (*cmd, rest),
+        None => ("tambo", &[][..]),
+    };
+    // argh's from_env exits 1 on a usage error; SPEC §4 wants 2 (1 means "wrong password").
+    let args = match <tambo::cli::Args as argh::FromArgs>::from_args(&[cmd], rest) {
+        Ok(args) => args,
+        Err(early) => {
+            return if early.status.is_ok() {
+                println!("{}", early.output);
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("{}", early.output);
+                ExitCode::from(2)
+            };
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match tambo::cli::run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tambo: {}", e.message);
+            ExitCode::from(e.status)
+        }
+    }
+}

@@ -1,1 +1,159 @@
-//! TLS certificates: conf/certs/<name>/, SNI, self-signed fallback.
+//! Server TLS: certificates from `conf/certs/<name>/{fullchain,privkey}.pem` (SPEC §2), picked
+//! by SNI; clients without SNI (most MTAs) get the one for `hostname`, else the first. With no
+//! certificate configured, a self-signed one for `hostname` is generated once into
+//! `data_dir/certs/self-signed/`.
+
+use rustls::ServerConfig;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("generating a self-signed certificate: {0}")]
+    Generate(String),
+}
+
+fn file_err(path: &Path, msg: impl std::fmt::Display) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+/// Certificates by lower-case name, plus the default for clients without (or with unknown) SNI.
+#[derive(Debug)]
+pub struct CertResolver {
+    by_name: BTreeMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl ResolvesServerCert for CertResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let by_sni = hello.server_name().and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.by_name.get(&name).or_else(|| {
+                // A wildcard folder name (`*.example.com`) covers one label.
+                let (_, parent) = name.split_once('.')?;
+                self.by_name.get(&format!("*.{parent}"))
+            })
+        });
+        Some(by_sni.unwrap_or(&self.default).clone())
+    }
+}
+
+/// Builds the server TLS configuration for all TLS listeners.
+pub fn server_config(
+    config_dir: &Path,
+    data_dir: &Path,
+    hostname: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let resolver = load_resolver(config_dir, data_dir, hostname)?;
+    let config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    Ok(Arc::new(config))
+}
+
+fn load_resolver(
+    config_dir: &Path,
+    data_dir: &Path,
+    hostname: &str,
+) -> Result<CertResolver, TlsError> {
+    let mut by_name = load_cert_folders(&config_dir.join("conf").join("certs"))?;
+    if by_name.is_empty() {
+        let dir = data_dir.join("certs").join("self-signed");
+        ensure_self_signed(&dir, hostname)?;
+        by_name.insert(hostname.to_ascii_lowercase(), Arc::new(load_pair(&dir)?));
+    }
+    let default = by_name
+        .get(&hostname.to_ascii_lowercase())
+        .or_else(|| by_name.values().next())
+        .cloned()
+        .ok_or_else(|| TlsError::Generate("no certificate".into()))?;
+    Ok(CertResolver { by_name, default })
+}
+
+/// Every `conf/certs/<name>/` holding `fullchain.pem` and `privkey.pem`.
+fn load_cert_folders(certs: &Path) -> Result<BTreeMap<String, Arc<CertifiedKey>>, TlsError> {
+    let mut by_name = BTreeMap::new();
+    let entries = match std::fs::read_dir(certs) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(by_name),
+        Err(e) => return Err(file_err(certs, e)),
+    };
+    for entry in entries {
+        let path = entry.map_err(|e| file_err(certs, e))?.path();
+        // Follows symlinks, so `conf/certs/x -> /etc/letsencrypt/live/x` works.
+        if !path.is_dir() {
+            continue;
+        }
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        by_name.insert(name.to_ascii_lowercase(), Arc::new(load_pair(&path)?));
+    }
+    Ok(by_name)
+}
+
+fn load_pair(dir: &Path) -> Result<CertifiedKey, TlsError> {
+    let chain_path = dir.join("fullchain.pem");
+    let key_path = dir.join("privkey.pem");
+    let chain = read_chain(&chain_path)?;
+    let key = read_key(&key_path)?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| file_err(&key_path, e))?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified
+        .keys_match()
+        .map_err(|e| file_err(&key_path, format!("does not match {}: {e}", chain_path.display())))?;
+    Ok(certified)
+}
+
+fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    let chain: Vec<_> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(path, e))?;
+    if chain.is_empty() {
+        return Err(file_err(path, "no certificate in PEM file"));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = std::fs::read(path).map_err(|e| file_err(path, e))?;
+    rustls_pemfile::private_key(&mut pem.as_slice())
+        .map_err(|e| file_err(path, e))?
+        .ok_or_else(|| file_err(path, "no private key in PEM file"))
+}
+
+/// Generates `dir/{fullchain,privkey}.pem` for `hostname` unless they exist (key mode 0600).
+fn ensure_self_signed(dir: &Path, hostname: &str) -> Result<(), TlsError> {
+    if dir.join("fullchain.pem").exists() && dir.join("privkey.pem").exists() {
+        return Ok(());
+    }
+    crate::fsutil::create_private_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let generated = rcgen::generate_simple_self_signed(vec![hostname.to_string()])
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let key_path = dir.join("privkey.pem");
+    crate::fsutil::write_atomic(
+        &key_path,
+        generated.signing_key.serialize_pem().as_bytes(),
+        0o600,
+    )
+    .map_err(|e| file_err(&key_path, e))?;
+    let cert_path = dir.join("fullchain.pem");
+    crate::fsutil::write_atomic(&cert_path, generated.cert.pem().as_bytes(), 0o644)
+        .map_err(|e| file_err(&cert_path, e))?;
+    log::info!("generated a self-signed certificate for {hostname} in {}", dir.display());
+    Ok(())
+}

@@ -1,1 +1,68 @@
-//! Command line.
+//! The command line (SPEC §4), parsed with argh into plain structs, then run.
+//! [`CliError`] carries the exit status; `main` is the only place that exits.
+
+pub mod serve;
+pub mod util;
+
+use argh::FromArgs;
+use std::path::PathBuf;
+
+/// tambo: a mail server for your domain.
+#[derive(FromArgs, Debug)]
+pub struct Args {
+    /// the config folder (default: the current folder)
+    #[argh(option, short = 'C', default = "PathBuf::from(\".\")")]
+    pub config_dir: PathBuf,
+    #[argh(subcommand)]
+    pub command: Command,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum Command {
+    Serve(ServeArgs),
+    Util(UtilArgs),
+}
+
+/// Run the mail server.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "serve")]
+pub struct ServeArgs {}
+
+/// Manage users and inspect the configuration.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "util")]
+pub struct UtilArgs {
+    #[argh(subcommand)]
+    pub command: util::UtilCommand,
+}
+
+/// A failure with its exit status: 1 = a negative answer (wrong password), 2 = bad input or
+/// configuration (SPEC §4), 1 also for runtime failures such as a port already in use.
+#[derive(Debug)]
+pub struct CliError {
+    pub status: u8,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>) -> CliError {
+        CliError {
+            status: 2,
+            message: message.into(),
+        }
+    }
+    pub fn failure(message: impl Into<String>) -> CliError {
+        CliError {
+            status: 1,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn run(args: Args) -> Result<(), CliError> {
+    match args.command {
+        Command::Serve(_) => serve::run(&args.config_dir),
+        Command::Util(u) => util::run(&args.config_dir, u.command),
+    }
+}

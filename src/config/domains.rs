@@ -1,2 +1,127 @@
-//! The `domains/` folder: one local domain per folder, with its users and aliases.
-pub struct Domains;
+//! The `domains/` folder (SPEC §2): every folder is a local domain, with its users and
+//! aliases files. Loaded whole at start (and on reload), then read-only.
+
+use crate::addr::{Address, Domain};
+use crate::aliases::{AliasFile, Directory, Normalization, Resolution};
+use crate::config::settings::ConfigError;
+use crate::userdb::UserDb;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One local domain.
+#[derive(Debug, Clone)]
+pub struct DomainData {
+    pub dir: PathBuf,
+    pub users: UserDb,
+    pub aliases: AliasFile,
+}
+
+/// All local domains, with the normalisation settings lookups need.
+#[derive(Debug, Clone)]
+pub struct Domains {
+    map: BTreeMap<Domain, DomainData>,
+    norm: Normalization,
+}
+
+/// `<config_dir>/domains/<domain>`.
+pub fn domain_dir(config_dir: &Path, domain: &Domain) -> PathBuf {
+    config_dir.join("domains").join(domain.as_str())
+}
+
+impl Domains {
+    /// Loads every folder under `<config_dir>/domains`. A folder whose name is not a valid,
+    /// normalised domain (lower-case, Unicode form) is an error naming it.
+    pub fn load(config_dir: &Path, norm: Normalization) -> Result<Domains, ConfigError> {
+        let root = config_dir.join("domains");
+        let mut map = BTreeMap::new();
+        let entries = match std::fs::read_dir(&root) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Domains { map, norm });
+            }
+            Err(e) => return Err(ConfigError(format!("{}: {e}", root.display()))),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| ConfigError(format!("{}: {e}", root.display())))?;
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let name = entry.file_name();
+            let domain = folder_domain(&path, &name.to_string_lossy())?;
+            let data = load_domain(&path, &domain)?;
+            map.insert(domain, data);
+        }
+        Ok(Domains { map, norm })
+    }
+
+    pub fn get(&self, domain: &Domain) -> Option<&DomainData> {
+        self.map.get(domain)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&Domain, &DomainData)> {
+        self.map.iter()
+    }
+
+    pub fn normalization(&self) -> &Normalization {
+        &self.norm
+    }
+
+    /// SPEC §6 resolution of one address through users and aliases.
+    pub fn resolve(&self, addr: &Address) -> Resolution {
+        crate::aliases::resolve(self, &self.norm, addr)
+    }
+
+    /// The canonical `user@domain` a login name refers to, if it is a user of a local domain
+    /// (lower-cased, drop characters and suffix removed, as stored).
+    pub fn canonical_user(&self, login: &str) -> Option<Address> {
+        let addr = Address::parse(login).ok()?;
+        let data = self.map.get(addr.domain())?;
+        let local = addr
+            .local()
+            .normalize(&self.norm.drop_characters, &self.norm.suffix_separators);
+        data.users
+            .contains(local.as_str())
+            .then(|| Address::new(local, addr.domain().clone()))
+    }
+}
+
+fn folder_domain(path: &Path, name: &str) -> Result<Domain, ConfigError> {
+    let domain = Domain::parse(name)
+        .map_err(|e| ConfigError(format!("{}: not a domain name: {e}", path.display())))?;
+    if domain.as_str() != name {
+        return Err(ConfigError(format!(
+            "{}: domain folders must be named in lower-case Unicode form: rename it to {:?}",
+            path.display(),
+            domain.as_str()
+        )));
+    }
+    Ok(domain)
+}
+
+fn load_domain(dir: &Path, domain: &Domain) -> Result<DomainData, ConfigError> {
+    let users =
+        UserDb::load(&dir.join("users")).map_err(|e| ConfigError(e.to_string()))?;
+    let aliases = AliasFile::load(&dir.join("aliases"), domain)
+        .map_err(|e| ConfigError(e.to_string()))?;
+    Ok(DomainData {
+        dir: dir.to_path_buf(),
+        users,
+        aliases,
+    })
+}
+
+impl Directory for Domains {
+    fn is_local_domain(&self, domain: &Domain) -> bool {
+        self.map.contains_key(domain)
+    }
+    fn user_exists(&self, domain: &Domain, local: &str) -> bool {
+        self.map.get(domain).is_some_and(|d| d.users.contains(local))
+    }
+    fn aliases(&self, domain: &Domain) -> Option<&AliasFile> {
+        self.map.get(domain).map(|d| &d.aliases)
+    }
+    fn first_user(&self, domain: &Domain) -> Option<String> {
+        self.map.get(domain)?.users.names().into_iter().next()
+    }
+}

@@ -1,8 +1,11 @@
 //! `conf/tambo.json` (SPEC §3): every key parsed, defaulted and validated.
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde_json::{Map, Value, json};
 
 /// A config error, already formatted as the one line the user sees:
 /// `<file>:<line>: <problem>` (or `<file>: <problem>` when no line applies).
@@ -40,15 +43,66 @@ pub struct IpNet {
 
 impl IpNet {
     pub fn parse(s: &str) -> Result<IpNet, String> {
-        todo!("{s}")
+        let (addr_text, prefix_text) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr_text
+            .parse()
+            .map_err(|_| format!("{s:?} is not an IP address or network"))?;
+        let max = max_prefix(addr);
+        let prefix = match prefix_text {
+            None => max,
+            // Digits only: `u8::from_str` would also take "+8".
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|&n| n <= max)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0-{max}"))?,
+            Some(_) => return Err(format!("{s:?}: prefix length must be 0-{max}")),
+        };
+        // Host bits are allowed (`192.0.2.7/24` means `192.0.2.0/24`), as Postfix's mynetworks.
+        Ok(IpNet { addr, prefix })
     }
+
     /// IPv4-mapped IPv6 client addresses match IPv4 networks.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        todo!("{ip}")
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(u32::from(net).into(), u32::from(ip).into(), 32, self.prefix)
+            }
+            (IpAddr::V4(net), IpAddr::V6(ip)) => ip.to_ipv4_mapped().is_some_and(|v4| {
+                prefix_eq(u32::from(net).into(), u32::from(v4).into(), 32, self.prefix)
+            }),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(u128::from(net), u128::from(ip), 128, self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V4(ip)) => {
+                let mapped = u128::from(ip.to_ipv6_mapped());
+                prefix_eq(u128::from(net), mapped, 128, self.prefix)
+            }
+        }
     }
 }
 
-#[derive(Debug, Clone)]
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn max_prefix(addr: IpAddr) -> u8 {
+    if addr.is_ipv4() { 32 } else { 128 }
+}
+
+/// Whether the top `prefix` of `bits` bits of `a` and `b` are equal.
+fn prefix_eq(a: u128, b: u128, bits: u32, prefix: u8) -> bool {
+    let host_bits = bits - u32::from(prefix).min(bits);
+    // A shift by 128 would overflow; /0 compares nothing.
+    a.checked_shr(host_bits).unwrap_or(0) == b.checked_shr(host_bits).unwrap_or(0)
+}
+
+#[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Absolute path of the config folder.
     pub config_dir: PathBuf,
@@ -80,17 +134,1277 @@ pub struct Settings {
     pub mailbox_quota_mb: u64,
 }
 
+/// Every key of SPEC §3, in the order `to_json` prints them.
+pub const KEYS: &[&str] = &[
+    "hostname",
+    "smtp_listen",
+    "submission_listen",
+    "submission_tls_listen",
+    "imap_listen",
+    "imaps_listen",
+    "pop3_listen",
+    "pop3s_listen",
+    "monitoring_listen",
+    "data_dir",
+    "max_message_size_mb",
+    "max_recipients",
+    "suffix_separators",
+    "drop_characters",
+    "local_delivery",
+    "give_up_after",
+    "dns_servers",
+    "outbound_smtp_port",
+    "inbound_policy",
+    "srs_secret",
+    "haproxy_incoming",
+    "relay_networks",
+    "outbound_bind",
+    "arc_seal",
+    "mailbox_quota_mb",
+];
+
+/// What `to_json` prints for a configured SRS secret; refused as a value, so that pasting
+/// `print-config` output back into the file cannot silently make it the secret.
+const SECRET_PLACEHOLDER: &str = "(set)";
+
+/// Bounds that keep `max_message_size()` and the queue's arithmetic far from overflow.
+const MAX_MESSAGE_SIZE_MB: u64 = 1 << 20;
+
 impl Settings {
     /// Reads `<config_dir>/conf/tambo.json`; a missing file means all defaults.
     pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
-        todo!("{config_dir:?}")
+        let config_dir = std::path::absolute(config_dir)
+            .map_err(|e| ConfigError(format!("{}: {e}", config_dir.display())))?;
+        let file = config_dir.join("conf").join("tambo.json");
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Err(ConfigError(format!("{}: {e}", file.display()))),
+        };
+        let mut settings = Settings::defaults(config_dir);
+        if !text.trim().is_empty() {
+            settings
+                .apply_text(&text)
+                .map_err(|e| e.into_config_error(&file))?;
+        }
+        Ok(settings)
     }
+
+    /// All defaults of SPEC §3 for a config folder (which should be absolute).
+    pub fn defaults(config_dir: PathBuf) -> Settings {
+        let any = |port| vec![socket("0.0.0.0", port), socket("::", port)];
+        let reject = PolicyAction::Reject;
+        Settings {
+            data_dir: config_dir.join("data"),
+            config_dir,
+            hostname: system_hostname(),
+            smtp_listen: any(25),
+            submission_listen: any(587),
+            submission_tls_listen: any(465),
+            imap_listen: Vec::new(),
+            imaps_listen: Vec::new(),
+            pop3_listen: Vec::new(),
+            pop3s_listen: Vec::new(),
+            monitoring_listen: None,
+            max_message_size_mb: 50,
+            max_recipients: 100,
+            suffix_separators: "+".into(),
+            drop_characters: ".".into(),
+            local_delivery: LocalDelivery::Maildir,
+            give_up_after: Duration::from_secs(20 * 3600),
+            dns_servers: Vec::new(),
+            outbound_smtp_port: 25,
+            inbound_policy: InboundPolicy {
+                spf_fail: reject,
+                dmarc_reject: reject,
+            },
+            srs_secret: None,
+            haproxy_incoming: false,
+            relay_networks: Vec::new(),
+            outbound_bind: None,
+            arc_seal: true,
+            mailbox_quota_mb: 0,
+        }
+    }
+
     /// `max_message_size_mb` in bytes.
     pub fn max_message_size(&self) -> u64 {
         self.max_message_size_mb * 1024 * 1024
     }
+
     /// The effective settings as JSON, defaults filled in (`util print-config`).
+    /// Same keys and value formats as the file; the SRS secret is never shown.
     pub fn to_json(&self) -> serde_json::Value {
-        todo!()
+        let addrs = |v: &[SocketAddr]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+        json!({
+            "hostname": self.hostname,
+            "smtp_listen": addrs(&self.smtp_listen),
+            "submission_listen": addrs(&self.submission_listen),
+            "submission_tls_listen": addrs(&self.submission_tls_listen),
+            "imap_listen": addrs(&self.imap_listen),
+            "imaps_listen": addrs(&self.imaps_listen),
+            "pop3_listen": addrs(&self.pop3_listen),
+            "pop3s_listen": addrs(&self.pop3s_listen),
+            "monitoring_listen": self.monitoring_listen.map(|a| a.to_string()),
+            "data_dir": self.data_dir.to_string_lossy(),
+            "max_message_size_mb": self.max_message_size_mb,
+            "max_recipients": self.max_recipients,
+            "suffix_separators": self.suffix_separators,
+            "drop_characters": self.drop_characters,
+            "local_delivery": local_delivery_json(&self.local_delivery),
+            "give_up_after": format_duration(self.give_up_after),
+            "dns_servers": addrs(&self.dns_servers),
+            "outbound_smtp_port": self.outbound_smtp_port,
+            "inbound_policy": {
+                "spf_fail": policy_name(self.inbound_policy.spf_fail),
+                "dmarc_reject": policy_name(self.inbound_policy.dmarc_reject),
+            },
+            "srs_secret": self.srs_secret.as_ref().map(|_| SECRET_PLACEHOLDER),
+            "haproxy_incoming": self.haproxy_incoming,
+            "relay_networks": self.relay_networks.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            "outbound_bind": self.outbound_bind.map(|a| a.to_string()),
+            "arc_seal": self.arc_seal,
+            "mailbox_quota_mb": self.mailbox_quota_mb,
+        })
+    }
+
+    /// Applies the keys of the file text over the current values.
+    fn apply_text(&mut self, text: &str) -> Result<(), TextError> {
+        let value: Value = serde_json::from_str(text).map_err(|e| {
+            let (line, column) = error_position(text, e.line(), e.column());
+            let msg = json_error_text(&e);
+            TextError::Syntax { line, column, msg }
+        })?;
+        let Value::Object(map) = value else {
+            return Err(TextError::at(
+                1,
+                "expected a JSON object of settings".into(),
+            ));
+        };
+        let lines = top_level_key_lines(text);
+        let line_of = |key: &str| lines.iter().find(|(k, _)| k == key).map(|(_, l)| *l);
+        if let Some((key, line)) = first_duplicate(&lines) {
+            return Err(TextError::at(line, format!("key {key:?} appears twice")));
+        }
+        for (key, v) in &map {
+            let line = line_of(key);
+            if !KEYS.contains(&key.as_str()) {
+                return Err(TextError::Value {
+                    line,
+                    msg: format!("unknown key {key:?}"),
+                });
+            }
+            self.apply_key(key, v).map_err(|problem| TextError::Value {
+                line,
+                msg: format!("{key:?}: {problem}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Sets one known key; the error is the problem with the value.
+    fn apply_key(&mut self, key: &str, v: &Value) -> Result<(), String> {
+        match key {
+            "hostname" => self.hostname = hostname(v)?,
+            "smtp_listen" => self.smtp_listen = socket_list(v)?,
+            "submission_listen" => self.submission_listen = socket_list(v)?,
+            "submission_tls_listen" => self.submission_tls_listen = socket_list(v)?,
+            "imap_listen" => self.imap_listen = socket_list(v)?,
+            "imaps_listen" => self.imaps_listen = socket_list(v)?,
+            "pop3_listen" => self.pop3_listen = socket_list(v)?,
+            "pop3s_listen" => self.pop3s_listen = socket_list(v)?,
+            "monitoring_listen" => self.monitoring_listen = optional(v, socket_addr)?,
+            "data_dir" => self.data_dir = self.config_dir.join(non_empty_string(v)?),
+            "max_message_size_mb" => self.max_message_size_mb = message_size(v)?,
+            "max_recipients" => self.max_recipients = count(v)?,
+            "suffix_separators" => self.suffix_separators = separator_chars(v)?,
+            "drop_characters" => self.drop_characters = separator_chars(v)?,
+            "local_delivery" => self.local_delivery = local_delivery(v)?,
+            "give_up_after" => self.give_up_after = duration(v)?,
+            "dns_servers" => self.dns_servers = list(v, "\"ip\" or \"ip:port\"", dns_server)?,
+            "outbound_smtp_port" => self.outbound_smtp_port = port(v)?,
+            "inbound_policy" => self.inbound_policy = inbound_policy(v)?,
+            "srs_secret" => self.srs_secret = optional(v, srs_secret)?,
+            "haproxy_incoming" => self.haproxy_incoming = boolean(v)?,
+            "relay_networks" => self.relay_networks = list(v, "CIDR", ip_net)?,
+            "outbound_bind" => self.outbound_bind = optional(v, ip_addr)?,
+            "arc_seal" => self.arc_seal = boolean(v)?,
+            "mailbox_quota_mb" => self.mailbox_quota_mb = non_negative(v)?,
+            // KEYS and this match list the same keys; the caller checked KEYS.
+            _ => return Err("unknown key".into()),
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Settings {
+    /// Through `to_json`, so a logged `{:?}` never shows the SRS secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Settings({}, {})",
+            self.config_dir.display(),
+            self.to_json()
+        )
+    }
+}
+
+/// An error found in the text, before the file name is known to it.
+enum TextError {
+    Syntax {
+        line: usize,
+        column: usize,
+        msg: String,
+    },
+    Value {
+        line: Option<usize>,
+        msg: String,
+    },
+}
+
+impl TextError {
+    fn at(line: usize, msg: String) -> TextError {
+        TextError::Value {
+            line: Some(line),
+            msg,
+        }
+    }
+    fn into_config_error(self, file: &Path) -> ConfigError {
+        let file = file.display();
+        ConfigError(match self {
+            TextError::Syntax { line, column, msg } => {
+                format!("{file}:{line}:{column}: invalid JSON: {msg}")
+            }
+            TextError::Value {
+                line: Some(line),
+                msg,
+            } => format!("{file}:{line}: {msg}"),
+            TextError::Value { line: None, msg } => format!("{file}: {msg}"),
+        })
+    }
+}
+
+fn socket(ip: &str, port: u16) -> SocketAddr {
+    // Literal addresses above are valid; unspecified is the fallback that cannot be reached.
+    SocketAddr::new(
+        ip.parse().unwrap_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED)),
+        port,
+    )
+}
+
+/// The system host name, lower-cased; `localhost` if it cannot be read.
+fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is writable for `buf.len()` bytes; we read only up to the first NUL.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    if rc != 0 || name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+// ---- JSON position helpers (shared with `userdb`) ----
+
+/// serde_json's message without its " at line L column C" tail (callers report the position).
+pub(crate) fn json_error_text(e: &serde_json::Error) -> String {
+    let full = e.to_string();
+    let tail = format!(" at line {} column {}", e.line(), e.column());
+    full.strip_suffix(&tail).unwrap_or(&full).to_string()
+}
+
+/// serde_json says column 0 when it failed just after reading a newline; point at the end
+/// of the previous line instead, where the mistake is.
+fn error_position(text: &str, line: usize, column: usize) -> (usize, usize) {
+    if column > 0 || line < 2 {
+        return (line, column);
+    }
+    let previous = text.split('\n').nth(line - 2).unwrap_or("");
+    (line - 1, previous.trim_end_matches('\r').chars().count())
+}
+
+/// The keys of the top-level object of (valid) JSON `text`, in order, with their 1-based line.
+/// serde_json does not keep positions, and config errors must say the line (STYLE habit 6).
+pub(crate) fn top_level_key_lines(text: &str) -> Vec<(String, usize)> {
+    let bytes = text.as_bytes();
+    let mut keys = Vec::new();
+    let (mut depth, mut line, mut i) = (0usize, 1usize, 0usize);
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\n' => line += 1,
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'"' => {
+                let Some(end) = string_end(bytes, i) else {
+                    break;
+                };
+                if depth == 1 && next_non_space(bytes, end + 1) == Some(b':') {
+                    // The slice is a complete JSON string literal: quotes are ASCII boundaries.
+                    if let Ok(key) = serde_json::from_str::<String>(&text[i..=end]) {
+                        keys.push((key, line));
+                    }
+                }
+                i = end;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    keys
+}
+
+/// Index of the quote closing the string that opens at `start`.
+fn string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut i = start + 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+fn next_non_space(bytes: &[u8], from: usize) -> Option<u8> {
+    bytes
+        .get(from..)?
+        .iter()
+        .copied()
+        .find(|b| !b.is_ascii_whitespace())
+}
+
+/// The first key that appeared before, with the line of its second appearance.
+pub(crate) fn first_duplicate(lines: &[(String, usize)]) -> Option<(String, usize)> {
+    lines.iter().enumerate().find_map(|(i, (key, line))| {
+        lines[..i]
+            .iter()
+            .any(|(k, _)| k == key)
+            .then(|| (key.clone(), *line))
+    })
+}
+
+// ---- value validators: each returns the problem, without the key ----
+
+/// The offending value as JSON, shortened to keep the error on one readable line.
+fn got(v: &Value) -> String {
+    const MAX: usize = 60;
+    let text = v.to_string();
+    if text.chars().count() <= MAX {
+        text
+    } else {
+        format!("{}...", text.chars().take(MAX).collect::<String>())
+    }
+}
+
+fn expected(what: &str, v: &Value) -> String {
+    format!("expected {what}, got {}", got(v))
+}
+
+fn string<'a>(v: &'a Value, what: &str) -> Result<&'a str, String> {
+    v.as_str().ok_or_else(|| expected(what, v))
+}
+
+fn optional<T>(v: &Value, f: fn(&Value) -> Result<T, String>) -> Result<Option<T>, String> {
+    if v.is_null() {
+        Ok(None)
+    } else {
+        f(v).map(Some)
+    }
+}
+
+fn list<T>(v: &Value, what: &str, f: fn(&Value) -> Result<T, String>) -> Result<Vec<T>, String> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| expected(&format!("a list of {what} strings"), v))?;
+    items.iter().map(f).collect()
+}
+
+fn boolean(v: &Value) -> Result<bool, String> {
+    v.as_bool().ok_or_else(|| expected("true or false", v))
+}
+
+fn non_negative(v: &Value) -> Result<u64, String> {
+    v.as_u64()
+        .ok_or_else(|| expected("a non-negative integer", v))
+}
+
+fn positive(v: &Value) -> Result<u64, String> {
+    v.as_u64()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| expected("a positive integer", v))
+}
+
+fn count(v: &Value) -> Result<usize, String> {
+    usize::try_from(positive(v)?).map_err(|_| expected("a smaller integer", v))
+}
+
+fn message_size(v: &Value) -> Result<u64, String> {
+    let mb = positive(v)?;
+    if mb > MAX_MESSAGE_SIZE_MB {
+        return Err(expected(&format!("at most {MAX_MESSAGE_SIZE_MB}"), v));
+    }
+    Ok(mb)
+}
+
+fn port(v: &Value) -> Result<u16, String> {
+    v.as_u64()
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|&n| n > 0)
+        .ok_or_else(|| expected("a port number (1-65535)", v))
+}
+
+fn non_empty_string(v: &Value) -> Result<String, String> {
+    let s = string(v, "a non-empty string")?;
+    if s.is_empty() {
+        return Err(expected("a non-empty string", v));
+    }
+    Ok(s.to_string())
+}
+
+/// `suffix_separators` / `drop_characters`: any characters but `@` and whitespace,
+/// which would change what an address means rather than normalise it.
+fn separator_chars(v: &Value) -> Result<String, String> {
+    let what = "a string of characters (no \"@\" or spaces)";
+    let s = string(v, what)?;
+    if s.chars()
+        .any(|c| c == '@' || c.is_whitespace() || c.is_control())
+    {
+        return Err(expected(what, v));
+    }
+    Ok(s.to_string())
+}
+
+fn hostname(v: &Value) -> Result<String, String> {
+    let what = "a host name (letters, digits, \"-\" and \".\")";
+    let s = string(v, what)?;
+    if !is_host_name(s) {
+        return Err(expected(what, v));
+    }
+    Ok(s.to_ascii_lowercase())
+}
+
+/// RFC 1123 §2.1 host names: dot-separated labels of letters, digits and `-`, 1-63 each,
+/// at most 253 in all; no trailing dot (we print it in greetings and certificates as is).
+fn is_host_name(s: &str) -> bool {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    s.len() <= 253 && s.split('.').all(label_ok)
+}
+
+fn socket_addr(v: &Value) -> Result<SocketAddr, String> {
+    let what = "\"ip:port\" (IPv6 as \"[::1]:25\")";
+    string(v, what)?.parse().map_err(|_| expected(what, v))
+}
+
+fn socket_list(v: &Value) -> Result<Vec<SocketAddr>, String> {
+    list(v, "\"ip:port\"", socket_addr)
+}
+
+fn dns_server(v: &Value) -> Result<SocketAddr, String> {
+    const DNS_PORT: u16 = 53;
+    let what = "\"ip\" or \"ip:port\"";
+    let s = string(v, what)?;
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, DNS_PORT));
+    }
+    s.parse().map_err(|_| expected(what, v))
+}
+
+fn ip_addr(v: &Value) -> Result<IpAddr, String> {
+    let what = "an IP address";
+    string(v, what)?.parse().map_err(|_| expected(what, v))
+}
+
+fn ip_net(v: &Value) -> Result<IpNet, String> {
+    IpNet::parse(string(v, "a CIDR network such as \"192.0.2.0/24\"")?)
+}
+
+fn srs_secret(v: &Value) -> Result<String, String> {
+    let s = non_empty_string(v)?;
+    if s == SECRET_PLACEHOLDER {
+        return Err(format!(
+            "{SECRET_PLACEHOLDER:?} is what print-config shows; put the real secret or null"
+        ));
+    }
+    Ok(s)
+}
+
+fn duration(v: &Value) -> Result<Duration, String> {
+    let what = "a duration such as \"90s\", \"30m\", \"20h\" or \"5d\"";
+    string(v, what)?
+        .parse::<DurationText>()
+        .map(|d| d.0)
+        .map_err(|()| expected(what, v))
+}
+
+/// `<integer><s|m|h|d>`, greater than zero.
+struct DurationText(Duration);
+
+impl std::str::FromStr for DurationText {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        let unit_at = s.len().checked_sub(1).ok_or(())?;
+        let (digits, unit) = s.split_at_checked(unit_at).ok_or(())?;
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(());
+        }
+        let scale = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3600,
+            "d" => 86400,
+            _ => return Err(()),
+        };
+        let n: u64 = digits.parse().map_err(|_| ())?;
+        let secs = n.checked_mul(scale).filter(|&s| s > 0).ok_or(())?;
+        Ok(DurationText(Duration::from_secs(secs)))
+    }
+}
+
+/// The largest unit that divides exactly, so `to_json` prints "20h" and not "72000s".
+fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (n, unit) = [(86400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(scale, _)| secs > 0 && secs.is_multiple_of(*scale))
+        .map_or((secs, "s"), |(scale, unit)| (secs / scale, unit));
+    format!("{n}{unit}")
+}
+
+fn local_delivery(v: &Value) -> Result<LocalDelivery, String> {
+    let what = "\"maildir\", {\"mda\": [argv...]} or {\"lmtp\": \"unix:/path\" or \"host:port\"}";
+    match v {
+        Value::String(s) if s == "maildir" => Ok(LocalDelivery::Maildir),
+        Value::Object(map) if map.len() == 1 => match map.iter().next() {
+            Some((k, argv)) if k == "mda" => mda_argv(argv).map(LocalDelivery::Mda),
+            Some((k, target)) if k == "lmtp" => lmtp_target(target).map(LocalDelivery::Lmtp),
+            _ => Err(expected(what, v)),
+        },
+        _ => Err(expected(what, v)),
+    }
+}
+
+fn mda_argv(v: &Value) -> Result<Vec<String>, String> {
+    let what = "\"mda\": a non-empty list of strings, the command first";
+    let argv: Vec<String> = v
+        .as_array()
+        .and_then(|items| items.iter().map(|a| a.as_str().map(String::from)).collect())
+        .ok_or_else(|| expected(what, v))?;
+    match argv.first() {
+        Some(cmd) if !cmd.is_empty() => Ok(argv),
+        _ => Err(expected(what, v)),
+    }
+}
+
+fn lmtp_target(v: &Value) -> Result<String, String> {
+    let what = "\"lmtp\": \"unix:/absolute/path\" or \"host:port\"";
+    let s = string(v, what)?;
+    let ok = match s.strip_prefix("unix:") {
+        Some(path) => path.starts_with('/'),
+        None => is_host_port(s),
+    };
+    if !ok {
+        return Err(expected(what, v));
+    }
+    Ok(s.to_string())
+}
+
+/// `host:port` with a host name, an IPv4 address or a bracketed IPv6 address.
+fn is_host_port(s: &str) -> bool {
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => is_host_name(host),
+    };
+    port_ok && host_ok
+}
+
+fn local_delivery_json(d: &LocalDelivery) -> Value {
+    match d {
+        LocalDelivery::Maildir => json!("maildir"),
+        LocalDelivery::Mda(argv) => json!({ "mda": argv }),
+        LocalDelivery::Lmtp(target) => json!({ "lmtp": target }),
+    }
+}
+
+fn inbound_policy(v: &Value) -> Result<InboundPolicy, String> {
+    let map: &Map<String, Value> = v
+        .as_object()
+        .ok_or_else(|| expected("an object with \"spf_fail\" and \"dmarc_reject\"", v))?;
+    let reject = PolicyAction::Reject;
+    let mut policy = InboundPolicy {
+        spf_fail: reject,
+        dmarc_reject: reject,
+    };
+    for (key, action) in map {
+        let slot = match key.as_str() {
+            "spf_fail" => &mut policy.spf_fail,
+            "dmarc_reject" => &mut policy.dmarc_reject,
+            _ => return Err(format!("unknown key {key:?}")),
+        };
+        *slot = policy_action(action).map_err(|e| format!("{key:?}: {e}"))?;
+    }
+    Ok(policy)
+}
+
+fn policy_action(v: &Value) -> Result<PolicyAction, String> {
+    match v.as_str() {
+        Some("reject") => Ok(PolicyAction::Reject),
+        Some("tag") => Ok(PolicyAction::Tag),
+        _ => Err(expected("\"reject\" or \"tag\"", v)),
+    }
+}
+
+fn policy_name(a: PolicyAction) -> &'static str {
+    match a {
+        PolicyAction::Reject => "reject",
+        PolicyAction::Tag => "tag",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `text` as `conf/tambo.json` of a fresh config folder and loads it.
+    fn load_text(text: &str) -> (tempfile::TempDir, Result<Settings, ConfigError>) {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("conf")).unwrap();
+        std::fs::write(tmp.path().join("conf/tambo.json"), text).unwrap();
+        let result = Settings::load(tmp.path());
+        (tmp, result)
+    }
+
+    fn load_ok(text: &str) -> Settings {
+        let (_tmp, result) = load_text(text);
+        result.unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn load_err(text: &str) -> String {
+        let (tmp, result) = load_text(text);
+        let err = result.err().unwrap_or_else(|| panic!("{text}: loaded")).0;
+        let file = format!("{}/conf/tambo.json", tmp.path().display());
+        err.strip_prefix(&file)
+            .unwrap_or_else(|| panic!("{err}"))
+            .to_string()
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn assert_defaults(s: &Settings, dir: &Path) {
+        assert_eq!(s.config_dir, dir);
+        assert!(!s.hostname.is_empty());
+        assert_eq!(s.hostname, s.hostname.to_lowercase());
+        assert_eq!(s.smtp_listen, [sa("0.0.0.0:25"), sa("[::]:25")]);
+        assert_eq!(s.submission_listen, [sa("0.0.0.0:587"), sa("[::]:587")]);
+        assert_eq!(s.submission_tls_listen, [sa("0.0.0.0:465"), sa("[::]:465")]);
+        assert!(s.imap_listen.is_empty() && s.imaps_listen.is_empty());
+        assert!(s.pop3_listen.is_empty() && s.pop3s_listen.is_empty());
+        assert_eq!(s.monitoring_listen, None);
+        assert_eq!(s.data_dir, dir.join("data"));
+        assert_eq!(s.max_message_size_mb, 50);
+        assert_eq!(s.max_message_size(), 50 * 1024 * 1024);
+        assert_eq!(s.max_recipients, 100);
+        assert_eq!(s.suffix_separators, "+");
+        assert_eq!(s.drop_characters, ".");
+        assert_eq!(s.local_delivery, LocalDelivery::Maildir);
+        assert_eq!(s.give_up_after, Duration::from_secs(20 * 3600));
+        assert!(s.dns_servers.is_empty());
+        assert_eq!(s.outbound_smtp_port, 25);
+        let reject = PolicyAction::Reject;
+        assert_eq!(
+            s.inbound_policy,
+            InboundPolicy {
+                spf_fail: reject,
+                dmarc_reject: reject
+            }
+        );
+        assert_eq!(s.srs_secret, None);
+        assert!(!s.haproxy_incoming);
+        assert!(s.relay_networks.is_empty());
+        assert_eq!(s.outbound_bind, None);
+        assert!(s.arc_seal);
+        assert_eq!(s.mailbox_quota_mb, 0);
+    }
+
+    #[test]
+    fn missing_file_is_defaults() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Settings::load(tmp.path()).unwrap();
+        assert_defaults(&s, tmp.path());
+    }
+
+    #[test]
+    fn empty_object_and_empty_file_are_defaults() {
+        for text in ["{}", "{\n}\n", "", "  \n"] {
+            let (tmp, result) = load_text(text);
+            assert_defaults(&result.unwrap(), tmp.path());
+        }
+    }
+
+    #[test]
+    fn relative_config_dir_becomes_absolute() {
+        let s = Settings::load(Path::new("no-such-config-folder")).unwrap();
+        assert!(s.config_dir.is_absolute());
+        assert!(s.data_dir.starts_with(&s.config_dir));
+    }
+
+    #[test]
+    fn every_key_accepted() {
+        let text = r#"{
+            "hostname": "Mail.Example.COM",
+            "smtp_listen": ["127.0.0.1:2525", "[::1]:2525"],
+            "submission_listen": ["127.0.0.1:5870"],
+            "submission_tls_listen": [],
+            "imap_listen": ["127.0.0.1:1143"],
+            "imaps_listen": ["127.0.0.1:1993"],
+            "pop3_listen": ["127.0.0.1:1110"],
+            "pop3s_listen": ["[::]:1995"],
+            "monitoring_listen": "127.0.0.1:9090",
+            "data_dir": "/var/lib/tambo",
+            "max_message_size_mb": 25,
+            "max_recipients": 10,
+            "suffix_separators": "+-",
+            "drop_characters": "",
+            "local_delivery": {"mda": ["maildrop", "-f", "%from%", "-d", "%to_user%"]},
+            "give_up_after": "5d",
+            "dns_servers": ["127.0.0.1:5353", "::1", "192.0.2.53"],
+            "outbound_smtp_port": 2526,
+            "inbound_policy": {"spf_fail": "tag"},
+            "srs_secret": "s3cret",
+            "haproxy_incoming": true,
+            "relay_networks": ["192.0.2.0/24", "2001:db8::/32", "10.0.0.1"],
+            "outbound_bind": "2001:db8::5",
+            "arc_seal": false,
+            "mailbox_quota_mb": 1024
+        }"#;
+        let s = load_ok(text);
+        assert_eq!(s.hostname, "mail.example.com");
+        assert_eq!(s.smtp_listen, [sa("127.0.0.1:2525"), sa("[::1]:2525")]);
+        assert_eq!(s.submission_listen, [sa("127.0.0.1:5870")]);
+        assert!(s.submission_tls_listen.is_empty());
+        assert_eq!(s.imap_listen, [sa("127.0.0.1:1143")]);
+        assert_eq!(s.imaps_listen, [sa("127.0.0.1:1993")]);
+        assert_eq!(s.pop3_listen, [sa("127.0.0.1:1110")]);
+        assert_eq!(s.pop3s_listen, [sa("[::]:1995")]);
+        assert_eq!(s.monitoring_listen, Some(sa("127.0.0.1:9090")));
+        assert_eq!(s.data_dir, Path::new("/var/lib/tambo"));
+        assert_eq!(s.max_message_size(), 25 * 1024 * 1024);
+        assert_eq!(s.max_recipients, 10);
+        assert_eq!(s.suffix_separators, "+-");
+        assert_eq!(s.drop_characters, "");
+        let argv = ["maildrop", "-f", "%from%", "-d", "%to_user%"].map(String::from);
+        assert_eq!(s.local_delivery, LocalDelivery::Mda(argv.to_vec()));
+        assert_eq!(s.give_up_after, Duration::from_secs(5 * 86400));
+        assert_eq!(
+            s.dns_servers,
+            [sa("127.0.0.1:5353"), sa("[::1]:53"), sa("192.0.2.53:53")]
+        );
+        assert_eq!(s.outbound_smtp_port, 2526);
+        assert_eq!(s.inbound_policy.spf_fail, PolicyAction::Tag);
+        assert_eq!(s.inbound_policy.dmarc_reject, PolicyAction::Reject);
+        assert_eq!(s.srs_secret.as_deref(), Some("s3cret"));
+        assert!(s.haproxy_incoming);
+        assert_eq!(s.relay_networks.len(), 3);
+        assert_eq!(s.relay_networks[2].prefix, 32);
+        assert_eq!(s.outbound_bind, Some("2001:db8::5".parse().unwrap()));
+        assert!(!s.arc_seal);
+        assert_eq!(s.mailbox_quota_mb, 1024);
+    }
+
+    #[test]
+    fn value_variants_accepted() {
+        type Check = fn(&Settings) -> bool;
+        let cases: &[(&str, Check)] = &[
+            (r#"{"data_dir": "state"}"#, |s| {
+                s.data_dir == s.config_dir.join("state")
+            }),
+            (r#"{"local_delivery": "maildir"}"#, |s| {
+                s.local_delivery == LocalDelivery::Maildir
+            }),
+            (
+                r#"{"local_delivery": {"lmtp": "unix:/run/dovecot/lmtp"}}"#,
+                |s| s.local_delivery == LocalDelivery::Lmtp("unix:/run/dovecot/lmtp".into()),
+            ),
+            (r#"{"local_delivery": {"lmtp": "127.0.0.1:24"}}"#, |s| {
+                s.local_delivery == LocalDelivery::Lmtp("127.0.0.1:24".into())
+            }),
+            (r#"{"local_delivery": {"lmtp": "[::1]:24"}}"#, |s| {
+                matches!(s.local_delivery, LocalDelivery::Lmtp(_))
+            }),
+            (
+                r#"{"local_delivery": {"lmtp": "lmtp.example.com:24"}}"#,
+                |s| matches!(s.local_delivery, LocalDelivery::Lmtp(_)),
+            ),
+            (r#"{"give_up_after": "90s"}"#, |s| {
+                s.give_up_after.as_secs() == 90
+            }),
+            (r#"{"give_up_after": "30m"}"#, |s| {
+                s.give_up_after.as_secs() == 1800
+            }),
+            (r#"{"give_up_after": "20h"}"#, |s| {
+                s.give_up_after.as_secs() == 72000
+            }),
+            (r#"{"monitoring_listen": null}"#, |s| {
+                s.monitoring_listen.is_none()
+            }),
+            (r#"{"srs_secret": null}"#, |s| s.srs_secret.is_none()),
+            (r#"{"outbound_bind": "203.0.113.5"}"#, |s| {
+                s.outbound_bind.is_some()
+            }),
+            (r#"{"inbound_policy": {}}"#, |s| {
+                s.inbound_policy.spf_fail == PolicyAction::Reject
+            }),
+            (r#"{"inbound_policy": {"dmarc_reject": "tag"}}"#, |s| {
+                s.inbound_policy.dmarc_reject == PolicyAction::Tag
+            }),
+            (r#"{"hostname": "localhost"}"#, |s| {
+                s.hostname == "localhost"
+            }),
+            (r#"{"mailbox_quota_mb": 0}"#, |s| s.mailbox_quota_mb == 0),
+        ];
+        for (text, check) in cases {
+            assert!(check(&load_ok(text)), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_line_and_key() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "{\n  \"max_recipients\": \"ten\"\n}",
+                ":2: \"max_recipients\": expected a positive integer, got \"ten\"",
+            ),
+            (
+                "{\"max_recipients\": 0}",
+                ":1: \"max_recipients\": expected a positive integer, got 0",
+            ),
+            (
+                "{\"max_recipients\": -3}",
+                ":1: \"max_recipients\": expected a positive integer, got -3",
+            ),
+            (
+                "{\"max_message_size_mb\": 1.5}",
+                ":1: \"max_message_size_mb\": expected a positive integer, got 1.5",
+            ),
+            (
+                "{\"max_message_size_mb\": 99999999}",
+                ":1: \"max_message_size_mb\": expected at most 1048576, got 99999999",
+            ),
+            (
+                "{\"mailbox_quota_mb\": -1}",
+                ":1: \"mailbox_quota_mb\": expected a non-negative integer, got -1",
+            ),
+            (
+                "{\n\n  \"hostname\": \"mail.example.com.\"\n}",
+                ":3: \"hostname\": expected a host name (letters, digits, \"-\" and \".\"), got \"mail.example.com.\"",
+            ),
+            (
+                "{\"hostname\": \"a_b\"}",
+                ":1: \"hostname\": expected a host name",
+            ),
+            (
+                "{\"hostname\": \"\"}",
+                ":1: \"hostname\": expected a host name",
+            ),
+            (
+                "{\"hostname\": \"a..b\"}",
+                ":1: \"hostname\": expected a host name",
+            ),
+            (
+                "{\"hostname\": 5}",
+                ":1: \"hostname\": expected a host name",
+            ),
+            (
+                "{\"smtp_listen\": \"0.0.0.0:25\"}",
+                ":1: \"smtp_listen\": expected a list of \"ip:port\" strings, got \"0.0.0.0:25\"",
+            ),
+            (
+                "{\"smtp_listen\": [\"::1:25\"]}",
+                ":1: \"smtp_listen\": expected \"ip:port\" (IPv6 as \"[::1]:25\"), got \"::1:25\"",
+            ),
+            (
+                "{\"imap_listen\": [\"localhost:143\"]}",
+                ":1: \"imap_listen\": expected \"ip:port\"",
+            ),
+            (
+                "{\"pop3s_listen\": [995]}",
+                ":1: \"pop3s_listen\": expected \"ip:port\"",
+            ),
+            (
+                "{\"monitoring_listen\": \"9090\"}",
+                ":1: \"monitoring_listen\": expected \"ip:port\"",
+            ),
+            (
+                "{\"data_dir\": \"\"}",
+                ":1: \"data_dir\": expected a non-empty string, got \"\"",
+            ),
+            (
+                "{\"suffix_separators\": \"@\"}",
+                ":1: \"suffix_separators\": expected a string of characters",
+            ),
+            (
+                "{\"drop_characters\": 1}",
+                ":1: \"drop_characters\": expected a string of characters",
+            ),
+            (
+                "{\"local_delivery\": \"mbox\"}",
+                ":1: \"local_delivery\": expected \"maildir\", {\"mda\"",
+            ),
+            (
+                "{\"local_delivery\": {\"mda\": []}}",
+                ":1: \"local_delivery\": expected \"mda\": a non-empty list",
+            ),
+            (
+                "{\"local_delivery\": {\"mda\": [\"\"]}}",
+                ":1: \"local_delivery\": expected \"mda\": a non-empty list",
+            ),
+            (
+                "{\"local_delivery\": {\"mda\": \"maildrop\"}}",
+                ":1: \"local_delivery\": expected \"mda\"",
+            ),
+            (
+                "{\"local_delivery\": {\"mda\": [\"x\", 1]}}",
+                ":1: \"local_delivery\": expected \"mda\"",
+            ),
+            (
+                "{\"local_delivery\": {\"lmtp\": \"unix:run/lmtp\"}}",
+                ":1: \"local_delivery\": expected \"lmtp\"",
+            ),
+            (
+                "{\"local_delivery\": {\"lmtp\": \"host\"}}",
+                ":1: \"local_delivery\": expected \"lmtp\"",
+            ),
+            (
+                "{\"local_delivery\": {\"lmtp\": \"::1:24\"}}",
+                ":1: \"local_delivery\": expected \"lmtp\"",
+            ),
+            (
+                "{\"local_delivery\": {\"lmtp\": \"h:0\"}}",
+                ":1: \"local_delivery\": expected \"lmtp\"",
+            ),
+            (
+                "{\"local_delivery\": {\"smtp\": \"h:25\"}}",
+                ":1: \"local_delivery\": expected \"maildir\"",
+            ),
+            (
+                "{\"local_delivery\": {\"mda\": [\"x\"], \"lmtp\": \"h:24\"}}",
+                ":1: \"local_delivery\": expected \"maildir\"",
+            ),
+            (
+                "{\"give_up_after\": \"20\"}",
+                ":1: \"give_up_after\": expected a duration such as \"90s\", \"30m\", \"20h\" or \"5d\", got \"20\"",
+            ),
+            (
+                "{\"give_up_after\": \"0h\"}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"give_up_after\": \"h\"}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"give_up_after\": \"\"}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"give_up_after\": \"-1h\"}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"give_up_after\": \"2w\"}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"give_up_after\": \"1.5h\"}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"give_up_after\": \"99999999999999999999d\"}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"give_up_after\": \"3ñ\"}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"give_up_after\": 72000}",
+                ":1: \"give_up_after\": expected a duration",
+            ),
+            (
+                "{\"dns_servers\": [\"resolver\"]}",
+                ":1: \"dns_servers\": expected \"ip\" or \"ip:port\", got \"resolver\"",
+            ),
+            (
+                "{\"dns_servers\": \"1.1.1.1\"}",
+                ":1: \"dns_servers\": expected a list of \"ip\" or \"ip:port\" strings",
+            ),
+            (
+                "{\"outbound_smtp_port\": 0}",
+                ":1: \"outbound_smtp_port\": expected a port number (1-65535), got 0",
+            ),
+            (
+                "{\"outbound_smtp_port\": 65536}",
+                ":1: \"outbound_smtp_port\": expected a port number",
+            ),
+            (
+                "{\"outbound_smtp_port\": \"25\"}",
+                ":1: \"outbound_smtp_port\": expected a port number",
+            ),
+            (
+                "{\"inbound_policy\": \"reject\"}",
+                ":1: \"inbound_policy\": expected an object",
+            ),
+            (
+                "{\"inbound_policy\": {\"spf_fail\": \"drop\"}}",
+                ":1: \"inbound_policy\": \"spf_fail\": expected \"reject\" or \"tag\", got \"drop\"",
+            ),
+            (
+                "{\"inbound_policy\": {\"dkim_fail\": \"tag\"}}",
+                ":1: \"inbound_policy\": unknown key \"dkim_fail\"",
+            ),
+            (
+                "{\"srs_secret\": \"\"}",
+                ":1: \"srs_secret\": expected a non-empty string",
+            ),
+            (
+                "{\"srs_secret\": \"(set)\"}",
+                ":1: \"srs_secret\": \"(set)\" is what print-config shows",
+            ),
+            (
+                "{\"haproxy_incoming\": \"yes\"}",
+                ":1: \"haproxy_incoming\": expected true or false, got \"yes\"",
+            ),
+            (
+                "{\"arc_seal\": 1}",
+                ":1: \"arc_seal\": expected true or false, got 1",
+            ),
+            (
+                "{\"relay_networks\": [\"192.0.2.0/33\"]}",
+                ":1: \"relay_networks\": \"192.0.2.0/33\": prefix length must be 0-32",
+            ),
+            (
+                "{\"relay_networks\": [\"lan\"]}",
+                ":1: \"relay_networks\": \"lan\" is not an IP address or network",
+            ),
+            (
+                "{\"relay_networks\": [7]}",
+                ":1: \"relay_networks\": expected a CIDR network",
+            ),
+            (
+                "{\"outbound_bind\": \"eth0\"}",
+                ":1: \"outbound_bind\": expected an IP address, got \"eth0\"",
+            ),
+            (
+                "{\n \"arc_seal\": true,\n \"arc_seal\": false\n}",
+                ":3: key \"arc_seal\" appears twice",
+            ),
+            ("[1, 2]", ":1: expected a JSON object of settings"),
+        ];
+        for (text, want) in cases {
+            let err = load_err(text);
+            assert!(err.starts_with(want), "{text}\n got: {err}\nwant: {want}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn long_values_are_shortened() {
+        let long = "x".repeat(200);
+        let err = load_err(&format!("{{\"max_recipients\": \"{long}\"}}"));
+        assert!(err.ends_with("..."), "{err}");
+        assert!(err.len() < 150, "{err}");
+    }
+
+    #[test]
+    fn unknown_key() {
+        let text = "{\n  \"hostname\": \"mx.example.com\",\n  \"foo\": 1\n}\n";
+        assert_eq!(load_err(text), ":3: unknown key \"foo\"");
+        // A nested key of the same name is not the top-level one.
+        let text = "{\n  \"inbound_policy\": {\"foo\": \"tag\"},\n  \"foo\": 1\n}\n";
+        assert_eq!(
+            load_err(text),
+            ":2: \"inbound_policy\": unknown key \"foo\""
+        );
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let err = load_err("{\n  \"hostname\": \"a\",\n  \"arc_seal\": tru\n}\n");
+        assert!(
+            err.starts_with(":3:17: invalid JSON: expected ident"),
+            "{err}"
+        );
+        assert!(err.contains(": invalid JSON: "), "{err}");
+        assert!(!err.contains("at line"), "{err}");
+        let err = load_err("{\n  \"hostname\": \"a\",\n}\n");
+        assert!(
+            err.starts_with(":3:1: invalid JSON: trailing comma"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unreadable_file_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("conf/tambo.json")).unwrap();
+        let err = Settings::load(tmp.path()).unwrap_err().0;
+        assert!(
+            err.starts_with(&format!("{}/conf/tambo.json: ", tmp.path().display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn key_lines() {
+        let text =
+            "{\"a\": {\"b\": [1, {\"c\": 2}]},\n\"d\\\"q\" : \"x:y\",\n\n \"e\":\n[\"f\", \"g\"]}";
+        let want = [
+            ("a".to_string(), 1),
+            ("d\"q".to_string(), 2),
+            ("e".to_string(), 4),
+        ];
+        assert_eq!(top_level_key_lines(text), want);
+    }
+
+    #[test]
+    fn ip_net_parse_table() {
+        let cases: &[(&str, Option<(&str, u8)>)] = &[
+            ("192.0.2.0/24", Some(("192.0.2.0", 24))),
+            ("192.0.2.7/24", Some(("192.0.2.7", 24))),
+            ("10.1.2.3", Some(("10.1.2.3", 32))),
+            ("0.0.0.0/0", Some(("0.0.0.0", 0))),
+            ("2001:db8::/32", Some(("2001:db8::", 32))),
+            ("::1", Some(("::1", 128))),
+            ("::/0", Some(("::", 0))),
+            ("::/128", Some(("::", 128))),
+            ("192.0.2.0/33", None),
+            ("2001:db8::/129", None),
+            ("192.0.2.0/", None),
+            ("192.0.2.0/+8", None),
+            ("192.0.2.0/-1", None),
+            ("192.0.2/24", None),
+            ("/24", None),
+            ("", None),
+            ("example.com/24", None),
+            ("192.0.2.0/24/1", None),
+        ];
+        for (text, want) in cases {
+            let got = IpNet::parse(text).ok().map(|n| (n.addr, n.prefix));
+            let want = want.map(|(a, p)| (a.parse::<IpAddr>().unwrap(), p));
+            assert_eq!(got, want, "{text}");
+        }
+    }
+
+    #[test]
+    fn ip_net_contains_table() {
+        let cases = [
+            ("192.0.2.0/24", "192.0.2.1", true),
+            ("192.0.2.0/24", "192.0.2.255", true),
+            ("192.0.2.0/24", "192.0.3.1", false),
+            ("192.0.2.77/24", "192.0.2.1", true),
+            ("192.0.2.1", "192.0.2.1", true),
+            ("192.0.2.1", "192.0.2.2", false),
+            ("0.0.0.0/0", "203.0.113.9", true),
+            ("0.0.0.0/0", "2001:db8::1", false),
+            ("192.0.2.0/24", "::ffff:192.0.2.9", true),
+            ("192.0.2.0/24", "::ffff:192.0.3.9", false),
+            ("192.0.2.0/24", "2001:db8::1", false),
+            ("2001:db8::/32", "2001:db8:1::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("::/0", "2001:db8::1", true),
+            ("::1", "::1", true),
+            ("::1", "::2", false),
+            ("::ffff:192.0.2.0/120", "192.0.2.5", true),
+            ("2001:db8::/32", "192.0.2.5", false),
+            ("10.0.0.0/8", "10.255.255.255", true),
+            ("10.0.0.0/8", "11.0.0.0", false),
+        ];
+        for (net, ip, want) in cases {
+            let net = IpNet::parse(net).unwrap();
+            assert_eq!(
+                net.contains(ip.parse().unwrap()),
+                want,
+                "{net} contains {ip}"
+            );
+        }
+    }
+
+    #[test]
+    fn duration_format_table() {
+        let cases = [
+            (90, "90s"),
+            (1800, "30m"),
+            (72000, "20h"),
+            (432000, "5d"),
+            (3601, "3601s"),
+            (0, "0s"),
+        ];
+        for (secs, text) in cases {
+            assert_eq!(format_duration(Duration::from_secs(secs)), text);
+        }
+    }
+
+    #[test]
+    fn to_json_defaults_shape() {
+        let tmp = tempfile::tempdir().unwrap();
+        let s = Settings::load(tmp.path()).unwrap();
+        let j = s.to_json();
+        let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, KEYS);
+        assert_eq!(j["smtp_listen"], json!(["0.0.0.0:25", "[::]:25"]));
+        assert_eq!(j["give_up_after"], json!("20h"));
+        assert_eq!(j["monitoring_listen"], Value::Null);
+        assert_eq!(j["srs_secret"], Value::Null);
+        assert_eq!(j["local_delivery"], json!("maildir"));
+        assert_eq!(
+            j["data_dir"],
+            json!(tmp.path().join("data").to_string_lossy())
+        );
+        assert_eq!(
+            j["inbound_policy"],
+            json!({"spf_fail": "reject", "dmarc_reject": "reject"})
+        );
+    }
+
+    #[test]
+    fn to_json_never_shows_the_secret() {
+        let s = load_ok(r#"{"srs_secret": "very-secret-value"}"#);
+        assert_eq!(s.to_json()["srs_secret"], json!("(set)"));
+        assert!(!format!("{s:?}").contains("very-secret-value"));
+    }
+
+    #[test]
+    fn to_json_round_trips() {
+        let texts = [
+            "{}",
+            r#"{"hostname": "mx.example.org", "monitoring_listen": "[::1]:9100",
+                "local_delivery": {"mda": ["procmail", "-d", "%to_user%"]},
+                "give_up_after": "90m", "dns_servers": ["::1"], "relay_networks": ["10.0.0.0/8", "::1"],
+                "outbound_bind": "192.0.2.1", "inbound_policy": {"spf_fail": "tag", "dmarc_reject": "tag"},
+                "haproxy_incoming": true, "arc_seal": false, "mailbox_quota_mb": 7,
+                "data_dir": "var", "suffix_separators": "-+", "drop_characters": ""}"#,
+            r#"{"local_delivery": {"lmtp": "unix:/run/dovecot/lmtp"}, "give_up_after": "3601s"}"#,
+        ];
+        for text in texts {
+            let (tmp, first) = load_text(text);
+            let first = first.unwrap();
+            let printed = serde_json::to_string_pretty(&first.to_json()).unwrap();
+            std::fs::write(tmp.path().join("conf/tambo.json"), &printed).unwrap();
+            let second = Settings::load(tmp.path()).unwrap_or_else(|e| panic!("{printed}: {e}"));
+            assert_eq!(first, second, "{printed}");
+        }
     }
 }

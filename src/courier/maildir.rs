@@ -2,12 +2,426 @@
 //! files 0600, fsync before the rename into `new/` (maildir(5)).
 
 use crate::courier::DeliveryError;
+use crate::fsutil;
 use crate::queue::store::Item;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+/// Read size when copying from the queue file.
+const COPY_BUFFER: usize = 64 * 1024;
+const FILE_MODE: u32 = 0o600;
+
+/// Deliveries made by this process: the `Q` part of the file name (maildir(5), Dovecot).
+static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
 /// Delivers the message of `item` to the Maildir of `user@domain` under `mail_root`
 /// (`data_dir/mail`), prepending `Return-Path` and `Delivered-To`, converting CRLF to LF.
 /// Streams from the queue file; never holds the message in memory.
-pub fn deliver(mail_root: &Path, hostname: &str, domain: &str, user: &str, item: &Item) -> Result<(), DeliveryError> {
-    todo!("{mail_root:?}{hostname}{domain}{user}{item:?}")
+pub fn deliver(
+    mail_root: &Path,
+    hostname: &str,
+    domain: &str,
+    user: &str,
+    item: &Item,
+) -> Result<(), DeliveryError> {
+    check_name("domain", domain)?;
+    check_name("user", user)?;
+    let maildir = mail_root.join(domain).join(user);
+    for sub in ["tmp", "new", "cur"] {
+        let dir = maildir.join(sub);
+        fsutil::create_private_dir_all(&dir).map_err(|e| io_error("cannot create", &dir, &e))?;
+    }
+    let name = unique_name(hostname);
+    let tmp_path = maildir.join("tmp").join(&name);
+    let file = create_exclusive(&tmp_path).map_err(|e| io_error("cannot create", &tmp_path, &e))?;
+    let headers = trace_headers(&item.envelope.from, user, domain);
+    let size = match write_message(&file, &tmp_path, headers.as_bytes(), item) {
+        Ok(size) => size,
+        Err(e) => {
+            remove_quietly(&tmp_path);
+            return Err(e);
+        }
+    };
+    let new_dir = maildir.join("new");
+    publish(
+        &tmp_path,
+        &new_dir.join(format!("{name},S={size}")),
+        &new_dir,
+    )
+}
+
+/// Refuses names that could leave the mail root (SPEC §11). Upstream newtypes already
+/// guarantee this; a second check here costs nothing and guards the filesystem.
+fn check_name(kind: &str, name: &str) -> Result<(), DeliveryError> {
+    let unsafe_name = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.chars().any(|c| c == '/' || c.is_control());
+    if unsafe_name {
+        return Err(DeliveryError::permanent(format!(
+            "unsafe {kind} name {name:?} for a Maildir"
+        )));
+    }
+    Ok(())
+}
+
+/// `<secs>.M<usecs>P<pid>Q<counter>.<hostname>`, as maildir(5) and Dovecot name new mail.
+fn unique_name(hostname: &str) -> String {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    let counter = DELIVERIES.fetch_add(1, Ordering::Relaxed) + 1;
+    format!(
+        "{}.M{}P{}Q{counter}.{}",
+        now.as_secs(),
+        now.subsec_micros(),
+        std::process::id(),
+        safe_hostname(hostname)
+    )
+}
+
+/// maildir(5): `/` and `:` in the host name are written as `\057` and `\072` (`:` starts the
+/// info part of a name in `cur/`).
+fn safe_hostname(hostname: &str) -> String {
+    if hostname.is_empty() {
+        return "localhost".to_string();
+    }
+    hostname
+        .chars()
+        .map(|c| match c {
+            '/' => "\\057".to_string(),
+            ':' => "\\072".to_string(),
+            c if c.is_control() => "_".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// `Return-Path` (RFC 5321 §4.4) and `Delivered-To`, with LF endings like the rest of the file.
+fn trace_headers(from: &str, user: &str, domain: &str) -> String {
+    // The reverse-path was parsed upstream; dropping control characters here makes header
+    // injection impossible even if that ever changes.
+    let from: String = from.chars().filter(|c| !c.is_control()).collect();
+    format!("Return-Path: <{from}>\nDelivered-To: {user}@{domain}\n")
+}
+
+fn create_exclusive(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true) // O_EXCL: a name clash must fail, not overwrite someone's mail.
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+/// Writes headers and converted data, then fsyncs; returns the number of bytes written.
+fn write_message(
+    mut file: &File,
+    path: &Path,
+    headers: &[u8],
+    item: &Item,
+) -> Result<u64, DeliveryError> {
+    let mut data = item
+        .open_data()
+        .map_err(|e| io_error("cannot read", &item.path, &e))?;
+    file.write_all(headers)
+        .map_err(|e| io_error("cannot write", path, &e))?;
+    let mut written = headers.len() as u64;
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut out = Vec::with_capacity(COPY_BUFFER + 1);
+    let mut crlf = CrlfToLf::default();
+    loop {
+        let n = match data.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error("cannot read", &item.path, &e)),
+        };
+        out.clear();
+        crlf.convert(&buf[..n], &mut out);
+        written += write_chunk(file, path, &out)?;
+    }
+    out.clear();
+    crlf.finish(&mut out);
+    written += write_chunk(file, path, &out)?;
+    file.sync_all()
+        .map_err(|e| io_error("cannot fsync", path, &e))?;
+    Ok(written)
+}
+
+fn write_chunk(mut file: &File, path: &Path, chunk: &[u8]) -> Result<u64, DeliveryError> {
+    file.write_all(chunk)
+        .map_err(|e| io_error("cannot write", path, &e))?;
+    Ok(chunk.len() as u64)
+}
+
+/// Moves the finished file into `new/` and makes that durable (maildir(5)).
+fn publish(tmp_path: &Path, new_path: &Path, new_dir: &Path) -> Result<(), DeliveryError> {
+    if let Err(e) = fs::rename(tmp_path, new_path) {
+        remove_quietly(tmp_path);
+        return Err(io_error("cannot rename into", new_path, &e));
+    }
+    if let Err(e) = fsutil::fsync_dir(new_dir) {
+        // The delivery will be retried, so a copy left here could show up twice.
+        remove_quietly(new_path);
+        return Err(io_error("cannot fsync", new_dir, &e));
+    }
+    Ok(())
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = fs::remove_file(path) {
+        log::warn!("maildir: cannot remove {}: {e}", path.display());
+    }
+}
+
+/// Every I/O failure is temporary: a full disk or quota may clear up before the queue gives
+/// up. The reason names the path; it goes to the log, never to a peer.
+fn io_error(what: &str, path: &Path, e: &io::Error) -> DeliveryError {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOSPC) => " (disk full)",
+        Some(libc::EDQUOT) => " (quota exceeded)",
+        _ => "",
+    };
+    DeliveryError::temporary(format!("maildir: {what} {}: {e}{hint}", path.display()))
+}
+
+/// Streaming CRLF → LF conversion; a CR at the end of one chunk is held until the next one
+/// shows whether an LF follows. Lone CRs are kept.
+#[derive(Debug, Default)]
+struct CrlfToLf {
+    pending_cr: bool,
+}
+
+impl CrlfToLf {
+    fn convert(&mut self, input: &[u8], out: &mut Vec<u8>) {
+        for &b in input {
+            if self.pending_cr && b != b'\n' {
+                out.push(b'\r');
+            }
+            self.pending_cr = b == b'\r';
+            if !self.pending_cr {
+                out.push(b);
+            }
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        if std::mem::take(&mut self.pending_cr) {
+            out.push(b'\r');
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aliases::Recipient;
+    use crate::queue::store::{Envelope, Queue, QueuedRcpt, RcptState};
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::PathBuf;
+
+    fn queued(dir: &Path, from: &str, data: &[u8]) -> Item {
+        let queue = Queue::open(dir).unwrap();
+        let mut incoming = queue.incoming().unwrap();
+        incoming.write(data).unwrap();
+        let rcpt = QueuedRcpt {
+            original: "bob@example.org".to_string(),
+            target: Recipient::Mailbox {
+                address: "bob@example.org".to_string(),
+            },
+            state: RcptState::Pending,
+            last_error: None,
+        };
+        let envelope = Envelope {
+            from: from.to_string(),
+            rcpts: vec![rcpt],
+            received_at: 0,
+            client: String::new(),
+        };
+        incoming.commit(envelope).unwrap()
+    }
+
+    fn files_in(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn convert_in_chunks(input: &[u8], chunk: usize) -> Vec<u8> {
+        let mut conv = CrlfToLf::default();
+        let mut out = Vec::new();
+        for part in input.chunks(chunk) {
+            conv.convert(part, &mut out);
+        }
+        conv.finish(&mut out);
+        out
+    }
+
+    #[test]
+    fn delivers_into_new_with_headers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let item = queued(
+            tmp.path(),
+            "alice@example.com",
+            b"Subject: hi\r\n\r\nbody\r\n",
+        );
+        let root = tmp.path().join("mail");
+        deliver(&root, "mx.example.org", "example.org", "bob", &item).unwrap();
+
+        let maildir = root.join("example.org/bob");
+        let new = files_in(&maildir.join("new"));
+        assert_eq!(new.len(), 1);
+        assert!(files_in(&maildir.join("tmp")).is_empty());
+        assert!(files_in(&maildir.join("cur")).is_empty());
+        let want = "Return-Path: <alice@example.com>\nDelivered-To: bob@example.org\n\
+                    Subject: hi\n\nbody\n";
+        let got = fs::read(&new[0]).unwrap();
+        assert_eq!(String::from_utf8_lossy(&got), want);
+
+        let name = new[0].file_name().unwrap().to_str().unwrap();
+        let (base, size) = name.rsplit_once(",S=").unwrap();
+        assert_eq!(size, want.len().to_string());
+        let parts: Vec<&str> = base.splitn(3, '.').collect();
+        assert!(parts[0].parse::<u64>().is_ok(), "{name}");
+        let pid = format!("P{}Q", std::process::id());
+        assert!(
+            parts[1].starts_with('M') && parts[1].contains(&pid),
+            "{name}"
+        );
+        assert_eq!(parts[2], "mx.example.org", "{name}");
+
+        assert_eq!(mode(&new[0]), 0o600);
+        for dir in ["mail", "mail/example.org", "mail/example.org/bob"] {
+            assert_eq!(mode(&tmp.path().join(dir)), 0o700, "{dir}");
+        }
+        for sub in ["tmp", "new", "cur"] {
+            assert_eq!(mode(&maildir.join(sub)), 0o700, "{sub}");
+        }
+    }
+
+    #[test]
+    fn null_sender_and_distinct_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let item = queued(tmp.path(), "", b"x\r\n");
+        let root = tmp.path().join("mail");
+        deliver(&root, "host", "example.org", "bob", &item).unwrap();
+        deliver(&root, "host", "example.org", "bob", &item).unwrap();
+        let new = files_in(&root.join("example.org/bob/new"));
+        assert_eq!(new.len(), 2);
+        assert_ne!(new[0], new[1]);
+        for path in new {
+            let text = fs::read_to_string(path).unwrap();
+            assert!(text.starts_with("Return-Path: <>\n"), "{text}");
+        }
+    }
+
+    #[test]
+    fn crlf_split_at_buffer_boundary() {
+        let tmp = tempfile::tempdir().unwrap();
+        // The CR of a CRLF is the last byte of the first 64 KiB read; a lone CR follows later.
+        let mut data = vec![b'a'; COPY_BUFFER - 1];
+        data.extend_from_slice(b"\r\nb\rc\r\n");
+        let item = queued(tmp.path(), "a@b.c", &data);
+        let root = tmp.path().join("mail");
+        deliver(&root, "host", "example.org", "bob", &item).unwrap();
+        let new = files_in(&root.join("example.org/bob/new"));
+        let got = fs::read(&new[0]).unwrap();
+        let mut want = b"Return-Path: <a@b.c>\nDelivered-To: bob@example.org\n".to_vec();
+        want.extend(vec![b'a'; COPY_BUFFER - 1]);
+        want.extend_from_slice(b"\nb\rc\n");
+        assert!(got == want, "content differs around the buffer boundary");
+    }
+
+    #[test]
+    fn crlf_conversion_any_chunking() {
+        let cases: [(&[u8], &[u8]); 7] = [
+            (b"a\r\nb\r\n", b"a\nb\n"),
+            (b"\r\n\r\n", b"\n\n"),
+            (b"a\rb", b"a\rb"),
+            (b"a\r", b"a\r"),
+            (b"\r\r\n", b"\r\n"),
+            (b"a\nb", b"a\nb"),
+            (b"", b""),
+        ];
+        for (input, want) in cases {
+            for chunk in 1..=input.len().max(1) {
+                assert_eq!(
+                    convert_in_chunks(input, chunk),
+                    want,
+                    "{input:?} in chunks of {chunk}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn unsafe_names_are_refused_permanently() {
+        let tmp = tempfile::tempdir().unwrap();
+        let item = queued(tmp.path(), "a@b.c", b"x\r\n");
+        let root = tmp.path().join("mail");
+        let cases = [
+            ("", "bob"),
+            (".", "bob"),
+            ("..", "bob"),
+            ("a/b", "bob"),
+            ("ex\0ample.org", "bob"),
+            ("example.org", ""),
+            ("example.org", "."),
+            ("example.org", ".."),
+            ("example.org", "../../etc"),
+            ("example.org", "bo\nb"),
+        ];
+        for (domain, user) in cases {
+            let err = deliver(&root, "host", domain, user, &item).unwrap_err();
+            assert!(err.permanent, "{domain:?} {user:?}");
+        }
+        assert!(!root.exists(), "nothing may be created for a refused name");
+    }
+
+    #[test]
+    fn io_errors_are_temporary_and_name_the_path() {
+        let tmp = tempfile::tempdir().unwrap();
+        let item = queued(tmp.path(), "a@b.c", b"x\r\n");
+        let root = tmp.path().join("mail");
+        // A file where the domain folder should be.
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("example.org"), b"").unwrap();
+        let err = deliver(&root, "host", "example.org", "bob", &item).unwrap_err();
+        assert!(!err.permanent);
+        assert!(err.reason.contains("example.org/bob"), "{}", err.reason);
+
+        let mut gone = item.clone();
+        gone.path = tmp.path().join("missing");
+        let err = deliver(&root, "host", "example.net", "bob", &gone).unwrap_err();
+        assert!(!err.permanent);
+        assert!(err.reason.contains("missing"), "{}", err.reason);
+        assert!(
+            files_in(&root.join("example.net/bob/tmp")).is_empty(),
+            "tmp file removed"
+        );
+    }
+
+    #[test]
+    fn hostname_is_made_safe() {
+        let cases = [
+            ("mx.example.org", "mx.example.org"),
+            ("a/b:c", "a\\057b\\072c"),
+            ("", "localhost"),
+            ("a\nb", "a_b"),
+        ];
+        for (host, want) in cases {
+            assert_eq!(safe_hostname(host), want, "{host:?}");
+        }
+    }
 }

@@ -3,6 +3,8 @@
 //!
 //! - [`store`]: the file format, durable put, status records, load on start.
 //! - [`retry`]: the retry schedule, a pure function of age.
+//! - [`runner`]: the delivery loop: one task per message, attempts and retries.
 
 pub mod retry;
+pub mod runner;
 pub mod store;

@@ -1,15 +1,89 @@
-//! Queue file format and durable operations. See the module docs inside for the layout.
+//! Queue file format and durable operations (SPEC §8).
+//!
+//! # Layout
+//!
+//! One file per message, `data_dir/queue/<id>`, mode 0600, named by its [`QueueId`]:
+//!
+//! ```text
+//! TAMBO-QUEUE 1 <data_len as 20 decimal digits>\n   fixed-size first line (35 bytes)
+//! <data_len bytes of message data>                   as received (CRLF, dot-unstuffed)
+//! <envelope JSON>\n                                  one line, written at commit
+//! <status record JSON>\n                             zero or more, appended by Queue::record
+//! ```
+//!
+//! A status record is `{"rcpt":<index>,"state":"pending"|"delivered"|"failed",
+//! ["reason":...,] "last_error":...}`; records apply in file order, so the last one for a
+//! recipient wins.
+//!
+//! # Why this shape
+//!
+//! - Data is streamed to disk while it arrives, before its length is known, so the first line
+//!   holds a placeholder that commit overwrites in place (pwrite). Its fixed size means the data
+//!   offset is a constant and the loader can seek over the data without reading it.
+//! - The envelope follows the data, so it is written once, at commit, in one piece.
+//! - Recipient state changes are appends, not rewrites: one small write and one fsync per
+//!   delivery, and an append torn by a crash can only damage its own line. A line counts only
+//!   once its `\n` is there; a torn tail is ignored on load, and [`Queue::record`] starts a new
+//!   line first if the file does not end with one, so a later append never merges with it.
+//!
+//! # Durability
+//!
+//! While being received, a message lives in `queue/tmp/<id>` (same filesystem). Commit flushes,
+//! writes the length and the envelope, fsyncs the file, renames it into `queue/`, then fsyncs
+//! the folder: only then is the message acknowledged (250 after DATA). A file in `queue/` is
+//! therefore always complete, and anything left in `queue/tmp/` after a crash was never
+//! acknowledged, so [`Queue::load_all`] deletes it.
+//!
+//! Many sessions commit at once, each with its own [`Incoming`]; their concurrent fsyncs are
+//! batched by the filesystem's journal. A group-commit layer may come later if that is not
+//! enough.
 
 use crate::aliases::Recipient;
-use std::io;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+/// Magic and format version at the start of every queue file.
+const MAGIC: &str = "TAMBO-QUEUE 1 ";
+/// Digits of the data length in the first line (`u64::MAX` has 20).
+const LEN_DIGITS: usize = 20;
+/// Length of the first line, hence the offset of the message data.
+const HEADER_LEN: u64 = (MAGIC.len() + LEN_DIGITS + 1) as u64;
+/// Written until commit; it does not parse, so a half-written file can never pass for whole.
+const PLACEHOLDER: &[u8] = b"TAMBO-QUEUE 1 --------------------\n";
+/// Buffer for streaming message data to the temp file.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Id clashes need the same millisecond and 20 equal random bits; a few retries suffice.
+const ID_ATTEMPTS: usize = 16;
+const FILE_MODE: u32 = 0o600;
+
 /// A queue id: 16 lower-case hex characters, safe as a file name.
+///
+/// The first 11 digits are milliseconds since the epoch, so ids sort oldest first; the last 5
+/// are random.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId(String);
 
 impl QueueId {
+    /// Accepts exactly 16 lower-case hex characters.
+    pub fn parse(s: &str) -> Option<QueueId> {
+        let ok = s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        ok.then(|| QueueId(s.to_string()))
+    }
+
+    /// A fresh id from the clock and a random number.
+    pub fn generate() -> QueueId {
+        let millis = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let time = (millis as u64) & 0xfff_ffff_ffff; // 44 bits: good until the year 2527.
+        let random = rand::random::<u32>() & 0xf_ffff;
+        QueueId(format!("{time:011x}{random:05x}"))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -51,6 +125,16 @@ pub struct Envelope {
     pub client: String,
 }
 
+/// One status line of a queue file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct StatusRecord {
+    rcpt: usize,
+    #[serde(flatten)]
+    state: RcptState,
+    #[serde(default)]
+    last_error: Option<String>,
+}
+
 /// A message in the queue, as loaded: its envelope, and where its data lies in the file.
 #[derive(Debug, Clone)]
 pub struct Item {
@@ -61,59 +145,377 @@ pub struct Item {
     pub data_len: u64,
 }
 
+impl Item {
+    /// A reader over the message data only, for couriers: the data is never loaded whole.
+    pub fn open_data(&self) -> io::Result<io::Take<File>> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.data_offset))?;
+        Ok(file.take(self.data_len))
+    }
+}
+
+/// Why one queue file could not be loaded (logged; the file is kept for a human to look at).
+#[derive(Debug, thiserror::Error)]
+enum LoadError {
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("bad first line (not a committed tambo queue file)")]
+    BadHeader,
+    #[error("envelope line missing or cut short")]
+    NoEnvelope,
+    #[error("bad envelope: {0}")]
+    BadEnvelope(#[from] serde_json::Error),
+}
+
 #[derive(Debug, Clone)]
 pub struct Queue {
     dir: PathBuf,
 }
 
 /// A message being received: data is streamed to a temp file in the queue folder.
+///
+/// Dropping it without [`commit`](Incoming::commit) removes the temp file.
 #[derive(Debug)]
-pub struct Incoming {}
+pub struct Incoming {
+    id: QueueId,
+    tmp_path: PathBuf,
+    queue_dir: PathBuf,
+    out: BufWriter<File>,
+    data_len: u64,
+    /// Set once the temp file has been renamed away (or removed): Drop leaves it alone.
+    done: bool,
+}
 
 impl Queue {
     /// Opens (creating, mode 0700) `data_dir/queue`.
     pub fn open(data_dir: &Path) -> io::Result<Queue> {
-        todo!("{data_dir:?}")
+        let dir = data_dir.join("queue");
+        crate::fsutil::create_private_dir_all(&dir.join("tmp"))?;
+        Ok(Queue { dir })
     }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.dir.join("tmp")
+    }
+
+    fn path_of(&self, id: &QueueId) -> PathBuf {
+        self.dir.join(id.as_str())
+    }
+
     /// Starts a new message; allocates its id.
     pub fn incoming(&self) -> io::Result<Incoming> {
-        todo!()
+        let (id, tmp_path, file) = self.create_temp()?;
+        let mut incoming = Incoming {
+            id,
+            tmp_path,
+            queue_dir: self.dir.clone(),
+            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            data_len: 0,
+            done: false,
+        };
+        // On error, dropping `incoming` removes the temp file.
+        incoming.out.write_all(PLACEHOLDER)?;
+        Ok(incoming)
     }
+
+    /// Creates `tmp/<id>` exclusively, with an id that no committed message has either.
+    ///
+    /// The check against `queue/<id>` comes after the exclusive create: a message is always
+    /// under one of its two names (rename is atomic), so once we own `tmp/<id>` a clash can
+    /// only be with a file already in `queue/`, which the check sees. Commit may then rename
+    /// without fear of replacing someone else's message.
+    fn create_temp(&self) -> io::Result<(QueueId, PathBuf, File)> {
+        for _ in 0..ID_ATTEMPTS {
+            let id = QueueId::generate();
+            let tmp_path = self.tmp_dir().join(id.as_str());
+            let file = match create_exclusive(&tmp_path) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                other => other?,
+            };
+            if fs::symlink_metadata(self.path_of(&id)).is_ok() {
+                drop(file);
+                fs::remove_file(&tmp_path)?;
+                continue;
+            }
+            return Ok((id, tmp_path, file));
+        }
+        Err(io::Error::other("could not allocate a free queue id"))
+    }
+
     /// Loads every complete message; removes stale temp files. Errors on one file are logged
     /// and that file is left in place.
+    ///
+    /// Call at start-up, before any [`Incoming`] exists: it deletes everything in `tmp/`.
     pub fn load_all(&self) -> io::Result<Vec<Item>> {
-        todo!()
+        self.clean_tmp()?;
+        let mut items = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            let Some(id) = name.to_str().and_then(QueueId::parse) else {
+                if name != "tmp" {
+                    log::warn!("queue: ignoring unexpected file {:?}", self.dir.join(&name));
+                }
+                continue;
+            };
+            let path = self.path_of(&id);
+            match load_file(id, &path) {
+                Ok(item) => items.push(item),
+                Err(e) => log::error!("queue: cannot load {}, left in place: {e}", path.display()),
+            }
+        }
+        items.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(items)
     }
+
+    /// Deletes what a crash left in `tmp/`: none of it was ever acknowledged.
+    fn clean_tmp(&self) -> io::Result<()> {
+        for entry in fs::read_dir(self.tmp_dir())? {
+            let path = entry?.path();
+            match fs::remove_file(&path) {
+                Ok(()) => log::info!("queue: removed uncommitted {}", path.display()),
+                Err(e) => log::warn!("queue: cannot remove {}: {e}", path.display()),
+            }
+        }
+        Ok(())
+    }
+
     /// Durably records a recipient's new state (appended to the message's file, fsync'd).
-    pub fn record(&self, item: &Item, rcpt_index: usize, state: &RcptState, last_error: Option<&str>) -> io::Result<()> {
-        todo!("{item:?}{rcpt_index}{state:?}{last_error:?}")
+    pub fn record(
+        &self,
+        item: &Item,
+        rcpt_index: usize,
+        state: &RcptState,
+        last_error: Option<&str>,
+    ) -> io::Result<()> {
+        if rcpt_index >= item.envelope.rcpts.len() {
+            let msg = format!("{}: no recipient #{rcpt_index}", item.id);
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, msg));
+        }
+        let record = StatusRecord {
+            rcpt: rcpt_index,
+            state: state.clone(),
+            last_error: last_error.map(str::to_string),
+        };
+        let mut line = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        line.push(b'\n');
+        // No `create`: recording into a message that was removed must fail, not recreate it.
+        let file = OpenOptions::new()
+            .read(true) // To check the last byte.
+            .append(true)
+            .open(self.path_of(&item.id))?;
+        if !ends_with_newline(&file)? {
+            // A torn earlier append (crash, full disk): end it so this line stays whole.
+            line.insert(0, b'\n');
+        }
+        // One write with O_APPEND: concurrent records for other recipients do not interleave.
+        (&file).write_all(&line)?;
+        file.sync_data()
     }
+
     /// Removes a finished message's file (and fsyncs the folder).
     pub fn remove(&self, item: &Item) -> io::Result<()> {
-        todo!("{item:?}")
+        match fs::remove_file(self.path_of(&item.id)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        crate::fsutil::fsync_dir(&self.dir)
     }
+
+    /// A reader over `item`'s message data; see [`Item::open_data`].
+    pub fn open_data(&self, item: &Item) -> io::Result<io::Take<File>> {
+        item.open_data()
+    }
+}
+
+fn create_exclusive(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true) // O_EXCL: never reuse or follow an existing file.
+        .mode(FILE_MODE)
+        .open(path)
+}
+
+fn ends_with_newline(file: &File) -> io::Result<bool> {
+    let len = file.metadata()?.len();
+    let mut last = [0u8; 1];
+    file.read_exact_at(&mut last, len.saturating_sub(1))?;
+    Ok(last[0] == b'\n')
 }
 
 impl Incoming {
     pub fn id(&self) -> &QueueId {
-        todo!()
+        &self.id
     }
+
     /// Appends message bytes (buffered).
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        todo!("{}", bytes.len())
+        self.out.write_all(bytes)?;
+        self.data_len += bytes.len() as u64;
+        Ok(())
     }
+
     /// Writes the envelope, fsyncs, renames into place, fsyncs the folder. When this returns
     /// Ok, the message is durable: this is what a 250 after DATA waits for.
-    pub fn commit(self, envelope: Envelope) -> io::Result<Item> {
-        todo!("{envelope:?}")
+    ///
+    /// On error the temp file is removed and nothing is queued.
+    pub fn commit(mut self, envelope: Envelope) -> io::Result<Item> {
+        self.finish_file(&envelope)?;
+        let path = self.queue_dir.join(self.id.as_str());
+        fs::rename(&self.tmp_path, &path)?;
+        self.done = true;
+        if let Err(e) = crate::fsutil::fsync_dir(&self.queue_dir) {
+            // Not acknowledged, so the client will send it again: a copy that reappears after
+            // a crash would be delivered twice. Best effort; the fsync error is what matters.
+            let _ = fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(Item {
+            id: self.id.clone(),
+            envelope,
+            path,
+            data_offset: HEADER_LEN,
+            data_len: self.data_len,
+        })
     }
+
+    /// Flushes the data, fills in its length, appends the envelope line, fsyncs.
+    fn finish_file(&mut self, envelope: &Envelope) -> io::Result<()> {
+        self.out.flush()?;
+        let file = self.out.get_ref();
+        let header = format!("{MAGIC}{:0width$}\n", self.data_len, width = LEN_DIGITS);
+        file.write_all_at(header.as_bytes(), 0)?;
+        // serde_json escapes control characters, so the envelope is exactly one line.
+        let mut line = serde_json::to_vec(envelope).map_err(io::Error::other)?;
+        line.push(b'\n');
+        // pwrite left the file position at the end of the data.
+        let mut file: &File = file;
+        file.write_all(&line)?;
+        file.sync_all()
+    }
+
     /// Drops the temp file (message refused).
     pub fn abort(self) {
-        todo!()
+        // Drop does the work.
     }
+}
+
+impl Drop for Incoming {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        match fs::remove_file(&self.tmp_path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                log::warn!("queue: cannot remove {}: {e}", self.tmp_path.display());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads one committed queue file: header, envelope, then status records in order.
+fn load_file(id: QueueId, path: &Path) -> Result<Item, LoadError> {
+    let mut reader = BufReader::new(File::open(path)?);
+    let data_len = read_header(&mut reader)?;
+    let envelope_at = HEADER_LEN
+        .checked_add(data_len)
+        .ok_or(LoadError::BadHeader)?;
+    reader.seek(SeekFrom::Start(envelope_at))?;
+    let Line::Whole(line) = read_line(&mut reader)? else {
+        return Err(LoadError::NoEnvelope);
+    };
+    let mut envelope: Envelope = serde_json::from_slice(&line)?;
+    apply_records(&mut reader, &mut envelope, path)?;
+    let item = Item {
+        id,
+        envelope,
+        path: path.to_path_buf(),
+        data_offset: HEADER_LEN,
+        data_len,
+    };
+    Ok(item)
+}
+
+/// Parses the fixed-size first line and returns the data length.
+fn read_header(reader: &mut impl Read) -> Result<u64, LoadError> {
+    let mut header = [0u8; HEADER_LEN as usize];
+    reader.read_exact(&mut header).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => LoadError::BadHeader,
+        _ => LoadError::Io(e),
+    })?;
+    let (magic, rest) = header.split_at(MAGIC.len());
+    let (digits, newline) = rest.split_at(LEN_DIGITS);
+    if magic != MAGIC.as_bytes() || newline != b"\n" || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(LoadError::BadHeader);
+    }
+    // All ASCII digits, so this is valid UTF-8; it may still overflow a u64.
+    let digits = std::str::from_utf8(digits).map_err(|_| LoadError::BadHeader)?;
+    digits.parse().map_err(|_| LoadError::BadHeader)
+}
+
+/// Applies status records in file order. A torn or unparsable line was never acknowledged by
+/// `record` (it fsyncs after the whole line), so it is skipped.
+fn apply_records(
+    reader: &mut impl BufRead,
+    envelope: &mut Envelope,
+    path: &Path,
+) -> Result<(), LoadError> {
+    loop {
+        let line = match read_line(reader)? {
+            Line::Whole(line) => line,
+            Line::Torn(len) => {
+                log::warn!(
+                    "queue: {}: ignoring torn last line ({len} bytes)",
+                    path.display()
+                );
+                return Ok(());
+            }
+            Line::End => return Ok(()),
+        };
+        let record = match serde_json::from_slice::<StatusRecord>(&line) {
+            Ok(record) => record,
+            Err(e) => {
+                log::warn!(
+                    "queue: {}: skipping damaged status line: {e}",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        let Some(rcpt) = envelope.rcpts.get_mut(record.rcpt) else {
+            log::warn!(
+                "queue: {}: status for unknown recipient #{}",
+                path.display(),
+                record.rcpt
+            );
+            continue;
+        };
+        rcpt.state = record.state;
+        rcpt.last_error = record.last_error;
+    }
+}
+
+enum Line {
+    /// A complete line, without its `\n`.
+    Whole(Vec<u8>),
+    /// Bytes with no `\n` before EOF: a write cut short by a crash.
+    Torn(usize),
+    End,
+}
+
+fn read_line(reader: &mut impl BufRead) -> io::Result<Line> {
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line)?;
+    Ok(match line.pop() {
+        Some(b'\n') => Line::Whole(line),
+        Some(_) => Line::Torn(line.len() + 1),
+        None => Line::End,
+    })
 }
 
 /// Current time as seconds since the epoch.
@@ -122,4 +524,378 @@ pub fn now_secs() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn envelope(n_rcpts: usize) -> Envelope {
+        let rcpts = (0..n_rcpts)
+            .map(|i| QueuedRcpt {
+                original: format!("user{i}@example.org"),
+                target: Recipient::Mailbox {
+                    address: format!("user{i}@example.org"),
+                },
+                state: RcptState::Pending,
+                last_error: None,
+            })
+            .collect();
+        Envelope {
+            from: "sender@example.com".to_string(),
+            rcpts,
+            received_at: 1_700_000_000,
+            client: "192.0.2.1 helo=mx.example.com\nnewline".to_string(),
+        }
+    }
+
+    fn queue() -> (tempfile::TempDir, Queue) {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::open(tmp.path()).unwrap();
+        (tmp, queue)
+    }
+
+    fn put(queue: &Queue, data: &[u8], env: Envelope) -> Item {
+        let mut incoming = queue.incoming().unwrap();
+        incoming.write(data).unwrap();
+        incoming.commit(env).unwrap()
+    }
+
+    fn read_data(item: &Item) -> Vec<u8> {
+        let mut data = Vec::new();
+        item.open_data().unwrap().read_to_end(&mut data).unwrap();
+        data
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn append(path: &Path, bytes: &[u8]) {
+        OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(bytes)
+            .unwrap();
+    }
+
+    #[test]
+    fn queue_id_validation() {
+        let cases = [
+            ("0123456789abcdef", true),
+            ("0123456789ABCDEF", false),
+            ("0123456789abcde", false),
+            ("0123456789abcdef0", false),
+            ("../456789abcdef0", false),
+            ("0123456789abcdeg", false),
+            ("", false),
+            ("tmp", false),
+        ];
+        for (s, ok) in cases {
+            assert_eq!(QueueId::parse(s).is_some(), ok, "{s:?}");
+        }
+        let a = QueueId::generate();
+        assert_eq!(QueueId::parse(a.as_str()), Some(a.clone()));
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(QueueId::generate() > a, "ids sort by time");
+    }
+
+    #[test]
+    fn commit_then_load_round_trips() {
+        let (_tmp, queue) = queue();
+        let data = b"Subject: hi\r\n\r\nbody\r\n";
+        let item = put(&queue, data, envelope(2));
+        assert_eq!(item.path, queue.dir().join(item.id.as_str()));
+        assert_eq!(
+            (item.data_offset, item.data_len),
+            (HEADER_LEN, data.len() as u64)
+        );
+        assert_eq!(read_data(&item), data);
+
+        let loaded = queue.load_all().unwrap();
+        assert_eq!(loaded.len(), 1);
+        let got = &loaded[0];
+        assert_eq!(got.id, item.id);
+        assert_eq!(got.envelope, envelope(2));
+        assert_eq!(
+            (got.data_offset, got.data_len),
+            (item.data_offset, item.data_len)
+        );
+        assert_eq!(read_data(got), data);
+        assert_eq!(names(&queue.dir().join("tmp")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn file_layout_is_as_documented() {
+        let (_tmp, queue) = queue();
+        let item = put(&queue, b"abc", envelope(1));
+        let raw = fs::read(&item.path).unwrap();
+        let text = String::from_utf8(raw).unwrap();
+        let mut lines = text.split_inclusive('\n');
+        assert_eq!(lines.next(), Some("TAMBO-QUEUE 1 00000000000000000003\n"));
+        assert!(
+            lines
+                .next()
+                .unwrap()
+                .starts_with("abc{\"from\":\"sender@example.com\"")
+        );
+        assert_eq!(lines.next(), None);
+    }
+
+    #[test]
+    fn empty_message() {
+        let (_tmp, queue) = queue();
+        let item = queue.incoming().unwrap().commit(envelope(1)).unwrap();
+        assert_eq!(item.data_len, 0);
+        let loaded = queue.load_all().unwrap();
+        assert_eq!(loaded[0].data_len, 0);
+        assert_eq!(read_data(&loaded[0]), b"");
+    }
+
+    #[test]
+    fn records_apply_in_order() {
+        let (_tmp, queue) = queue();
+        let item = put(&queue, b"x", envelope(3));
+        let failed = RcptState::Failed {
+            reason: "550 no such user".to_string(),
+        };
+        queue
+            .record(&item, 0, &RcptState::Pending, Some("421 try later"))
+            .unwrap();
+        queue.record(&item, 1, &failed, None).unwrap();
+        queue.record(&item, 0, &RcptState::Delivered, None).unwrap();
+        queue
+            .record(&item, 2, &RcptState::Pending, Some("timeout"))
+            .unwrap();
+
+        let rcpts = &queue.load_all().unwrap()[0].envelope.rcpts;
+        let got: Vec<_> = rcpts
+            .iter()
+            .map(|r| (r.state.clone(), r.last_error.clone()))
+            .collect();
+        let want = [
+            (RcptState::Delivered, None),
+            (failed, None),
+            (RcptState::Pending, Some("timeout".to_string())),
+        ];
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn record_refuses_unknown_recipient_and_removed_message() {
+        let (_tmp, queue) = queue();
+        let item = put(&queue, b"x", envelope(1));
+        let err = queue
+            .record(&item, 1, &RcptState::Delivered, None)
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        queue.remove(&item).unwrap();
+        assert!(queue.record(&item, 0, &RcptState::Delivered, None).is_err());
+        assert!(
+            !item.path.exists(),
+            "record must not recreate a removed message"
+        );
+    }
+
+    #[test]
+    fn torn_or_damaged_records_are_ignored() {
+        let delivered = br#"{"rcpt":0,"state":"delivered","last_error":null}"#;
+        let cases: [(&str, &[u8], RcptState); 4] = [
+            ("no newline", delivered, RcptState::Pending),
+            (
+                "cut JSON",
+                br#"{"rcpt":0,"state":"deliv"#,
+                RcptState::Pending,
+            ),
+            ("bad JSON line", b"{\"rcpt\":0,\"sta\n", RcptState::Pending),
+            (
+                "unknown rcpt",
+                b"{\"rcpt\":7,\"state\":\"delivered\"}\n",
+                RcptState::Pending,
+            ),
+        ];
+        for (name, tail, want) in cases {
+            let (_tmp, queue) = queue();
+            let item = put(&queue, b"x", envelope(2));
+            append(&item.path, tail);
+            let loaded = queue.load_all().unwrap();
+            assert_eq!(loaded.len(), 1, "{name}");
+            assert_eq!(loaded[0].envelope.rcpts[0].state, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn record_after_torn_line_stays_whole() {
+        let (_tmp, queue) = queue();
+        let item = put(&queue, b"x", envelope(2));
+        append(&item.path, br#"{"rcpt":0,"state":"del"#);
+        queue.record(&item, 1, &RcptState::Delivered, None).unwrap();
+        let rcpts = &queue.load_all().unwrap()[0].envelope.rcpts;
+        assert_eq!(rcpts[0].state, RcptState::Pending);
+        assert_eq!(rcpts[1].state, RcptState::Delivered);
+    }
+
+    #[test]
+    fn load_cleans_tmp_and_never_loads_uncommitted() {
+        let (_tmp, queue) = queue();
+        let committed = put(&queue, b"kept", envelope(1));
+        let mut crashed = queue.incoming().unwrap();
+        crashed.write(b"never acknowledged").unwrap();
+        // As if the process died: no Drop, the temp file stays.
+        std::mem::forget(crashed);
+        fs::write(queue.dir().join("tmp/junk"), b"junk").unwrap();
+        assert_eq!(names(&queue.dir().join("tmp")).len(), 2);
+
+        let loaded = queue.load_all().unwrap();
+        let ids: Vec<_> = loaded.iter().map(|i| i.id.clone()).collect();
+        assert_eq!(ids, [committed.id]);
+        assert_eq!(names(&queue.dir().join("tmp")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn abort_and_drop_leave_nothing() {
+        let (_tmp, queue) = queue();
+        let mut a = queue.incoming().unwrap();
+        a.write(b"refused").unwrap();
+        a.abort();
+        let mut b = queue.incoming().unwrap();
+        b.write(b"connection lost").unwrap();
+        drop(b);
+        assert_eq!(names(queue.dir()), ["tmp"]);
+        assert_eq!(names(&queue.dir().join("tmp")), Vec::<String>::new());
+        assert!(queue.load_all().unwrap().is_empty());
+    }
+
+    #[test]
+    fn abort_when_temp_already_gone_does_not_panic() {
+        let (_tmp, queue) = queue();
+        let a = queue.incoming().unwrap();
+        fs::remove_file(queue.dir().join("tmp").join(a.id().as_str())).unwrap();
+        a.abort();
+    }
+
+    #[test]
+    fn modes_are_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::open(&tmp.path().join("data")).unwrap();
+        let incoming = queue.incoming().unwrap();
+        let tmp_file = queue.dir().join("tmp").join(incoming.id().as_str());
+        assert_eq!(mode(&tmp_file), 0o600);
+        let item = incoming.commit(envelope(1)).unwrap();
+        assert_eq!(mode(&item.path), 0o600);
+        for dir in ["data", "data/queue", "data/queue/tmp"] {
+            assert_eq!(mode(&tmp.path().join(dir)), 0o700, "{dir}");
+        }
+    }
+
+    #[test]
+    fn large_message_streams_with_right_offset() {
+        let (_tmp, queue) = queue();
+        let mut incoming = queue.incoming().unwrap();
+        let chunk: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        for _ in 0..160 {
+            incoming.write(&chunk).unwrap();
+        }
+        incoming.commit(envelope(1)).unwrap();
+        let loaded = queue.load_all().unwrap();
+        let item = &loaded[0];
+        assert_eq!(
+            (item.data_offset, item.data_len),
+            (HEADER_LEN, 10 * 1024 * 1024)
+        );
+        let data = read_data(item);
+        assert_eq!(data.len(), 10 * 1024 * 1024);
+        assert!(data.chunks(chunk.len()).all(|c| c == chunk));
+        assert_eq!(item.envelope, envelope(1));
+    }
+
+    #[test]
+    fn corrupted_files_are_skipped_but_kept() {
+        let (_tmp, queue) = queue();
+        let good = put(&queue, b"good", envelope(1));
+        let valid_header = format!("{MAGIC}{:020}\n", 4);
+        let cases: [(&str, Vec<u8>); 6] = [
+            ("000000000000000a", b"garbage".to_vec()),
+            ("000000000000000b", PLACEHOLDER.to_vec()),
+            (
+                "000000000000000c",
+                format!("{valid_header}data{{not json}}\n").into_bytes(),
+            ),
+            ("000000000000000d", format!("{valid_header}da").into_bytes()),
+            (
+                "000000000000000e",
+                format!("{MAGIC}99999999999999999999\n").into_bytes(),
+            ),
+            ("000000000000000f", Vec::new()),
+        ];
+        for (name, contents) in &cases {
+            fs::write(queue.dir().join(name), contents).unwrap();
+        }
+        fs::write(queue.dir().join("not-an-id"), b"x").unwrap();
+        let loaded = queue.load_all().unwrap();
+        let ids: Vec<_> = loaded.iter().map(|i| i.id.clone()).collect();
+        assert_eq!(ids, [good.id]);
+        for (name, contents) in &cases {
+            assert_eq!(
+                &fs::read(queue.dir().join(name)).unwrap(),
+                contents,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn load_is_sorted_and_remove_deletes() {
+        let (_tmp, queue) = queue();
+        let items: Vec<Item> = (0..5)
+            .map(|i| put(&queue, &[b'0' + i], envelope(1)))
+            .collect();
+        let mut want: Vec<_> = items.iter().map(|i| i.id.clone()).collect();
+        want.sort();
+        let got: Vec<_> = queue
+            .load_all()
+            .unwrap()
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
+        assert_eq!(got, want);
+        queue.remove(&items[2]).unwrap();
+        queue.remove(&items[2]).unwrap(); // Idempotent.
+        assert_eq!(queue.load_all().unwrap().len(), 4);
+        assert!(!items[2].path.exists());
+    }
+
+    #[test]
+    fn concurrent_commits_are_independent() {
+        let (_tmp, queue) = queue();
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let queue = queue.clone();
+                std::thread::spawn(move || {
+                    (0..10)
+                        .map(|i| put(&queue, format!("{t}-{i}").as_bytes(), envelope(1)).id)
+                        .count()
+                })
+            })
+            .collect();
+        let total: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(total, 80);
+        let loaded = queue.load_all().unwrap();
+        assert_eq!(loaded.len(), 80);
+        let mut datas: Vec<_> = loaded.iter().map(read_data).collect();
+        datas.sort();
+        datas.dedup();
+        assert_eq!(datas.len(), 80);
+    }
 }

@@ -1,1 +1,14 @@
-//! SMTP listeners and the I/O driver of a session.
+//! The SMTP server: listeners, the per-connection I/O driver, and the policy that answers the
+//! session's questions from the configuration.
+//!
+//! - [`server`]: shared state and the accept loops.
+//! - [`conn`]: drives one `proto::session::Session` over a socket (plain or TLS).
+//! - [`policy`]: relay rule, sender restriction, recipient resolution (SPEC §6, §7).
+//! - [`received`]: the Received trace header (RFC 5321 §4.4).
+
+pub mod conn;
+pub mod policy;
+pub mod received;
+pub mod server;
+
+pub use server::Server;

@@ -1,0 +1,259 @@
+//! `tambo util ...`: user management and configuration inspection (SPEC §4).
+//! Commands that change a file print its path; bad input exits 2 with nothing written.
+
+use crate::addr::{Address, Domain};
+use crate::aliases::{Normalization, Recipient};
+use crate::cli::CliError;
+use crate::config::{Domains, Settings, domains::domain_dir};
+use crate::userdb::{self, Credential, UserDb};
+use argh::FromArgs;
+use std::io::{BufRead, IsTerminal};
+use std::path::{Path, PathBuf};
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum UtilCommand {
+    UserAdd(UserAdd),
+    UserRemove(UserRemove),
+    Authenticate(Authenticate),
+    CheckUserdb(CheckUserdb),
+    AliasesResolve(AliasesResolve),
+    PrintConfig(PrintConfig),
+}
+
+/// Add a user, or change its password.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "user-add")]
+pub struct UserAdd {
+    /// user@domain
+    #[argh(positional)]
+    address: String,
+    /// the password (else read from the terminal twice, or one line of stdin)
+    #[argh(option)]
+    password: Option<String>,
+    /// a mailbox that receives mail but cannot log in
+    #[argh(switch)]
+    receive_only: bool,
+}
+
+/// Remove a user.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "user-remove")]
+pub struct UserRemove {
+    /// user@domain
+    #[argh(positional)]
+    address: String,
+}
+
+/// Check a password: exit 0 when right, 1 when wrong.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "authenticate")]
+pub struct Authenticate {
+    /// user@domain
+    #[argh(positional)]
+    address: String,
+    /// the password (else a terminal prompt, or one line of stdin)
+    #[argh(option)]
+    password: Option<String>,
+}
+
+/// Check a domain's users file.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "check-userdb")]
+pub struct CheckUserdb {
+    /// the domain
+    #[argh(positional)]
+    domain: String,
+}
+
+/// Show where mail for an address goes: one final recipient a line, with its kind.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "aliases-resolve")]
+pub struct AliasesResolve {
+    /// the address
+    #[argh(positional)]
+    address: String,
+}
+
+/// Print the effective settings, defaults filled in.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "print-config")]
+pub struct PrintConfig {}
+
+pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
+    let settings = Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?;
+    match command {
+        UtilCommand::UserAdd(c) => user_add(&settings, c),
+        UtilCommand::UserRemove(c) => user_remove(&settings, c),
+        UtilCommand::Authenticate(c) => authenticate(&settings, c),
+        UtilCommand::CheckUserdb(c) => check_userdb(&settings, c),
+        UtilCommand::AliasesResolve(c) => aliases_resolve(&settings, c),
+        UtilCommand::PrintConfig(_) => {
+            let json = serde_json::to_string_pretty(&settings.to_json())
+                .map_err(|e| CliError::failure(e.to_string()))?;
+            println!("{json}");
+            Ok(())
+        }
+    }
+}
+
+/// The lookup normalisation configured in `tambo.json`.
+pub fn normalization(settings: &Settings) -> Normalization {
+    Normalization {
+        drop_characters: settings.drop_characters.clone(),
+        suffix_separators: settings.suffix_separators.clone(),
+    }
+}
+
+/// A user address: valid, its domain has a folder, the local part normalised as stored.
+struct UserRef {
+    address: Address,
+    users_path: PathBuf,
+}
+
+fn user_ref(settings: &Settings, input: &str) -> Result<UserRef, CliError> {
+    let parsed = Address::parse(input).map_err(|e| CliError::usage(format!("{input:?}: {e}")))?;
+    let dir = domain_folder(settings, parsed.domain())?;
+    let norm = normalization(settings);
+    let local = parsed
+        .local()
+        .normalize(&norm.drop_characters, &norm.suffix_separators);
+    Ok(UserRef {
+        address: Address::new(local, parsed.domain().clone()),
+        users_path: dir.join("users"),
+    })
+}
+
+fn domain_folder(settings: &Settings, domain: &Domain) -> Result<PathBuf, CliError> {
+    let dir = domain_dir(&settings.config_dir, domain);
+    if !dir.is_dir() {
+        return Err(CliError::usage(format!(
+            "{domain}: not a local domain (no folder {})",
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+fn load_users(path: &Path) -> Result<UserDb, CliError> {
+    UserDb::load(path).map_err(|e| CliError::usage(e.to_string()))
+}
+
+fn user_add(settings: &Settings, c: UserAdd) -> Result<(), CliError> {
+    let user = user_ref(settings, &c.address)?;
+    let mut db = load_users(&user.users_path)?;
+    let credential = if c.receive_only {
+        if c.password.is_some() {
+            return Err(CliError::usage("--receive-only takes no password"));
+        }
+        Credential::ReceiveOnly
+    } else {
+        let password = match c.password {
+            Some(p) => p,
+            None => new_password_from_input()?,
+        };
+        userdb::check_strength(&password, &user.address.to_string())
+            .map_err(|why| CliError::usage(format!("password refused: {why}")))?;
+        Credential::Hash(userdb::hash_password(&password))
+    };
+    db.set(user.address.local().as_str(), credential);
+    db.save()
+        .map_err(|e| CliError::failure(format!("{}: {e}", user.users_path.display())))?;
+    println!("{}", user.users_path.display());
+    Ok(())
+}
+
+fn user_remove(settings: &Settings, c: UserRemove) -> Result<(), CliError> {
+    let user = user_ref(settings, &c.address)?;
+    let mut db = load_users(&user.users_path)?;
+    if !db.remove(user.address.local().as_str()) {
+        return Err(CliError::usage(format!("{}: no such user", user.address)));
+    }
+    db.save()
+        .map_err(|e| CliError::failure(format!("{}: {e}", user.users_path.display())))?;
+    println!("{}", user.users_path.display());
+    Ok(())
+}
+
+fn authenticate(settings: &Settings, c: Authenticate) -> Result<(), CliError> {
+    let user = user_ref(settings, &c.address)?;
+    let db = load_users(&user.users_path)?;
+    let password = match c.password {
+        Some(p) => p,
+        None => password_from_input("Password: ")?,
+    };
+    if db.check_password(user.address.local().as_str(), &password) {
+        println!("OK");
+        Ok(())
+    } else {
+        Err(CliError::failure("authentication failed"))
+    }
+}
+
+fn check_userdb(settings: &Settings, c: CheckUserdb) -> Result<(), CliError> {
+    let domain = Domain::parse(&c.domain).map_err(|e| CliError::usage(e.to_string()))?;
+    let path = domain_folder(settings, &domain)?.join("users");
+    let db = load_users(&path)?;
+    println!("{}: {} user(s), OK", path.display(), db.names().len());
+    Ok(())
+}
+
+fn aliases_resolve(settings: &Settings, c: AliasesResolve) -> Result<(), CliError> {
+    let addr = Address::parse(&c.address).map_err(|e| CliError::usage(format!("{:?}: {e}", c.address)))?;
+    let domains = Domains::load(&settings.config_dir, normalization(settings))
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    let resolution = domains.resolve(&addr);
+    for problem in &resolution.problems {
+        eprintln!("warning: {problem}");
+    }
+    if resolution.recipients.is_empty() {
+        return Err(CliError::failure(format!("{addr}: no such user (refused at RCPT)")));
+    }
+    for r in &resolution.recipients {
+        println!("{}", describe(r));
+    }
+    Ok(())
+}
+
+fn describe(r: &Recipient) -> String {
+    match r {
+        Recipient::Mailbox { address } => format!("mailbox {address}"),
+        Recipient::Forward { address, via } if via.is_empty() => format!("forward {address}"),
+        Recipient::Forward { address, via } => format!("forward {address} via {}", via.join("/")),
+        Recipient::Pipe { argv, .. } => format!("pipe {}", argv.join(" ")),
+    }
+}
+
+/// From the terminal: asked twice, must match. Else one line of stdin.
+fn new_password_from_input() -> Result<String, CliError> {
+    if !std::io::stdin().is_terminal() {
+        return read_stdin_line();
+    }
+    let first = prompt("Password: ")?;
+    let second = prompt("Again: ")?;
+    if first != second {
+        return Err(CliError::usage("passwords do not match"));
+    }
+    Ok(first)
+}
+
+fn password_from_input(label: &str) -> Result<String, CliError> {
+    if std::io::stdin().is_terminal() {
+        prompt(label)
+    } else {
+        read_stdin_line()
+    }
+}
+
+fn prompt(label: &str) -> Result<String, CliError> {
+    rpassword::prompt_password(label).map_err(|e| CliError::usage(format!("reading password: {e}")))
+}
+
+fn read_stdin_line() -> Result<String, CliError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| CliError::usage(format!("reading password from stdin: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
+}

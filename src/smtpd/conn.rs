@@ -1,0 +1,393 @@
+//! The I/O driver of one SMTP connection: socket ↔ `Session`, TLS upgrade, password checks off
+//! the executor, message data streamed into the queue, and the durable commit before the 250.
+
+use crate::aliases::Recipient;
+use crate::maillog;
+use crate::proto::command::{ForwardPath, ReversePath};
+use crate::proto::reply::Reply;
+use crate::proto::session::{ListenerKind, Output, Session, SessionConfig};
+use crate::queue::store::{Envelope, Incoming, QueuedRcpt, RcptState, now_secs};
+use crate::smtpd::policy::MailPolicy;
+use crate::smtpd::received;
+use crate::smtpd::server::Server;
+use futures_rustls::server::TlsStream;
+use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::net::TcpStream;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// SPEC §7: idle clients are dropped after 5 minutes.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a closing connection's unread input is drained (so our last reply is not lost
+/// to a TCP reset).
+const LINGER: Duration = Duration::from_secs(2);
+/// SPEC §11: a failed AUTH is answered slowly.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
+
+type SmtpSession = Session<Vec<Recipient>>;
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+    /// The TCP stream is inside the TLS acceptor (during STARTTLS).
+    Upgrading,
+}
+
+fn upgrading() -> std::io::Error {
+    std::io::Error::other("stream is being upgraded to TLS")
+}
+
+impl Stream {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+            Stream::Upgrading => Err(upgrading()),
+        }
+    }
+
+    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes).await,
+            Stream::Tls(s) => {
+                s.write_all(bytes).await?;
+                s.flush().await
+            }
+            Stream::Upgrading => Err(upgrading()),
+        }
+    }
+
+    async fn shutdown_write(&mut self) {
+        let _ = match self {
+            Stream::Plain(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Tls(s) => s.close().await,
+            Stream::Upgrading => Ok(()),
+        };
+    }
+}
+
+/// Runs `fut` with the idle deadline; a timeout is an error like any other I/O error.
+async fn with_deadline<T>(
+    fut: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    smol::future::or(fut, async {
+        smol::Timer::after(IDLE_TIMEOUT).await;
+        Err(std::io::ErrorKind::TimedOut.into())
+    })
+    .await
+}
+
+/// The message being received, and whether writing it has failed.
+struct Receiving {
+    incoming: Option<Incoming>,
+    failed: Option<String>,
+}
+
+/// One connection, from accept to close.
+pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind) {
+    let _ = tcp.set_nodelay(true);
+    let tls_now = kind == ListenerKind::SubmissionTls;
+    let stream = if tls_now {
+        match with_deadline(server.tls.accept(tcp)).await {
+            Ok(s) => Stream::Tls(Box::new(s)),
+            Err(e) => {
+                log::info!("TLS handshake with {peer} failed: {e}");
+                return;
+            }
+        }
+    } else {
+        Stream::Plain(tcp)
+    };
+    let config = SessionConfig {
+        hostname: server.settings.hostname.clone(),
+        kind,
+        max_message_size: server.settings.max_message_size(),
+        max_recipients: server.settings.max_recipients,
+        tls_available: true,
+    };
+    let mut conn = Conn {
+        server,
+        peer,
+        stream,
+        session: Session::new(config, tls_now),
+        out: Vec::new(),
+        receiving: None,
+    };
+    if let Err(e) = conn.run().await {
+        log::debug!("connection from {peer} ended: {e}");
+    }
+    if let Some(r) = conn.receiving.take().and_then(|r| r.incoming) {
+        r.abort();
+    }
+}
+
+struct Conn {
+    server: Arc<Server>,
+    peer: SocketAddr,
+    stream: Stream,
+    session: SmtpSession,
+    out: Vec<u8>,
+    receiving: Option<Receiving>,
+}
+
+impl Conn {
+    async fn run(&mut self) -> std::io::Result<()> {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            if self.drive().await? {
+                self.flush().await?;
+                return self.linger().await;
+            }
+            // RFC 2920 §3.1: replies may wait until the server must read.
+            self.flush().await?;
+            let n = match with_deadline(self.stream.read(&mut buf)).await {
+                Ok(0) => return Ok(()),
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    self.session.timed_out();
+                    self.drive().await?;
+                    self.flush().await?;
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            self.session.feed(&buf[..n]);
+        }
+    }
+
+    /// Handles outputs until the session needs input. Returns true when it asked to close.
+    async fn drive(&mut self) -> std::io::Result<bool> {
+        loop {
+            let domains = self.server.domains();
+            let policy = MailPolicy {
+                domains: &domains,
+                settings: &self.server.settings,
+                client_ip: self.peer.ip(),
+            };
+            let Some(output) = self.session.poll(&policy) else {
+                return Ok(false);
+            };
+            match output {
+                Output::Reply(reply) => self.queue_reply(&reply),
+                Output::StartTls => self.start_tls().await?,
+                Output::Authenticate { user, password } => {
+                    self.authenticate(user, password).await
+                }
+                Output::DataStart => self.data_start(),
+                Output::DataChunk(chunk) => self.data_chunk(&chunk),
+                Output::DataEnd(_) => self.data_end().await,
+                Output::DataAbort => {
+                    if let Some(incoming) = self.receiving.take().and_then(|r| r.incoming) {
+                        incoming.abort();
+                    }
+                }
+                Output::Close => return Ok(true),
+            }
+        }
+    }
+
+    fn queue_reply(&mut self, reply: &Reply) {
+        if reply.is_error() {
+            log::info!("{} <- {} {} {}", self.peer, reply.code, reply.enhanced, reply.text());
+        }
+        reply.encode(&mut self.out);
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        with_deadline(self.stream.write_all(&out)).await
+    }
+
+    /// Half-closes and drains what the client still sends, briefly, so that our last reply
+    /// reaches it instead of being destroyed by a reset.
+    async fn linger(&mut self) -> std::io::Result<()> {
+        self.stream.shutdown_write().await;
+        let mut sink = [0u8; 4096];
+        let drain = async {
+            while self.stream.read(&mut sink).await.unwrap_or(0) > 0 {}
+        };
+        let deadline = async {
+            smol::Timer::after(LINGER).await;
+        };
+        smol::future::or(drain, deadline).await;
+        Ok(())
+    }
+
+    async fn start_tls(&mut self) -> std::io::Result<()> {
+        self.flush().await?;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
+            return Err(std::io::Error::other("STARTTLS on a TLS stream"));
+        };
+        let tls = with_deadline(self.server.tls.accept(tcp)).await.inspect_err(|e| {
+            log::info!("TLS handshake with {} failed: {e}", self.peer);
+        })?;
+        self.stream = Stream::Tls(Box::new(tls));
+        self.session.tls_established();
+        Ok(())
+    }
+
+    async fn authenticate(&mut self, login: String, password: String) {
+        let domains = self.server.domains();
+        let verified = smol::unblock(move || {
+            let user = domains.canonical_user(&login)?;
+            let data = domains.get(user.domain())?;
+            data.users
+                .check_password(user.local().as_str(), &password)
+                .then(|| user.to_string())
+        })
+        .await;
+        if verified.is_none() {
+            log::info!("AUTH failed from {}", self.peer);
+            smol::Timer::after(AUTH_FAILURE_DELAY).await;
+        }
+        self.session.auth_result(verified);
+    }
+
+    fn data_start(&mut self) {
+        let receiving = match self.server.queue.incoming() {
+            Ok(mut incoming) => {
+                let header = self.received_header(incoming.id().as_str());
+                match incoming.write(header.as_bytes()) {
+                    Ok(()) => Receiving {
+                        incoming: Some(incoming),
+                        failed: None,
+                    },
+                    Err(e) => Receiving {
+                        incoming: Some(incoming),
+                        failed: Some(e.to_string()),
+                    },
+                }
+            }
+            Err(e) => Receiving {
+                incoming: None,
+                failed: Some(e.to_string()),
+            },
+        };
+        self.receiving = Some(receiving);
+    }
+
+    fn received_header(&self, id: &str) -> String {
+        let txn = self.session.transaction();
+        let single = txn
+            .filter(|t| t.rcpts.len() == 1)
+            .and_then(|t| t.rcpts.first())
+            .map(|(fp, _)| forward_path_text(fp));
+        let hop = received::Hop {
+            helo: self.session.helo().unwrap_or(""),
+            ip: self.peer.ip(),
+            hostname: &self.server.settings.hostname,
+            esmtp: self.session.is_esmtp(),
+            tls: self.session.is_tls(),
+            authenticated: self.session.auth_user().is_some(),
+            id,
+            single_rcpt: single.as_deref(),
+        };
+        received::header(&hop, time::OffsetDateTime::now_utc())
+    }
+
+    fn data_chunk(&mut self, chunk: &[u8]) {
+        let Some(r) = self.receiving.as_mut() else {
+            return;
+        };
+        if r.failed.is_some() {
+            return;
+        }
+        if let Some(incoming) = r.incoming.as_mut()
+            && let Err(e) = incoming.write(chunk)
+        {
+            r.failed = Some(e.to_string());
+        }
+    }
+
+    /// The message is complete: commit it durably (off the executor), and only then answer.
+    async fn data_end(&mut self) {
+        let result = match self.receiving.take() {
+            Some(Receiving {
+                incoming: Some(incoming),
+                failed: None,
+            }) => self.commit(incoming).await,
+            Some(Receiving { incoming, failed }) => {
+                if let Some(i) = incoming {
+                    i.abort();
+                }
+                Err(failed.unwrap_or_default())
+            }
+            None => Err("no message in progress".into()),
+        };
+        let result = result.map_err(|reason| {
+            log::error!("cannot queue message from {}: {reason}", self.peer);
+            Reply::new(451, "4.3.0", "Local error, please try again later")
+        });
+        self.session.data_result(result);
+    }
+
+    async fn commit(&mut self, incoming: Incoming) -> Result<String, String> {
+        let envelope = self.envelope();
+        let from = envelope.from.clone();
+        let nrcpt = envelope.rcpts.len();
+        let item = smol::unblock(move || incoming.commit(envelope))
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = item.id.to_string();
+        let client = maillog::ClientDesc {
+            ip: self.peer.ip(),
+            helo: self.session.helo().unwrap_or(""),
+            tls: self.session.is_tls(),
+            auth: self.session.auth_user(),
+        };
+        maillog::received(&id, &from, nrcpt, item.data_len, &client);
+        self.server.deliveries.submit(item);
+        Ok(id)
+    }
+
+    /// The envelope for the queue: every resolved target once, with the RCPT it came from.
+    fn envelope(&self) -> Envelope {
+        let mut rcpts: Vec<QueuedRcpt> = Vec::new();
+        let (from, txn_rcpts) = match self.session.transaction() {
+            Some(t) => (reverse_path_text(&t.from), t.rcpts.as_slice()),
+            None => (String::new(), &[][..]),
+        };
+        for (fp, targets) in txn_rcpts {
+            for target in targets {
+                if rcpts.iter().any(|r| &r.target == target) {
+                    continue;
+                }
+                rcpts.push(QueuedRcpt {
+                    original: forward_path_text(fp),
+                    target: target.clone(),
+                    state: RcptState::Pending,
+                    last_error: None,
+                });
+            }
+        }
+        Envelope {
+            from,
+            rcpts,
+            received_at: now_secs(),
+            client: format!(
+                "{} helo={} auth={}",
+                self.peer.ip(),
+                self.session.helo().unwrap_or(""),
+                self.session.auth_user().unwrap_or("-")
+            ),
+        }
+    }
+}
+
+fn forward_path_text(fp: &ForwardPath) -> String {
+    match fp {
+        ForwardPath::Postmaster => "postmaster".into(),
+        ForwardPath::Addr(a) => a.to_string(),
+    }
+}
+
+fn reverse_path_text(rp: &ReversePath) -> String {
+    match rp {
+        ReversePath::Null => String::new(),
+        ReversePath::Addr(a) => a.to_string(),
+    }
+}

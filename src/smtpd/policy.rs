@@ -1,0 +1,111 @@
+//! Answers the session's questions from the configuration (SPEC §6, §7):
+//! - port 25 accepts only local recipients (554 5.7.1 otherwise), unless the client is in
+//!   `relay_networks`;
+//! - submission relays anywhere once authenticated, and the envelope sender must be an
+//!   address of a local domain that resolves to the authenticated user (553 5.7.1);
+//! - a local recipient must resolve to something (550 5.1.1).
+
+use crate::addr::{Address, Domain};
+use crate::aliases::Recipient;
+use crate::config::{Domains, Settings};
+use crate::proto::command::{ForwardPath, ReversePath};
+use crate::proto::reply::Reply;
+use crate::proto::session::{PeerInfo, Policy};
+use std::net::IpAddr;
+
+pub struct MailPolicy<'a> {
+    pub domains: &'a Domains,
+    pub settings: &'a Settings,
+    pub client_ip: IpAddr,
+}
+
+fn relay_denied() -> Reply {
+    Reply::new(554, "5.7.1", "Relay access denied")
+}
+
+fn sender_refused() -> Reply {
+    Reply::new(553, "5.7.1", "Sender address not allowed for this user")
+}
+
+impl MailPolicy<'_> {
+    fn in_relay_networks(&self) -> bool {
+        self.settings
+            .relay_networks
+            .iter()
+            .any(|net| net.contains(self.client_ip))
+    }
+
+    /// `RCPT TO:<Postmaster>` (RFC 5321 §4.5.1) is the postmaster of the domain of our
+    /// hostname when that is local, else of the first local domain.
+    fn postmaster(&self) -> Option<Address> {
+        let host_domain = Domain::parse(&self.settings.hostname).ok();
+        let domain = host_domain
+            .into_iter()
+            .flat_map(|h| {
+                let parent = h.as_str().split_once('.').map(|(_, p)| p.to_string());
+                [Some(h.as_str().to_string()), parent]
+            })
+            .flatten()
+            .filter_map(|d| Domain::parse(&d).ok())
+            .find(|d| self.domains.get(d).is_some())
+            .or_else(|| self.domains.iter().next().map(|(d, _)| d.clone()))?;
+        let local = crate::addr::LocalPart::parse("postmaster").ok()?;
+        Some(Address::new(local, domain))
+    }
+}
+
+impl Policy for MailPolicy<'_> {
+    type Rcpt = Vec<Recipient>;
+
+    fn check_sender(&self, peer: &PeerInfo, from: &ReversePath) -> Result<(), Reply> {
+        let Some(user) = peer.auth_user.as_deref() else {
+            return Ok(());
+        };
+        let ReversePath::Addr(from) = from else {
+            return Err(sender_refused());
+        };
+        if self.domains.get(from.domain()).is_none() {
+            return Err(sender_refused());
+        }
+        let mine = Recipient::Mailbox {
+            address: user.to_string(),
+        };
+        if self.domains.resolve(from).recipients.contains(&mine) {
+            Ok(())
+        } else {
+            Err(sender_refused())
+        }
+    }
+
+    fn check_recipient(
+        &self,
+        peer: &PeerInfo,
+        _from: &ReversePath,
+        to: &ForwardPath,
+    ) -> Result<Vec<Recipient>, Reply> {
+        let addr = match to {
+            ForwardPath::Addr(a) => a.clone(),
+            ForwardPath::Postmaster => self
+                .postmaster()
+                .ok_or_else(|| Reply::new(550, "5.1.1", "No such user"))?,
+        };
+        if self.domains.get(addr.domain()).is_none() {
+            let may_relay = peer.auth_user.is_some() || self.in_relay_networks();
+            if !may_relay {
+                return Err(relay_denied());
+            }
+            return Ok(vec![Recipient::Forward {
+                address: addr.to_string(),
+                via: Vec::new(),
+            }]);
+        }
+        let resolution = self.domains.resolve(&addr);
+        for problem in &resolution.problems {
+            log::warn!("resolving {addr}: {problem}");
+        }
+        if resolution.recipients.is_empty() {
+            return Err(Reply::new(550, "5.1.1", "No such user"));
+        }
+        Ok(resolution.recipients)
+    }
+}

@@ -1,0 +1,44 @@
+"""Fixtures for tambo's end-to-end tests.
+
+- `env`: a config folder in tmp_path with domain example.test and user alice, not started.
+  Tests that need other settings, users or aliases change it, then call `env.start()`.
+- `server`: the same, started.
+
+Every server is stopped at teardown (SIGTERM, 5 s, SIGKILL). A server that exited by itself
+or panicked during the test turns the teardown into an error carrying the log.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from helpers import Tambo  # noqa: E402
+
+
+@pytest.fixture
+def env(tmp_path, request):
+    t = Tambo(tmp_path)
+    t.add_domain("example.test")
+
+    def finish():
+        t.stop()
+        log = t.log()
+        problems = list(t.died)
+        if "panicked at" in log:
+            problems.append("the server panicked")
+        if problems and not getattr(request.node, "_tambo_expect_death", False):
+            pytest.fail("; ".join(problems) + f"\nlog:\n{log}", pytrace=False)
+
+    request.addfinalizer(finish)
+    t.user_add("alice@example.test")
+    return t
+
+
+@pytest.fixture
+def server(env):
+    return env.start()
