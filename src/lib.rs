@@ -5,6 +5,7 @@
 //! - [`cli`]: argh command line, `serve` and `util ...`; the only place that picks exit codes.
 //! - [`config`]: `conf/tambo.json` settings and the `domains/` folder, validated.
 //! - [`addr`]: `Domain`, `LocalPart`, `Address` newtypes (IDNA, case, path-safe).
+//! - [`jsontext`]: positions of keys and errors in JSON text, for error messages.
 //! - [`fsutil`]: the one durable write helper (temp, fsync, rename, fsync dir).
 //! - [`userdb`]: per-domain users file (PHC scrypt / argon2id hashes).
 //! - [`aliases`]: chasquid-syntax aliases file and recursive resolution.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod courier;
 pub mod fsutil;
+pub mod jsontext;
 pub mod maillog;
 pub mod proto;
 pub mod queue;

@@ -112,9 +112,12 @@ fn load_pair(dir: &Path) -> Result<CertifiedKey, TlsError> {
         .load_private_key(key)
         .map_err(|e| file_err(&key_path, e))?;
     let certified = CertifiedKey::new(chain, signing_key);
-    certified
-        .keys_match()
-        .map_err(|e| file_err(&key_path, format!("does not match {}: {e}", chain_path.display())))?;
+    certified.keys_match().map_err(|e| {
+        file_err(
+            &key_path,
+            format!("does not match {}: {e}", chain_path.display()),
+        )
+    })?;
     Ok(certified)
 }
 
@@ -154,6 +157,9 @@ fn ensure_self_signed(dir: &Path, hostname: &str) -> Result<(), TlsError> {
     let cert_path = dir.join("fullchain.pem");
     crate::fsutil::write_atomic(&cert_path, generated.cert.pem().as_bytes(), 0o644)
         .map_err(|e| file_err(&cert_path, e))?;
-    log::info!("generated a self-signed certificate for {hostname} in {}", dir.display());
+    log::info!(
+        "generated a self-signed certificate for {hostname} in {}",
+        dir.display()
+    );
     Ok(())
 }

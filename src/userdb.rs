@@ -10,7 +10,7 @@ use scrypt::password_hash::phc::PasswordHash;
 use scrypt::password_hash::{PasswordHasher, PasswordVerifier};
 
 use crate::addr::LocalPart;
-use crate::config::settings::{first_duplicate, json_error_text, top_level_key_lines};
+use crate::jsontext::{first_duplicate, json_error_text, top_level_key_lines};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserDbError {

@@ -13,8 +13,11 @@ use std::sync::Arc;
 
 pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let settings = Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?;
-    let domains = Domains::load(&settings.config_dir, crate::cli::util::normalization(&settings))
-        .map_err(|e| CliError::usage(e.to_string()))?;
+    let domains = Domains::load(
+        &settings.config_dir,
+        crate::cli::util::normalization(&settings),
+    )
+    .map_err(|e| CliError::usage(e.to_string()))?;
     if settings.local_delivery != LocalDelivery::Maildir {
         return Err(CliError::usage(format!(
             "{}: local_delivery: only \"maildir\" is implemented in this version",
@@ -23,8 +26,9 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     }
     crate::fsutil::create_private_dir_all(&settings.data_dir)
         .map_err(|e| CliError::failure(format!("{}: {e}", settings.data_dir.display())))?;
-    let tls = crate::tls::server_config(&settings.config_dir, &settings.data_dir, &settings.hostname)
-        .map_err(|e| CliError::usage(e.to_string()))?;
+    let tls =
+        crate::tls::server_config(&settings.config_dir, &settings.data_dir, &settings.hostname)
+            .map_err(|e| CliError::usage(e.to_string()))?;
     let queue = Queue::open(&settings.data_dir)
         .map_err(|e| CliError::failure(format!("{}/queue: {e}", settings.data_dir.display())))?;
     let listeners = bind_all(&settings)?;
@@ -40,14 +44,18 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let pending = queue
         .load_all()
         .map_err(|e| CliError::failure(format!("loading {}: {e}", queue.dir().display())))?;
-    log::info!("queue: {} message(s) to finish from the last run", pending.len());
+    log::info!(
+        "queue: {} message(s) to finish from the last run",
+        pending.len()
+    );
     for item in pending {
         deliveries.submit(item);
     }
     let server = Arc::new(Server::new(settings, domains, tls, queue, deliveries));
     for (listener, kind) in listeners {
         log::info!("listening on {:?} ({kind:?})", listener.local_addr().ok());
-        ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone())).detach();
+        ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone()))
+            .detach();
     }
     run_executor(ex)
 }
@@ -83,15 +91,31 @@ fn run_executor(ex: Arc<smol::Executor<'static>>) -> Result<(), CliError> {
         let (ex, stop) = (ex.clone(), stop_rx.clone());
         std::thread::spawn(move || smol::block_on(ex.run(stop.recv())));
     }
-    let signals = async_signal::Signals::new([async_signal::Signal::Term, async_signal::Signal::Int])
-        .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
-    smol::block_on(ex.run(async {
-        use smol::stream::StreamExt;
-        let mut signals = signals;
-        if let Some(Ok(sig)) = signals.next().await {
-            log::info!("received {sig:?}, stopping");
-        }
-    }));
+    let signals = async_signal::Signals::new([
+        async_signal::Signal::Term,
+        async_signal::Signal::Int,
+        async_signal::Signal::Hup,
+    ])
+    .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
+    smol::block_on(ex.run(wait_for_stop(signals)));
     drop(stop_tx);
     Ok(())
+}
+
+/// Returns on SIGTERM or SIGINT. SIGHUP must not kill the server (its default action), so it
+/// is caught; reloading on it comes with the operations milestone.
+async fn wait_for_stop(mut signals: async_signal::Signals) {
+    use smol::stream::StreamExt;
+    while let Some(signal) = signals.next().await {
+        match signal {
+            Ok(async_signal::Signal::Hup) => {
+                log::warn!("SIGHUP: reloading is not implemented yet; restart to apply changes");
+            }
+            Ok(signal) => {
+                log::info!("received {signal:?}, stopping");
+                return;
+            }
+            Err(e) => log::error!("signal handling: {e}"),
+        }
+    }
 }

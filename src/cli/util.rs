@@ -199,7 +199,8 @@ fn check_userdb(settings: &Settings, c: CheckUserdb) -> Result<(), CliError> {
 }
 
 fn aliases_resolve(settings: &Settings, c: AliasesResolve) -> Result<(), CliError> {
-    let addr = Address::parse(&c.address).map_err(|e| CliError::usage(format!("{:?}: {e}", c.address)))?;
+    let addr =
+        Address::parse(&c.address).map_err(|e| CliError::usage(format!("{:?}: {e}", c.address)))?;
     let domains = Domains::load(&settings.config_dir, normalization(settings))
         .map_err(|e| CliError::usage(e.to_string()))?;
     let resolution = domains.resolve(&addr);
@@ -207,7 +208,9 @@ fn aliases_resolve(settings: &Settings, c: AliasesResolve) -> Result<(), CliErro
         eprintln!("warning: {problem}");
     }
     if resolution.recipients.is_empty() {
-        return Err(CliError::failure(format!("{addr}: no such user (refused at RCPT)")));
+        return Err(CliError::failure(format!(
+            "{addr}: no such user (refused at RCPT)"
+        )));
     }
     for r in &resolution.recipients {
         println!("{}", describe(r));

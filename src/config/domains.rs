@@ -100,10 +100,9 @@ fn folder_domain(path: &Path, name: &str) -> Result<Domain, ConfigError> {
 }
 
 fn load_domain(dir: &Path, domain: &Domain) -> Result<DomainData, ConfigError> {
-    let users =
-        UserDb::load(&dir.join("users")).map_err(|e| ConfigError(e.to_string()))?;
-    let aliases = AliasFile::load(&dir.join("aliases"), domain)
-        .map_err(|e| ConfigError(e.to_string()))?;
+    let users = UserDb::load(&dir.join("users")).map_err(|e| ConfigError(e.to_string()))?;
+    let aliases =
+        AliasFile::load(&dir.join("aliases"), domain).map_err(|e| ConfigError(e.to_string()))?;
     Ok(DomainData {
         dir: dir.to_path_buf(),
         users,
@@ -116,7 +115,9 @@ impl Directory for Domains {
         self.map.contains_key(domain)
     }
     fn user_exists(&self, domain: &Domain, local: &str) -> bool {
-        self.map.get(domain).is_some_and(|d| d.users.contains(local))
+        self.map
+            .get(domain)
+            .is_some_and(|d| d.users.contains(local))
     }
     fn aliases(&self, domain: &Domain) -> Option<&AliasFile> {
         self.map.get(domain).map(|d| &d.aliases)

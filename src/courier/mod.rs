@@ -12,9 +12,15 @@ pub struct DeliveryError {
 
 impl DeliveryError {
     pub fn temporary(reason: impl Into<String>) -> DeliveryError {
-        DeliveryError { permanent: false, reason: reason.into() }
+        DeliveryError {
+            permanent: false,
+            reason: reason.into(),
+        }
     }
     pub fn permanent(reason: impl Into<String>) -> DeliveryError {
-        DeliveryError { permanent: true, reason: reason.into() }
+        DeliveryError {
+            permanent: true,
+            reason: reason.into(),
+        }
     }
 }

@@ -56,7 +56,10 @@ impl Reply {
                 out.extend_from_slice(self.enhanced.as_bytes());
                 out.push(b' ');
             }
-            out.extend(line.bytes().map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }));
+            out.extend(
+                line.bytes()
+                    .map(|b| if b == b'\r' || b == b'\n' { b' ' } else { b }),
+            );
             out.extend_from_slice(b"\r\n");
         }
         if self.lines.is_empty() {

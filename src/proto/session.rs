@@ -349,7 +349,8 @@ impl<R> Session<R> {
         if self.config.kind.is_submission() && self.tls && self.auth_user.is_none() {
             lines.push("AUTH PLAIN LOGIN".into());
         }
-        self.outputs.push_back(Output::Reply(Reply::multiline(250, lines)));
+        self.outputs
+            .push_back(Output::Reply(Reply::multiline(250, lines)));
     }
 
     fn mail(&mut self, from: ReversePath, params: MailParams, policy: &dyn Policy<Rcpt = R>) {
@@ -363,7 +364,10 @@ impl<R> Session<R> {
             return self.reply(Reply::new(530, "5.7.0", "Authentication required"));
         }
         // RFC 1870 §6.2: a declared size over the limit is refused at MAIL.
-        if params.size.is_some_and(|s| s > self.config.max_message_size) {
+        if params
+            .size
+            .is_some_and(|s| s > self.config.max_message_size)
+        {
             return self.reply(Reply::new(552, "5.3.4", "Message too big"));
         }
         if let Err(reply) = policy.check_sender(&self.peer(), &from) {
@@ -460,7 +464,11 @@ impl<R> Session<R> {
         }
         if summary.received_headers > MAX_RECEIVED_HEADERS {
             self.outputs.push_back(Output::DataAbort);
-            return self.reply(Reply::new(554, "5.4.6", "Too many Received headers: mail loop"));
+            return self.reply(Reply::new(
+                554,
+                "5.4.6",
+                "Too many Received headers: mail loop",
+            ));
         }
         self.state = State::Storing(txn);
         self.outputs.push_back(Output::DataEnd(summary));
@@ -490,7 +498,11 @@ impl<R> Session<R> {
         self.input.clear();
         self.discarding_line = false;
         self.state = State::TlsPending;
-        self.outputs.push_back(Output::Reply(Reply::new(220, "2.0.0", "Ready to start TLS")));
+        self.outputs.push_back(Output::Reply(Reply::new(
+            220,
+            "2.0.0",
+            "Ready to start TLS",
+        )));
         self.outputs.push_back(Output::StartTls);
     }
 
@@ -511,8 +523,7 @@ impl<R> Session<R> {
             // RFC 4954 §6.
             return self.reply(Reply::new(538, "5.7.11", "Encryption required for AUTH"));
         }
-        if self.helo.is_none() || self.auth_user.is_some() || !matches!(self.state, State::Ready)
-        {
+        if self.helo.is_none() || self.auth_user.is_some() || !matches!(self.state, State::Ready) {
             return self.reply(Reply::new(503, "5.5.1", "AUTH not allowed now"));
         }
         match (mechanism.as_str(), initial) {
@@ -520,13 +531,18 @@ impl<R> Session<R> {
             ("PLAIN", Some(resp)) => self.sasl_plain(resp.as_bytes()),
             ("LOGIN", None) => self.sasl_challenge(SaslState::LoginUser, "VXNlcm5hbWU6"),
             ("LOGIN", Some(user)) => self.sasl_login_user(user.as_bytes()),
-            _ => self.reply(Reply::new(504, "5.5.4", "Unrecognized authentication mechanism")),
+            _ => self.reply(Reply::new(
+                504,
+                "5.5.4",
+                "Unrecognized authentication mechanism",
+            )),
         }
     }
 
     fn sasl_challenge(&mut self, next: SaslState, challenge: &'static str) {
         self.state = State::Sasl(next);
-        self.outputs.push_back(Output::Reply(Reply::new(334, "", challenge)));
+        self.outputs
+            .push_back(Output::Reply(Reply::new(334, "", challenge)));
     }
 
     fn sasl_step(&mut self, line: &[u8]) {
@@ -559,7 +575,11 @@ impl<R> Session<R> {
             return self.reply(Reply::new(501, "5.5.2", "Malformed PLAIN response"));
         };
         if !authzid.is_empty() && authzid != user {
-            return self.reply(Reply::new(535, "5.7.8", "Authentication credentials invalid"));
+            return self.reply(Reply::new(
+                535,
+                "5.7.8",
+                "Authentication credentials invalid",
+            ));
         }
         self.authenticate(user.to_string(), password.to_string());
     }
@@ -573,7 +593,8 @@ impl<R> Session<R> {
 
     fn authenticate(&mut self, user: String, password: String) {
         self.state = State::Authenticating;
-        self.outputs.push_back(Output::Authenticate { user, password });
+        self.outputs
+            .push_back(Output::Authenticate { user, password });
     }
 
     /// The driver's answer to `Authenticate`: the canonical user (`user@domain`) or None.
@@ -587,7 +608,11 @@ impl<R> Session<R> {
                 self.auth_user = Some(user);
                 self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
             }
-            None => self.reply(Reply::new(535, "5.7.8", "Authentication credentials invalid")),
+            None => self.reply(Reply::new(
+                535,
+                "5.7.8",
+                "Authentication credentials invalid",
+            )),
         }
     }
 

@@ -55,7 +55,12 @@ impl Runner {
             let age = Duration::from_secs(now_secs().saturating_sub(item.envelope.received_at));
             let delay = retry::next_delay(age, rand::random::<f64>());
             self.attempt(&mut item, delay).await;
-            if !item.envelope.rcpts.iter().any(|r| r.state == RcptState::Pending) {
+            if !item
+                .envelope
+                .rcpts
+                .iter()
+                .any(|r| r.state == RcptState::Pending)
+            {
                 return self.finish(&item).await;
             }
             if age >= self.give_up_after {
@@ -83,7 +88,12 @@ impl Runner {
                     (RcptState::Failed { reason: e.reason }, None)
                 }
                 Err(e) => {
-                    maillog::deferred(item.id.as_str(), &target_text(&target), &e.reason, next_delay);
+                    maillog::deferred(
+                        item.id.as_str(),
+                        &target_text(&target),
+                        &e.reason,
+                        next_delay,
+                    );
                     (RcptState::Pending, Some(e.reason))
                 }
             };
@@ -92,7 +102,13 @@ impl Runner {
     }
 
     /// Durably records one recipient's outcome, then updates the in-memory copy.
-    async fn record(&self, item: &mut Item, i: usize, state: RcptState, last_error: Option<String>) {
+    async fn record(
+        &self,
+        item: &mut Item,
+        i: usize,
+        state: RcptState,
+        last_error: Option<String>,
+    ) {
         let queue = self.queue.clone();
         let snapshot = item.clone();
         let (st, le) = (state.clone(), last_error.clone());
@@ -105,23 +121,38 @@ impl Runner {
         rcpt.last_error = last_error;
     }
 
-    async fn deliver_one(&self, item: &Item, target: &Recipient) -> Result<&'static str, DeliveryError> {
+    async fn deliver_one(
+        &self,
+        item: &Item,
+        target: &Recipient,
+    ) -> Result<&'static str, DeliveryError> {
         match target {
             Recipient::Mailbox { address } => {
-                let addr = Address::parse(address)
-                    .map_err(|e| DeliveryError::permanent(format!("bad mailbox {address:?}: {e}")))?;
+                let addr = Address::parse(address).map_err(|e| {
+                    DeliveryError::permanent(format!("bad mailbox {address:?}: {e}"))
+                })?;
                 let (root, host, snapshot) =
                     (self.mail_root.clone(), self.hostname.clone(), item.clone());
                 smol::unblock(move || {
-                    maildir::deliver(&root, &host, addr.domain().as_str(), addr.local().as_str(), &snapshot)
+                    maildir::deliver(
+                        &root,
+                        &host,
+                        addr.domain().as_str(),
+                        addr.local().as_str(),
+                        &snapshot,
+                    )
                 })
                 .await?;
                 Ok("maildir")
             }
             // Remote SMTP and pipes arrive with the courier of the next milestone; until
             // then these recipients wait in the queue (and are retried) rather than bounce.
-            Recipient::Forward { .. } => Err(DeliveryError::temporary("remote delivery is not available yet")),
-            Recipient::Pipe { .. } => Err(DeliveryError::temporary("pipe delivery is not available yet")),
+            Recipient::Forward { .. } => Err(DeliveryError::temporary(
+                "remote delivery is not available yet",
+            )),
+            Recipient::Pipe { .. } => Err(DeliveryError::temporary(
+                "pipe delivery is not available yet",
+            )),
         }
     }
 
@@ -137,7 +168,8 @@ impl Runner {
                 rcpt.last_error.as_deref().unwrap_or("no attempt succeeded")
             );
             maillog::failed(item.id.as_str(), &target_text(&rcpt.target), &reason);
-            self.record(item, i, RcptState::Failed { reason }, None).await;
+            self.record(item, i, RcptState::Failed { reason }, None)
+                .await;
         }
     }
 

@@ -171,9 +171,7 @@ impl Conn {
             match output {
                 Output::Reply(reply) => self.queue_reply(&reply),
                 Output::StartTls => self.start_tls().await?,
-                Output::Authenticate { user, password } => {
-                    self.authenticate(user, password).await
-                }
+                Output::Authenticate { user, password } => self.authenticate(user, password).await,
                 Output::DataStart => self.data_start(),
                 Output::DataChunk(chunk) => self.data_chunk(&chunk),
                 Output::DataEnd(_) => self.data_end().await,
@@ -189,7 +187,13 @@ impl Conn {
 
     fn queue_reply(&mut self, reply: &Reply) {
         if reply.is_error() {
-            log::info!("{} <- {} {} {}", self.peer, reply.code, reply.enhanced, reply.text());
+            log::info!(
+                "{} <- {} {} {}",
+                self.peer,
+                reply.code,
+                reply.enhanced,
+                reply.text()
+            );
         }
         reply.encode(&mut self.out);
     }
@@ -207,9 +211,7 @@ impl Conn {
     async fn linger(&mut self) -> std::io::Result<()> {
         self.stream.shutdown_write().await;
         let mut sink = [0u8; 4096];
-        let drain = async {
-            while self.stream.read(&mut sink).await.unwrap_or(0) > 0 {}
-        };
+        let drain = async { while self.stream.read(&mut sink).await.unwrap_or(0) > 0 {} };
         let deadline = async {
             smol::Timer::after(LINGER).await;
         };
@@ -222,9 +224,11 @@ impl Conn {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err(std::io::Error::other("STARTTLS on a TLS stream"));
         };
-        let tls = with_deadline(self.server.tls.accept(tcp)).await.inspect_err(|e| {
-            log::info!("TLS handshake with {} failed: {e}", self.peer);
-        })?;
+        let tls = with_deadline(self.server.tls.accept(tcp))
+            .await
+            .inspect_err(|e| {
+                log::info!("TLS handshake with {} failed: {e}", self.peer);
+            })?;
         self.stream = Stream::Tls(Box::new(tls));
         self.session.tls_established();
         Ok(())

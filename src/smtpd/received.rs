@@ -47,7 +47,13 @@ pub fn header(hop: &Hop<'_>, now: OffsetDateTime) -> String {
 /// parentheses that would unbalance a comment.
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_control() || c == '(' || c == ')' { '?' } else { c })
+        .map(|c| {
+            if c.is_control() || c == '(' || c == ')' {
+                '?'
+            } else {
+                c
+            }
+        })
         .collect()
 }
 
@@ -56,7 +62,8 @@ pub fn rfc5322_date(t: OffsetDateTime) -> String {
     let fmt = format_description!(
         "[weekday repr:short], [day padding:none] [month repr:short] [year] [hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
     );
-    t.format(&fmt).unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
+    t.format(&fmt)
+        .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
 }
 
 #[cfg(test)]
@@ -96,6 +103,8 @@ mod tests {
             single_rcpt: None,
         };
         let h = header(&hop, datetime!(2026-01-02 03:04:05 UTC));
-        assert!(h.starts_with("Received: from evil???x ([::1])\r\n\tby mx (tambo) with SMTP id 1;"));
+        assert!(
+            h.starts_with("Received: from evil???x ([::1])\r\n\tby mx (tambo) with SMTP id 1;")
+        );
     }
 }

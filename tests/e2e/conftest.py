@@ -31,7 +31,7 @@ def env(tmp_path, request):
         problems = list(t.died)
         if "panicked at" in log:
             problems.append("the server panicked")
-        if problems and not getattr(request.node, "_tambo_expect_death", False):
+        if problems:
             pytest.fail("; ".join(problems) + f"\nlog:\n{log}", pytrace=False)
 
     request.addfinalizer(finish)

@@ -158,9 +158,8 @@ class Tambo:
         )
 
     def user_add(self, address: str, password: str = PASSWORD, receive_only: bool = False):
-        args = ["util", "user-add", address, "--password", password]
-        if receive_only:
-            args.append("--receive-only")
+        args = ["util", "user-add", address]
+        args += ["--receive-only"] if receive_only else ["--password", password]
         r = self.cli(*args)
         if r.returncode != 0:
             pytest.fail(f"user-add {address} failed: exit {r.returncode}\n"
@@ -196,7 +195,8 @@ class Tambo:
             self.proc = subprocess.Popen(
                 [str(TAMBO_BIN), "-C", str(self.dir), "serve"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env(), cwd=str(self.dir),
+                # Not the config folder: data_dir must be relative to -C, not to the cwd.
+                env=self.env(), cwd=str(self.dir.parent),
             )
         end = time.monotonic() + START_DEADLINE
         pending = list(self.ports)

@@ -180,3 +180,43 @@ def test_broken_aliases_line_exit_2(env, bad):
     line = one_line(r.stderr)
     assert "example.test/aliases" in line, line
     assert re.search(r"(:3\b|line 3\b)", line), f"no line number 3 in {line!r}"
+
+
+@pytest.mark.parametrize("address", ["../evil@example.test", "a/b@example.test", "bob@../example.test",
+                                     "bob@example.test/..", "bo\x01b@example.test"])
+def test_user_add_path_like_names_refused(env, address):
+    before = env.users_path().read_bytes()
+    r = env.cli("util", "user-add", address, "--password", PASSWORD)
+    assert r.returncode == 2, f"{address!r}: exit {r.returncode}, stderr {r.stderr!r}"
+    one_line(r.stderr)
+    assert env.users_path().read_bytes() == before
+    assert sorted(p.name for p in env.dir.iterdir()) == ["conf", "domains"], list(env.dir.iterdir())
+
+
+def test_aliases_exact_local_part_before_normalisation(env):
+    # SPEC §6 lookup order: the exact local part first, so this alias wins over user alice.
+    env.write_aliases("a.lice: bob@remote.example\n")
+    r = env.cli("util", "aliases-resolve", "a.lice@example.test")
+    assert r.returncode == 0, r.stderr
+    assert [l.strip() for l in r.stdout.splitlines() if l.strip()] == ["forward bob@remote.example"], r.stdout
+
+
+def test_aliases_suffix_on_alias(env):
+    env.write_aliases("info: alice\n")
+    r = env.cli("util", "aliases-resolve", "info+news@example.test")
+    assert r.returncode == 0, r.stderr
+    assert [l.strip() for l in r.stdout.splitlines() if l.strip()] == ["mailbox alice@example.test"], r.stdout
+
+
+def test_aliases_newer_chasquid_forms(env):
+    env.add_domain("other.test")
+    env.user_add("carol@other.test")
+    env.write_aliases("relayed: bob@remote.example via mx1.remote.example/mx2.remote.example\n"
+                      "*: *@other.test\n")
+    r = env.cli("util", "aliases-resolve", "carol@example.test")
+    assert r.returncode == 0, r.stderr
+    assert [l.strip() for l in r.stdout.splitlines() if l.strip()] == ["mailbox carol@other.test"], r.stdout
+    r = env.cli("util", "aliases-resolve", "relayed@example.test")
+    assert r.returncode == 0, r.stderr
+    lines = [l.strip() for l in r.stdout.splitlines() if l.strip()]
+    assert len(lines) == 1 and lines[0].startswith("forward bob@remote.example"), r.stdout

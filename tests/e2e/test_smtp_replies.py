@@ -258,8 +258,9 @@ def test_data_accepted_reply(server):
         assert_reply(c.cmd("QUIT"), 221, what="QUIT")
 
 
-def test_pipelining(server):
-    server.user_add("bob@example.test")
+def test_pipelining(env):
+    env.user_add("bob@example.test")
+    server = env.start()
     msg, msgid = make_message()
     with SmtpConn(server.smtp_port) as c:
         c.ehlo()
@@ -278,3 +279,86 @@ def test_rcpt_before_mail_is_a_sequence_error(server):
     with SmtpConn(server.smtp_port) as c:
         c.ehlo()
         assert_reply(c.cmd("RCPT TO:<alice@example.test>"), 503, what="RCPT before MAIL")
+
+
+@pytest.mark.parametrize("rcpt", ["../alice@example.test", "a/b@example.test", "..@example.test",
+                                  "alice@../example.test"])
+def test_path_like_recipients_refused(server, rcpt):
+    with SmtpConn(server.smtp_port) as c:
+        mail_ready(c)
+        r = c.cmd(f"RCPT TO:<{rcpt}>")
+        assert r.code >= 500, f"RCPT TO:<{rcpt}> got {r}"
+    assert not (server.dir / "example.test").exists() and not (server.data_dir / "alice").exists()
+
+
+def test_relay_networks_allow_relay_on_port_25(env):
+    env.write_config(relay_networks=["127.0.0.0/8"])
+    env.start()
+    with SmtpConn(env.smtp_port) as c:
+        mail_ready(c)
+        assert_reply(c.cmd("RCPT TO:<someone@remote.example>"), 250, what="relay from relay_networks")
+
+
+def write_access(env, text: str) -> None:
+    (env.dir / "conf" / "access").write_text(text)
+
+
+@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (conf/access rules)")
+def test_access_from_reject_with_text(env):
+    write_access(env, "From:spam@example.net REJECT go away\n")
+    env.start()
+    with SmtpConn(env.smtp_port) as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<spam@example.net>")
+        if r.code == 250:
+            r = c.cmd("RCPT TO:<alice@example.test>")
+        assert 500 <= r.code < 600 and "go away" in r.text, f"access REJECT: got {r}"
+    with SmtpConn(env.smtp_port) as c:
+        mail_ready(c, "friend@example.net")
+        assert_reply(c.cmd("RCPT TO:<alice@example.test>"), 250, what="other sender of that domain")
+
+
+@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (conf/access rules)")
+def test_access_from_domain_discard(env):
+    write_access(env, "From:@example.org DISCARD\n")
+    env.start()
+    msg, _ = make_message(sender="x@example.org")
+    with SmtpConn(env.smtp_port) as c:
+        mail_ready(c, "x@example.org")
+        assert_reply(c.cmd("RCPT TO:<alice@example.test>"), 250, what="RCPT (discard)")
+        r = c.data(msg)
+        assert r.code == 250, f"DISCARD must accept: {r}"
+    time.sleep(1.0)
+    assert env.messages() == [], "a DISCARDed message was delivered"
+
+
+@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (conf/access rules)")
+def test_access_connect_relay(env):
+    write_access(env, "Connect:127.0.0.0/8 RELAY\n")
+    env.start()
+    with SmtpConn(env.smtp_port) as c:
+        mail_ready(c)
+        assert_reply(c.cmd("RCPT TO:<someone@remote.example>"), 250, what="Connect RELAY")
+
+
+@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (conf/access rules)")
+def test_access_connect_reject(env):
+    write_access(env, "Connect:127.0.0.1 REJECT\n")
+    env.start()
+    try:
+        c = SmtpConn(env.smtp_port)
+    except Closed:
+        return  # refused before the greeting
+    try:
+        if c.greeting.code == 220:
+            c.ehlo()
+            r = c.cmd(f"MAIL FROM:<{REMOTE}>")
+            if r.code == 250:
+                r = c.cmd("RCPT TO:<alice@example.test>")
+            assert r.code >= 500, f"Connect REJECT: transaction went on: {r}"
+        else:
+            assert c.greeting.code == 554, c.greeting
+    except Closed:
+        pass
+    finally:
+        c.close()

@@ -112,7 +112,14 @@ fn greeting_names_the_host() {
 fn ehlo_lists_extensions_without_auth_on_port_25() {
     let mut h = Harness::new(ListenerKind::Mx, false);
     let r = h.send(b"EHLO client.example\r\n");
-    for ext in ["PIPELINING", "8BITMIME", "SMTPUTF8", "SIZE 1000", "ENHANCEDSTATUSCODES", "STARTTLS"] {
+    for ext in [
+        "PIPELINING",
+        "8BITMIME",
+        "SMTPUTF8",
+        "SIZE 1000",
+        "ENHANCEDSTATUSCODES",
+        "STARTTLS",
+    ] {
         assert!(r.contains(ext), "{ext} missing in {r}");
     }
     assert!(!r.contains("AUTH"));
@@ -122,10 +129,16 @@ fn ehlo_lists_extensions_without_auth_on_port_25() {
 fn auth_offered_on_submission_only_after_tls() {
     let mut h = Harness::new(ListenerKind::Submission, false);
     assert!(!h.send(b"EHLO c\r\n").contains("AUTH"));
-    assert!(h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n").starts_with("538 5.7.11"));
+    assert!(
+        h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n")
+            .starts_with("538 5.7.11")
+    );
     h.send(b"STARTTLS\r\n");
     let r = h.send(b"EHLO c\r\n");
-    assert!(r.contains("AUTH PLAIN LOGIN") && !r.contains("STARTTLS"), "{r}");
+    assert!(
+        r.contains("AUTH PLAIN LOGIN") && !r.contains("STARTTLS"),
+        "{r}"
+    );
 }
 
 #[test]
@@ -151,7 +164,10 @@ fn commands_pipelined_behind_starttls_are_discarded() {
     let r = h.send(b"STARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<a@example.test>\r\n");
     assert_eq!(r, "220 2.0.0 Ready to start TLS\r\n");
     // After the handshake the session starts over: MAIL needs a new EHLO.
-    assert!(h.send(b"MAIL FROM:<x@y.example>\r\n").starts_with("503 5.5.1"));
+    assert!(
+        h.send(b"MAIL FROM:<x@y.example>\r\n")
+            .starts_with("503 5.5.1")
+    );
     assert_eq!(h.events, ["starttls"]);
 }
 
@@ -159,7 +175,10 @@ fn commands_pipelined_behind_starttls_are_discarded() {
 fn relay_denied_and_unknown_verbs() {
     let mut h = Harness::new(ListenerKind::Mx, false);
     h.send(b"EHLO c\r\nMAIL FROM:<x@remote.example>\r\n");
-    assert!(h.send(b"RCPT TO:<y@elsewhere.example>\r\n").starts_with("554 5.7.1"));
+    assert!(
+        h.send(b"RCPT TO:<y@elsewhere.example>\r\n")
+            .starts_with("554 5.7.1")
+    );
     assert!(h.send(b"FOO\r\n").starts_with("500 5.5.1"));
 }
 
@@ -169,13 +188,20 @@ fn three_errors_close_with_421() {
     h.send(b"EHLO c\r\n");
     let r = h.send(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n");
     assert!(r.ends_with("421 4.5.0 Too many errors, bye\r\n"), "{r}");
-    assert!(!r.contains("250 2.0.0"), "NOOP after the close must not be answered: {r}");
+    assert!(
+        !r.contains("250 2.0.0"),
+        "NOOP after the close must not be answered: {r}"
+    );
     assert_eq!(h.events, ["close"]);
 }
 
 #[test]
 fn http_verbs_get_502_and_close() {
-    for verb in ["GET / HTTP/1.1", "POST /x HTTP/1.0", "CONNECT host:25 HTTP/1.1"] {
+    for verb in [
+        "GET / HTTP/1.1",
+        "POST /x HTTP/1.0",
+        "CONNECT host:25 HTTP/1.1",
+    ] {
         let mut h = Harness::new(ListenerKind::Mx, false);
         let r = h.send(format!("{verb}\r\nHost: x\r\n\r\n").as_bytes());
         assert_eq!(r, "502 5.7.0 This is an SMTP server\r\n", "{verb}");
@@ -203,15 +229,24 @@ fn too_many_recipients() {
     let mut h = Harness::new(ListenerKind::Mx, false);
     h.send(b"EHLO c\r\nMAIL FROM:<>\r\n");
     h.send(b"RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\n");
-    assert!(h.send(b"RCPT TO:<d@example.test>\r\n").starts_with("452 4.5.3"));
+    assert!(
+        h.send(b"RCPT TO:<d@example.test>\r\n")
+            .starts_with("452 4.5.3")
+    );
 }
 
 #[test]
 fn declared_size_over_limit_refused_at_mail() {
     let mut h = Harness::new(ListenerKind::Mx, false);
     h.send(b"EHLO c\r\n");
-    assert!(h.send(b"MAIL FROM:<x@r.example> SIZE=1001\r\n").starts_with("552 5.3.4"));
-    assert!(h.send(b"MAIL FROM:<x@r.example> SIZE=1000\r\n").starts_with("250"));
+    assert!(
+        h.send(b"MAIL FROM:<x@r.example> SIZE=1001\r\n")
+            .starts_with("552 5.3.4")
+    );
+    assert!(
+        h.send(b"MAIL FROM:<x@r.example> SIZE=1000\r\n")
+            .starts_with("250")
+    );
 }
 
 #[test]
@@ -241,7 +276,11 @@ fn smuggling_variants_are_refused_and_close() {
         let mut h = Harness::new(ListenerKind::Mx, false);
         h.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
         let r = h.send(v);
-        assert!(r.starts_with("521 5.5.2"), "{:?}: {r}", String::from_utf8_lossy(v));
+        assert!(
+            r.starts_with("521 5.5.2"),
+            "{:?}: {r}",
+            String::from_utf8_lossy(v)
+        );
         assert_eq!(h.events, ["data-start", "data-abort", "close"]);
         assert_eq!(h.codes().iter().filter(|&&c| c == 250).count(), 3); // EHLO, MAIL, RCPT only
     }
@@ -263,11 +302,23 @@ fn mail_loop_detected() {
 fn auth_plain_and_sender_check() {
     let mut h = Harness::new(ListenerKind::SubmissionTls, true);
     h.send(b"EHLO c\r\n");
-    assert!(h.send(b"MAIL FROM:<alice@example.test>\r\n").starts_with("530 5.7.0"));
+    assert!(
+        h.send(b"MAIL FROM:<alice@example.test>\r\n")
+            .starts_with("530 5.7.0")
+    );
     // \0alice@example.test\0secret
-    assert!(h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n").starts_with("235 2.7.0"));
-    assert!(h.send(b"MAIL FROM:<bob@example.test>\r\n").starts_with("553 5.7.1"));
-    assert!(h.send(b"MAIL FROM:<alice@example.test>\r\n").starts_with("250"));
+    assert!(
+        h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n")
+            .starts_with("235 2.7.0")
+    );
+    assert!(
+        h.send(b"MAIL FROM:<bob@example.test>\r\n")
+            .starts_with("553 5.7.1")
+    );
+    assert!(
+        h.send(b"MAIL FROM:<alice@example.test>\r\n")
+            .starts_with("250")
+    );
 }
 
 #[test]
@@ -275,7 +326,10 @@ fn auth_login_exchange_and_wrong_password() {
     let mut h = Harness::new(ListenerKind::SubmissionTls, true);
     h.send(b"EHLO c\r\n");
     assert_eq!(h.send(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
-    assert_eq!(h.send(b"YWxpY2VAZXhhbXBsZS50ZXN0\r\n"), "334 UGFzc3dvcmQ6\r\n");
+    assert_eq!(
+        h.send(b"YWxpY2VAZXhhbXBsZS50ZXN0\r\n"),
+        "334 UGFzc3dvcmQ6\r\n"
+    );
     assert!(h.send(b"d3Jvbmc=\r\n").starts_with("535 5.7.8")); // "wrong"
     assert_eq!(h.session.auth_user(), None);
     assert!(h.send(b"AUTH PLAIN\r\n").starts_with("334"));
@@ -286,7 +340,10 @@ fn auth_login_exchange_and_wrong_password() {
 fn auth_refused_on_port_25_even_with_tls() {
     let mut h = Harness::new(ListenerKind::Mx, true);
     h.send(b"EHLO c\r\n");
-    assert!(h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n").starts_with("503 5.5.1"));
+    assert!(
+        h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n")
+            .starts_with("503 5.5.1")
+    );
     assert_eq!(h.events, Vec::<String>::new());
 }
 
