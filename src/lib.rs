@@ -12,7 +12,9 @@
 //! - [`proto`]: sans-I/O SMTP core: replies, line framer, command parser, DATA reader, session.
 //! - [`smtpd`]: listeners, TLS, the I/O driver of the session, recipient and relay policy.
 //! - [`queue`]: durable on-disk queue, per-recipient state, delivery loop.
-//! - [`courier`]: deliveries: Maildir (built in).
+//! - [`courier`]: deliveries: Maildir, MDA, LMTP, pipes, remote SMTP; DSN bounces.
+//! - [`dns`]: the one resolver (hickory inside mail-auth), MX / A / AAAA / TXT.
+//! - [`mailauth`]: SRS and DKIM signing.
 //! - [`tls`]: certificates from `conf/certs/<name>/`, SNI, the self-signed fallback.
 //! - [`maillog`]: one line per mail event, in the spirit of Postfix's mail.log.
 
@@ -21,8 +23,10 @@ pub mod aliases;
 pub mod cli;
 pub mod config;
 pub mod courier;
+pub mod dns;
 pub mod fsutil;
 pub mod jsontext;
+pub mod mailauth;
 pub mod maillog;
 pub mod proto;
 pub mod queue;

@@ -4,7 +4,9 @@
 //! - [`command`]: one command line → `Command`.
 //! - [`data`]: the DATA reader (dot-unstuffing, smuggling refusal, size cap).
 //! - [`session`]: the server session state machine that ties them together.
+//! - [`client`]: the client side: reply parser, EHLO capabilities, dot-stuffing.
 
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod reply;

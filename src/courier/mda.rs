@@ -1,0 +1,1 @@
+//! Local delivery through an MDA command (`local_delivery: {"mda": [...]}`).

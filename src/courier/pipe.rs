@@ -1,0 +1,1 @@
+//! Pipe aliases (`alias: | command args`).
