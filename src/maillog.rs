@@ -6,6 +6,7 @@
 //! maillog: event=received id=0193ab... from=<a@b.example> nrcpt=2 size=1234 client=[192.0.2.1] helo=mx.b.example tls=yes auth=-
 //! maillog: event=delivered id=0193ab... to=<alice@example.test> via=maildir
 //! maillog: event=deferred id=0193ab... to=<x@remote.example> reason="..." retry_in=60s
+//! maillog: event=bounced id=0193ab... to=<a@b.example> dsn_id=0193ac...
 //! ```
 //!
 //! Values that may contain spaces are quoted with `{:?}`; addresses are in `<...>`.
@@ -48,6 +49,11 @@ pub fn deferred(id: &str, to: &str, reason: &str, retry_in: Duration) {
 
 pub fn failed(id: &str, to: &str, reason: &str) {
     log::info!(target: TARGET, "event=failed id={id} to=<{to}> reason={reason:?}");
+}
+
+/// A DSN about message `id` was queued (as `dsn_id`) to its sender.
+pub fn bounced(id: &str, to: &str, dsn_id: &str) {
+    log::info!(target: TARGET, "event=bounced id={id} to=<{to}> dsn_id={dsn_id}");
 }
 
 /// A command was refused; `reason` is for the log (the peer saw a short reply).

@@ -2,7 +2,14 @@
 //! listeners, reload the queue, and run until SIGTERM/SIGINT.
 
 use crate::cli::CliError;
-use crate::config::{Domains, Settings, settings::LocalDelivery};
+use crate::config::domains::DomainsHandle;
+use crate::config::{Domains, Settings};
+use crate::courier::domaininfo::DomainInfo;
+use crate::courier::mta_sts::MtaSts;
+use crate::courier::remote::RemoteCourier;
+use crate::courier::{COMMAND_LIMIT, Couriers};
+use crate::dns::Dns;
+use crate::mailauth::srs::Srs;
 use crate::proto::session::ListenerKind;
 use crate::queue::runner::{self, Runner};
 use crate::queue::store::Queue;
@@ -12,35 +19,37 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub fn run(config_dir: &Path) -> Result<(), CliError> {
-    let settings = Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?;
+    let settings =
+        Arc::new(Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?);
     let domains = Domains::load(
         &settings.config_dir,
         crate::cli::util::normalization(&settings),
     )
     .map_err(|e| CliError::usage(e.to_string()))?;
-    if settings.local_delivery != LocalDelivery::Maildir {
-        return Err(CliError::usage(format!(
-            "{}: local_delivery: only \"maildir\" is implemented in this version",
-            settings.config_dir.join("conf/tambo.json").display()
-        )));
-    }
-    crate::fsutil::create_private_dir_all(&settings.data_dir)
-        .map_err(|e| CliError::failure(format!("{}: {e}", settings.data_dir.display())))?;
-    let tls =
-        crate::tls::server_config(&settings.config_dir, &settings.data_dir, &settings.hostname)
-            .map_err(|e| CliError::usage(e.to_string()))?;
-    let queue = Queue::open(&settings.data_dir)
-        .map_err(|e| CliError::failure(format!("{}/queue: {e}", settings.data_dir.display())))?;
+    let data_dir = &settings.data_dir;
+    crate::fsutil::create_private_dir_all(data_dir)
+        .map_err(|e| CliError::failure(format!("{}: {e}", data_dir.display())))?;
+    let tls = crate::tls::server_config(&settings.config_dir, data_dir, &settings.hostname)
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    let queue = Queue::open(data_dir)
+        .map_err(|e| CliError::failure(format!("{}/queue: {e}", data_dir.display())))?;
+    let srs = Arc::new(Srs::new(&srs_secret(&settings)?));
+    let couriers = couriers(&settings)?;
     let listeners = bind_all(&settings)?;
 
     let ex = Arc::new(smol::Executor::new());
+    let domains = Arc::new(DomainsHandle::new(domains));
+    let (deliveries, to_deliver) = runner::channel();
     let runner = Arc::new(Runner {
         queue: queue.clone(),
-        mail_root: settings.data_dir.join("mail"),
+        couriers,
+        domains: domains.clone(),
+        srs: srs.clone(),
         hostname: settings.hostname.clone(),
         give_up_after: settings.give_up_after,
+        deliveries: deliveries.clone(),
     });
-    let deliveries = runner::start(runner, ex.clone());
+    runner::start(runner, to_deliver, ex.clone());
     let pending = queue
         .load_all()
         .map_err(|e| CliError::failure(format!("loading {}: {e}", queue.dir().display())))?;
@@ -51,13 +60,80 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     for item in pending {
         deliveries.submit(item);
     }
-    let server = Arc::new(Server::new(settings, domains, tls, queue, deliveries));
+    let server = Arc::new(Server {
+        settings: settings.clone(),
+        domains,
+        tls: futures_rustls::TlsAcceptor::from(tls),
+        queue,
+        deliveries,
+        srs,
+    });
     for (listener, kind) in listeners {
         log::info!("listening on {:?} ({kind:?})", listener.local_addr().ok());
         ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone()))
             .detach();
     }
     run_executor(ex)
+}
+
+/// The couriers, with the one DNS resolver of the process.
+fn couriers(settings: &Settings) -> Result<Couriers, CliError> {
+    let data_dir = &settings.data_dir;
+    let dns = Arc::new(
+        Dns::new(&settings.dns_servers).map_err(|e| CliError::usage(format!("DNS: {e}")))?,
+    );
+    let domaininfo = Arc::new(
+        DomainInfo::open(data_dir)
+            .map_err(|e| CliError::failure(format!("{}/domaininfo: {e}", data_dir.display())))?,
+    );
+    let mta_sts = Arc::new(
+        MtaSts::new(data_dir, dns.clone(), None)
+            .map_err(|e| CliError::failure(format!("{}/mta-sts: {e}", data_dir.display())))?,
+    );
+    let remote = RemoteCourier {
+        dns,
+        domaininfo,
+        mta_sts,
+        hostname: settings.hostname.clone(),
+        port: settings.outbound_smtp_port,
+        bind: settings.outbound_bind,
+        own_listeners: settings.smtp_listen.clone(),
+        test_roots: None,
+    };
+    Ok(Couriers {
+        local: settings.local_delivery.clone(),
+        mail_root: data_dir.join("mail"),
+        hostname: settings.hostname.clone(),
+        remote,
+        command_limit: COMMAND_LIMIT,
+    })
+}
+
+/// `srs_secret` from the settings, else the one generated into `data_dir/srs_secret` (mode
+/// 0600) on first start and kept from then on (SPEC §3).
+fn srs_secret(settings: &Settings) -> Result<Vec<u8>, CliError> {
+    if let Some(secret) = &settings.srs_secret {
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = settings.data_dir.join("srs_secret");
+    let fail = |e: std::io::Error| CliError::failure(format!("{}: {e}", path.display()));
+    match std::fs::read_to_string(&path) {
+        Ok(secret) if !secret.trim().is_empty() => Ok(secret.trim().as_bytes().to_vec()),
+        Ok(_) => Err(CliError::failure(format!(
+            "{}: empty SRS secret",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use base64::Engine;
+            let secret =
+                base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+            crate::fsutil::write_atomic(&path, format!("{secret}\n").as_bytes(), 0o600)
+                .map_err(fail)?;
+            log::info!("generated a new SRS secret in {}", path.display());
+            Ok(secret.into_bytes())
+        }
+        Err(e) => Err(fail(e)),
+    }
 }
 
 /// Binds every configured listener; any failure names the address and stops the start.

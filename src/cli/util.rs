@@ -19,6 +19,7 @@ pub enum UtilCommand {
     CheckUserdb(CheckUserdb),
     AliasesResolve(AliasesResolve),
     PrintConfig(PrintConfig),
+    DomaininfoRemove(DomaininfoRemove),
 }
 
 /// Add a user, or change its password.
@@ -75,6 +76,15 @@ pub struct AliasesResolve {
     address: String,
 }
 
+/// Forget the TLS level learned for a domain (SPEC §8).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "domaininfo-remove")]
+pub struct DomaininfoRemove {
+    /// the recipient domain
+    #[argh(positional)]
+    domain: String,
+}
+
 /// Print the effective settings, defaults filled in.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "print-config")]
@@ -88,6 +98,7 @@ pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
         UtilCommand::Authenticate(c) => authenticate(&settings, c),
         UtilCommand::CheckUserdb(c) => check_userdb(&settings, c),
         UtilCommand::AliasesResolve(c) => aliases_resolve(&settings, c),
+        UtilCommand::DomaininfoRemove(c) => domaininfo_remove(&settings, c),
         UtilCommand::PrintConfig(_) => {
             let json = serde_json::to_string_pretty(&settings.to_json())
                 .map_err(|e| CliError::failure(e.to_string()))?;
@@ -225,6 +236,22 @@ fn describe(r: &Recipient) -> String {
         Recipient::Forward { address, via } => format!("forward {address} via {}", via.join("/")),
         Recipient::Pipe { argv, .. } => format!("pipe {}", argv.join(" ")),
     }
+}
+
+fn domaininfo_remove(settings: &Settings, c: DomaininfoRemove) -> Result<(), CliError> {
+    let domain = Domain::parse(&c.domain).map_err(|e| CliError::usage(e.to_string()))?;
+    let info = crate::courier::domaininfo::DomainInfo::open(&settings.data_dir).map_err(|e| {
+        CliError::failure(format!("{}/domaininfo: {e}", settings.data_dir.display()))
+    })?;
+    let removed = info
+        .remove(&domain.to_ascii())
+        .map_err(|e| CliError::failure(format!("{domain}: {e}")))?;
+    if removed {
+        println!("{domain}: TLS level forgotten");
+    } else {
+        println!("{domain}: nothing was known");
+    }
+    Ok(())
 }
 
 /// From the terminal: asked twice, must match. Else one line of stdin.

@@ -4,20 +4,24 @@
 use crate::addr::{Address, Domain};
 use crate::aliases::{AliasFile, Directory, Normalization, Resolution};
 use crate::config::settings::ConfigError;
+use crate::mailauth::dkim::{self, DkimKey};
 use crate::userdb::UserDb;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 /// One local domain.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DomainData {
     pub dir: PathBuf,
     pub users: UserDb,
     pub aliases: AliasFile,
+    /// `dkim:<selector>.pem` keys, sorted by selector.
+    pub dkim: Arc<[DkimKey]>,
 }
 
 /// All local domains, with the normalisation settings lookups need.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Domains {
     map: BTreeMap<Domain, DomainData>,
     norm: Normalization,
@@ -103,10 +107,12 @@ fn load_domain(dir: &Path, domain: &Domain) -> Result<DomainData, ConfigError> {
     let users = UserDb::load(&dir.join("users")).map_err(|e| ConfigError(e.to_string()))?;
     let aliases =
         AliasFile::load(&dir.join("aliases"), domain).map_err(|e| ConfigError(e.to_string()))?;
+    let keys = dkim::load_keys(dir, domain.as_str()).map_err(|e| ConfigError(e.to_string()))?;
     Ok(DomainData {
         dir: dir.to_path_buf(),
         users,
         aliases,
+        dkim: keys.into(),
     })
 }
 
@@ -124,5 +130,31 @@ impl Directory for Domains {
     }
     fn first_user(&self, domain: &Domain) -> Option<String> {
         self.map.get(domain)?.users.names().into_iter().next()
+    }
+}
+
+/// The domains in force, shared by the SMTP server and the delivery runner; a reload swaps
+/// the whole snapshot, so a transaction never sees half of one and half of another.
+pub struct DomainsHandle(RwLock<Arc<Domains>>);
+
+impl DomainsHandle {
+    pub fn new(domains: Domains) -> DomainsHandle {
+        DomainsHandle(RwLock::new(Arc::new(domains)))
+    }
+
+    pub fn get(&self) -> Arc<Domains> {
+        match self.0.read() {
+            Ok(guard) => guard.clone(),
+            // A panic while holding the lock cannot leave the Arc half-written.
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, domains: Domains) {
+        let mut guard = match self.0.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(domains);
     }
 }

@@ -241,6 +241,7 @@ mod tests {
             rcpts: vec![rcpt],
             received_at: 0,
             client: String::new(),
+            ..Default::default()
         };
         incoming.commit(envelope).unwrap()
     }

@@ -40,3 +40,76 @@ impl DeliveryError {
         }
     }
 }
+
+use crate::addr::Address;
+use crate::config::settings::LocalDelivery;
+use crate::queue::store::Item;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Time limit of an MDA or pipe command (chasquid uses 1 minute).
+pub const COMMAND_LIMIT: Duration = Duration::from_secs(60);
+
+/// Every way out tambo has, configured.
+pub struct Couriers {
+    pub local: LocalDelivery,
+    /// `data_dir/mail`, for the built-in Maildir delivery.
+    pub mail_root: PathBuf,
+    pub hostname: String,
+    pub remote: remote::RemoteCourier,
+    pub command_limit: Duration,
+}
+
+impl Couriers {
+    /// Delivers to a local user's mailbox through the configured local delivery. Returns how
+    /// (for the mail log).
+    pub async fn mailbox(&self, item: &Item, mailbox: &Address) -> Result<String, DeliveryError> {
+        match &self.local {
+            LocalDelivery::Maildir => {
+                let (root, host, item, mailbox) = (
+                    self.mail_root.clone(),
+                    self.hostname.clone(),
+                    item.clone(),
+                    mailbox.clone(),
+                );
+                smol::unblock(move || {
+                    maildir::deliver(
+                        &root,
+                        &host,
+                        mailbox.domain().as_str(),
+                        mailbox.local().as_str(),
+                        &item,
+                    )
+                })
+                .await?;
+                Ok("maildir".into())
+            }
+            LocalDelivery::Mda(argv) => {
+                let from = item.envelope.from.clone();
+                mda::deliver(argv, &from, mailbox, item, self.command_limit).await?;
+                Ok("mda".into())
+            }
+            LocalDelivery::Lmtp(target) => {
+                let from = item.envelope.from.clone();
+                let rcpts = [mailbox.to_string()];
+                let mut results =
+                    lmtp::deliver(target, &self.hostname, &from, &rcpts, item, b"").await;
+                results
+                    .pop()
+                    .unwrap_or_else(|| Err(DeliveryError::temporary("LMTP gave no reply")))?;
+                Ok(format!("lmtp[{target}]"))
+            }
+        }
+    }
+
+    /// Runs a pipe alias (`alias: | command args`).
+    pub async fn pipe(
+        &self,
+        item: &Item,
+        argv: &[String],
+        alias: &str,
+    ) -> Result<(), DeliveryError> {
+        let from = item.envelope.from.clone();
+        pipe::deliver(argv, alias, &from, item, self.command_limit).await
+    }
+}

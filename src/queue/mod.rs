@@ -3,8 +3,10 @@
 //!
 //! - [`store`]: the file format, durable put, status records, load on start.
 //! - [`retry`]: the retry schedule, a pure function of age.
+//! - [`outbound`]: SRS envelope sender and DKIM signatures of copies leaving for other domains.
 //! - [`runner`]: the delivery loop: one task per message, attempts and retries.
 
+pub mod outbound;
 pub mod retry;
 pub mod runner;
 pub mod store;

@@ -1,15 +1,19 @@
 //! The delivery loop: one task per queued message. Each attempt tries every pending
 //! recipient, records each outcome durably in the queue file before moving on (so a restart
 //! never delivers a recipient twice), then sleeps per [`retry::next_delay`] until all are done
-//! or `give_up_after` has passed. The file goes only when every recipient is done.
+//! or `give_up_after` has passed. Permanent failures are reported to the sender in one DSN
+//! per attempt. The file goes only when every recipient is done.
 
 use crate::addr::Address;
 use crate::aliases::Recipient;
-use crate::courier::{DeliveryError, maildir};
+use crate::config::domains::DomainsHandle;
+use crate::courier::remote::OutboundEnvelope;
+use crate::courier::{Couriers, DeliveryError, dsn};
+use crate::mailauth::srs::Srs;
 use crate::maillog;
-use crate::queue::retry;
-use crate::queue::store::{Item, Queue, RcptState, now_secs};
-use std::path::PathBuf;
+use crate::queue::store::{Envelope, Item, Queue, QueuedRcpt, RcptState, now_secs};
+use crate::queue::{outbound, retry};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,17 +32,29 @@ impl Deliveries {
     }
 }
 
-pub struct Runner {
-    pub queue: Queue,
-    /// `data_dir/mail`.
-    pub mail_root: PathBuf,
-    pub hostname: String,
-    pub give_up_after: Duration,
+/// The channel between the SMTP server (and the runner itself, for DSNs) and the runner.
+pub fn channel() -> (Deliveries, smol::channel::Receiver<Item>) {
+    let (tx, rx) = smol::channel::unbounded();
+    (Deliveries { tx }, rx)
 }
 
-/// Starts the dispatcher on `ex`; returns the handle sessions submit to.
-pub fn start(runner: Arc<Runner>, ex: Arc<smol::Executor<'static>>) -> Deliveries {
-    let (tx, rx) = smol::channel::unbounded::<Item>();
+pub struct Runner {
+    pub queue: Queue,
+    pub couriers: Couriers,
+    pub domains: Arc<DomainsHandle>,
+    pub srs: Arc<Srs>,
+    pub hostname: String,
+    pub give_up_after: Duration,
+    /// For DSNs, which are queued like any other message.
+    pub deliveries: Deliveries,
+}
+
+/// Starts the dispatcher on `ex`: one task per message received on `rx`.
+pub fn start(
+    runner: Arc<Runner>,
+    rx: smol::channel::Receiver<Item>,
+    ex: Arc<smol::Executor<'static>>,
+) {
     let spawner = ex.clone();
     ex.spawn(async move {
         while let Ok(item) = rx.recv().await {
@@ -46,7 +62,23 @@ pub fn start(runner: Arc<Runner>, ex: Arc<smol::Executor<'static>>) -> Deliverie
         }
     })
     .detach();
-    Deliveries { tx }
+}
+
+/// A permanent failure to report: the recipient as the sender knows it, and why.
+struct Failure {
+    rcpt: String,
+    original: String,
+    reason: String,
+}
+
+/// Forwarded recipients that go out in one SMTP transaction.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RemoteRoute {
+    /// Recipient domain, ACE form.
+    domain: String,
+    via: Vec<String>,
+    /// The envelope sender of this copy (SRS applied).
+    sender: String,
 }
 
 impl Runner {
@@ -54,51 +86,167 @@ impl Runner {
         loop {
             let age = Duration::from_secs(now_secs().saturating_sub(item.envelope.received_at));
             let delay = retry::next_delay(age, rand::random::<f64>());
-            self.attempt(&mut item, delay).await;
-            if !item
+            let mut failures = self.attempt(&mut item, delay).await;
+            let pending = item
                 .envelope
                 .rcpts
                 .iter()
-                .any(|r| r.state == RcptState::Pending)
-            {
-                return self.finish(&item).await;
+                .any(|r| r.state == RcptState::Pending);
+            if pending && age >= self.give_up_after {
+                failures.extend(self.give_up(&mut item).await);
             }
-            if age >= self.give_up_after {
-                self.give_up(&mut item).await;
+            if !failures.is_empty() {
+                self.bounce(&item, &failures).await;
+            }
+            if !pending || age >= self.give_up_after {
                 return self.finish(&item).await;
             }
             smol::Timer::after(delay).await;
         }
     }
 
-    async fn attempt(&self, item: &mut Item, next_delay: Duration) {
+    /// Tries every pending recipient once. Returns the new permanent failures.
+    async fn attempt(&self, item: &mut Item, next_delay: Duration) -> Vec<Failure> {
+        let mut failures = Vec::new();
+        let mut routes: BTreeMap<RemoteRoute, Vec<usize>> = BTreeMap::new();
         for i in 0..item.envelope.rcpts.len() {
             let rcpt = &item.envelope.rcpts[i];
             if rcpt.state != RcptState::Pending {
                 continue;
             }
-            let target = rcpt.target.clone();
-            let (state, last_error) = match self.deliver_one(item, &target).await {
-                Ok(via) => {
-                    maillog::delivered(item.id.as_str(), &target_text(&target), via);
-                    (RcptState::Delivered, None)
-                }
-                Err(e) if e.permanent => {
-                    maillog::failed(item.id.as_str(), &target_text(&target), &e.reason);
-                    (RcptState::Failed { reason: e.reason }, None)
-                }
-                Err(e) => {
-                    maillog::deferred(
-                        item.id.as_str(),
-                        &target_text(&target),
-                        &e.reason,
-                        next_delay,
-                    );
-                    (RcptState::Pending, Some(e.reason))
+            let result = match rcpt.target.clone() {
+                Recipient::Mailbox { address } => self.deliver_mailbox(item, &address).await,
+                Recipient::Pipe { argv, alias } => self
+                    .couriers
+                    .pipe(item, &argv, &alias)
+                    .await
+                    .map(|()| "pipe".to_string()),
+                Recipient::Forward { address, via } => {
+                    match self.route(&item.envelope, rcpt, &address, via) {
+                        Ok(route) => {
+                            routes.entry(route).or_default().push(i);
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
             };
-            self.record(item, i, state, last_error).await;
+            self.conclude(item, i, result, next_delay, &mut failures)
+                .await;
         }
+        if !routes.is_empty() {
+            self.deliver_remote(item, routes, next_delay, &mut failures)
+                .await;
+        }
+        failures
+    }
+
+    async fn deliver_mailbox(&self, item: &Item, address: &str) -> Result<String, DeliveryError> {
+        let mailbox = Address::parse(address)
+            .map_err(|e| DeliveryError::permanent(format!("bad mailbox {address:?}: {e}")))?;
+        self.couriers.mailbox(item, &mailbox).await
+    }
+
+    fn route(
+        &self,
+        envelope: &Envelope,
+        rcpt: &QueuedRcpt,
+        address: &str,
+        via: Vec<String>,
+    ) -> Result<RemoteRoute, DeliveryError> {
+        let to = Address::parse(address)
+            .map_err(|e| DeliveryError::permanent(format!("bad address {address:?}: {e}")))?;
+        let domains = self.domains.get();
+        let sender = outbound::envelope_sender(
+            &self.srs,
+            &domains,
+            &envelope.from,
+            &rcpt.original,
+            now_secs(),
+        );
+        Ok(RemoteRoute {
+            domain: to.domain().to_ascii(),
+            via,
+            sender,
+        })
+    }
+
+    /// One SMTP transaction per route, with the DKIM signatures (if any) computed once.
+    async fn deliver_remote(
+        &self,
+        item: &mut Item,
+        routes: BTreeMap<RemoteRoute, Vec<usize>>,
+        next_delay: Duration,
+        failures: &mut Vec<Failure>,
+    ) {
+        let prepend = self.dkim_headers(item).await;
+        for (route, indexes) in routes {
+            let rcpts: Vec<String> = indexes
+                .iter()
+                .map(|&i| remote_rcpt(&item.envelope.rcpts[i].target, &route.domain))
+                .collect();
+            let envelope = OutboundEnvelope {
+                from: &route.sender,
+                rcpts: &rcpts,
+                smtputf8: item.envelope.smtputf8,
+                body_8bit: item.envelope.body_8bit,
+            };
+            let results = self
+                .couriers
+                .remote
+                .deliver(&route.domain, &route.via, &envelope, item, &prepend)
+                .await;
+            for (i, result) in indexes.into_iter().zip(results) {
+                let result = result.map(|()| "smtp".to_string());
+                self.conclude(item, i, result, next_delay, failures).await;
+            }
+        }
+    }
+
+    /// Signatures for mail whose From: domain is ours; a signing problem is logged and the
+    /// mail goes unsigned rather than not at all.
+    async fn dkim_headers(&self, item: &Item) -> Vec<u8> {
+        let (domains, snapshot) = (self.domains.get(), item.clone());
+        match smol::unblock(move || outbound::dkim_headers(&domains, &snapshot)).await {
+            Ok(headers) => headers,
+            Err(e) => {
+                log::error!("queue {}: {e}; sending unsigned", item.id);
+                Vec::new()
+            }
+        }
+    }
+
+    /// Logs and durably records one recipient's outcome.
+    async fn conclude(
+        &self,
+        item: &mut Item,
+        i: usize,
+        result: Result<String, DeliveryError>,
+        next_delay: Duration,
+        failures: &mut Vec<Failure>,
+    ) {
+        let rcpt = &item.envelope.rcpts[i];
+        let to = target_text(&rcpt.target);
+        let (state, last_error) = match result {
+            Ok(via) => {
+                maillog::delivered(item.id.as_str(), &to, &via);
+                (RcptState::Delivered, None)
+            }
+            Err(e) if e.permanent => {
+                maillog::failed(item.id.as_str(), &to, &e.reason);
+                failures.push(Failure {
+                    rcpt: to,
+                    original: rcpt.original.clone(),
+                    reason: e.reason.clone(),
+                });
+                (RcptState::Failed { reason: e.reason }, None)
+            }
+            Err(e) => {
+                maillog::deferred(item.id.as_str(), &to, &e.reason, next_delay);
+                (RcptState::Pending, Some(e.reason))
+            }
+        };
+        self.record(item, i, state, last_error).await;
     }
 
     /// Durably records one recipient's outcome, then updates the in-memory copy.
@@ -121,42 +269,8 @@ impl Runner {
         rcpt.last_error = last_error;
     }
 
-    async fn deliver_one(
-        &self,
-        item: &Item,
-        target: &Recipient,
-    ) -> Result<&'static str, DeliveryError> {
-        match target {
-            Recipient::Mailbox { address } => {
-                let addr = Address::parse(address).map_err(|e| {
-                    DeliveryError::permanent(format!("bad mailbox {address:?}: {e}"))
-                })?;
-                let (root, host, snapshot) =
-                    (self.mail_root.clone(), self.hostname.clone(), item.clone());
-                smol::unblock(move || {
-                    maildir::deliver(
-                        &root,
-                        &host,
-                        addr.domain().as_str(),
-                        addr.local().as_str(),
-                        &snapshot,
-                    )
-                })
-                .await?;
-                Ok("maildir")
-            }
-            // Remote SMTP and pipes arrive with the courier of the next milestone; until
-            // then these recipients wait in the queue (and are retried) rather than bounce.
-            Recipient::Forward { .. } => Err(DeliveryError::temporary(
-                "remote delivery is not available yet",
-            )),
-            Recipient::Pipe { .. } => Err(DeliveryError::temporary(
-                "pipe delivery is not available yet",
-            )),
-        }
-    }
-
-    async fn give_up(&self, item: &mut Item) {
+    async fn give_up(&self, item: &mut Item) -> Vec<Failure> {
+        let mut failures = Vec::new();
         for i in 0..item.envelope.rcpts.len() {
             let rcpt = &item.envelope.rcpts[i];
             if rcpt.state != RcptState::Pending {
@@ -167,10 +281,82 @@ impl Runner {
                 self.give_up_after.as_secs(),
                 rcpt.last_error.as_deref().unwrap_or("no attempt succeeded")
             );
-            maillog::failed(item.id.as_str(), &target_text(&rcpt.target), &reason);
+            let to = target_text(&rcpt.target);
+            maillog::failed(item.id.as_str(), &to, &reason);
+            failures.push(Failure {
+                rcpt: to,
+                original: rcpt.original.clone(),
+                reason: reason.clone(),
+            });
             self.record(item, i, RcptState::Failed { reason }, None)
                 .await;
         }
+        failures
+    }
+
+    /// Queues one DSN (RFC 3464) to the envelope sender for these failures; never for a
+    /// message whose sender is `<>` (RFC 5321 §6.1: no bounce of a bounce).
+    async fn bounce(&self, item: &Item, failures: &[Failure]) {
+        let sender = item.envelope.from.clone();
+        if !dsn::should_bounce(&sender) {
+            return;
+        }
+        let failed: Vec<dsn::Failed> = failures
+            .iter()
+            .map(|f| dsn::Failed {
+                recipient: f.rcpt.clone(),
+                original: f.original.clone(),
+                reason: f.reason.clone(),
+            })
+            .collect();
+        let rcpts = self.dsn_targets(&sender);
+        let (queue, hostname, original) = (self.queue.clone(), self.hostname.clone(), item.clone());
+        let committed = smol::unblock(move || {
+            let body = dsn::build(
+                &hostname,
+                &original,
+                &failed,
+                time::OffsetDateTime::now_utc(),
+            )?;
+            let mut incoming = queue.incoming()?;
+            incoming.write(&body)?;
+            incoming.commit(Envelope {
+                from: String::new(),
+                rcpts,
+                received_at: now_secs(),
+                client: "local DSN".into(),
+                ..Default::default()
+            })
+        })
+        .await;
+        match committed {
+            Ok(dsn_item) => {
+                maillog::bounced(item.id.as_str(), &sender, dsn_item.id.as_str());
+                self.deliveries.submit(dsn_item);
+            }
+            Err(e) => log::error!("queue {}: cannot queue the DSN to {sender}: {e}", item.id),
+        }
+    }
+
+    /// Where a DSN to `sender` goes: through our users and aliases when the sender is ours.
+    fn dsn_targets(&self, sender: &str) -> Vec<QueuedRcpt> {
+        let domains = self.domains.get();
+        let targets = match Address::parse(sender) {
+            Ok(a) if domains.get(a.domain()).is_some() => domains.resolve(&a).recipients,
+            _ => vec![Recipient::Forward {
+                address: sender.to_string(),
+                via: Vec::new(),
+            }],
+        };
+        targets
+            .into_iter()
+            .map(|target| QueuedRcpt {
+                original: sender.to_string(),
+                target,
+                state: RcptState::Pending,
+                last_error: None,
+            })
+            .collect()
     }
 
     async fn finish(&self, item: &Item) {
@@ -180,6 +366,19 @@ impl Runner {
             Ok(()) => maillog::removed(item.id.as_str()),
             Err(e) => log::error!("queue {}: cannot remove finished message: {e}", item.id),
         }
+    }
+}
+
+/// The RCPT address for a remote peer: the domain in ACE form (RFC 5891), the local part as
+/// given (SMTPUTF8 decides whether the peer can take it).
+fn remote_rcpt(target: &Recipient, domain_ace: &str) -> String {
+    let address = match target {
+        Recipient::Forward { address, .. } | Recipient::Mailbox { address } => address,
+        Recipient::Pipe { alias, .. } => alias,
+    };
+    match address.rsplit_once('@') {
+        Some((local, _)) => format!("{local}@{domain_ace}"),
+        None => address.clone(),
     }
 }
 

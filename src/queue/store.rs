@@ -114,7 +114,7 @@ pub struct QueuedRcpt {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Envelope {
     /// Reverse-path; empty for `<>`.
     pub from: String,
@@ -123,6 +123,15 @@ pub struct Envelope {
     pub received_at: u64,
     /// Client address, HELO, auth user: for logs and DSNs.
     pub client: String,
+    /// The sender used SMTPUTF8 (RFC 6531): relays must offer it too.
+    #[serde(default)]
+    pub smtputf8: bool,
+    /// The sender declared BODY=8BITMIME (RFC 6152).
+    #[serde(default)]
+    pub body_8bit: bool,
+    /// Submitted by an authenticated user (`user@domain`), not received from another MTA.
+    #[serde(default)]
+    pub auth_user: Option<String>,
 }
 
 /// One status line of a queue file.
@@ -547,6 +556,7 @@ mod tests {
             rcpts,
             received_at: 1_700_000_000,
             client: "192.0.2.1 helo=mx.example.com\nnewline".to_string(),
+            ..Default::default()
         }
     }
 

@@ -3,7 +3,7 @@
 
 use crate::aliases::Recipient;
 use crate::maillog;
-use crate::proto::command::{ForwardPath, ReversePath};
+use crate::proto::command::{Body, ForwardPath, ReversePath};
 use crate::proto::reply::Reply;
 use crate::proto::session::{ListenerKind, Output, Session, SessionConfig};
 use crate::queue::store::{Envelope, Incoming, QueuedRcpt, RcptState, now_secs};
@@ -163,6 +163,7 @@ impl Conn {
             let policy = MailPolicy {
                 domains: &domains,
                 settings: &self.server.settings,
+                srs: &self.server.srs,
                 client_ip: self.peer.ip(),
             };
             let Some(output) = self.session.poll(&policy) else {
@@ -351,7 +352,8 @@ impl Conn {
     /// The envelope for the queue: every resolved target once, with the RCPT it came from.
     fn envelope(&self) -> Envelope {
         let mut rcpts: Vec<QueuedRcpt> = Vec::new();
-        let (from, txn_rcpts) = match self.session.transaction() {
+        let txn = self.session.transaction();
+        let (from, txn_rcpts) = match txn {
             Some(t) => (reverse_path_text(&t.from), t.rcpts.as_slice()),
             None => (String::new(), &[][..]),
         };
@@ -378,6 +380,9 @@ impl Conn {
                 self.session.helo().unwrap_or(""),
                 self.session.auth_user().unwrap_or("-")
             ),
+            smtputf8: txn.is_some_and(|t| t.params.smtputf8),
+            body_8bit: txn.is_some_and(|t| t.params.body == Some(Body::EightBitMime)),
+            auth_user: self.session.auth_user().map(str::to_string),
         }
     }
 }

@@ -8,14 +8,17 @@
 use crate::addr::{Address, Domain};
 use crate::aliases::Recipient;
 use crate::config::{Domains, Settings};
+use crate::mailauth::srs::Srs;
 use crate::proto::command::{ForwardPath, ReversePath};
 use crate::proto::reply::Reply;
 use crate::proto::session::{PeerInfo, Policy};
+use crate::queue::store::now_secs;
 use std::net::IpAddr;
 
 pub struct MailPolicy<'a> {
     pub domains: &'a Domains,
     pub settings: &'a Settings,
+    pub srs: &'a Srs,
     pub client_ip: IpAddr,
 }
 
@@ -51,6 +54,35 @@ impl MailPolicy<'_> {
             .or_else(|| self.domains.iter().next().map(|(d, _)| d.clone()))?;
         let local = crate::addr::LocalPart::parse("postmaster").ok()?;
         Some(Address::new(local, domain))
+    }
+}
+
+impl MailPolicy<'_> {
+    /// A bounce to an address we forwarded with SRS (SPEC §8) goes back to the original
+    /// sender; a forged or expired SRS address is refused here rather than bounced later.
+    fn srs_bounce(&self, addr: &Address) -> Result<Vec<Recipient>, Reply> {
+        let original = self
+            .srs
+            .reverse(&addr.to_string(), now_secs())
+            .map_err(|e| {
+                log::info!("refusing SRS address {addr} from {}: {e}", self.client_ip);
+                Reply::new(550, "5.7.1", "Invalid or expired SRS address")
+            })?;
+        let original = Address::parse(&original).map_err(|e| {
+            log::info!("SRS address {addr} reverses to a bad address: {e}");
+            Reply::new(550, "5.7.1", "Invalid or expired SRS address")
+        })?;
+        if self.domains.get(original.domain()).is_some() {
+            let resolution = self.domains.resolve(&original);
+            if resolution.recipients.is_empty() {
+                return Err(Reply::new(550, "5.1.1", "No such user"));
+            }
+            return Ok(resolution.recipients);
+        }
+        Ok(vec![Recipient::Forward {
+            address: original.to_string(),
+            via: Vec::new(),
+        }])
     }
 }
 
@@ -98,6 +130,9 @@ impl Policy for MailPolicy<'_> {
                 address: addr.to_string(),
                 via: Vec::new(),
             }]);
+        }
+        if Srs::is_srs(addr.local().as_str()) {
+            return self.srs_bounce(&addr);
         }
         let resolution = self.domains.resolve(&addr);
         for problem in &resolution.problems {

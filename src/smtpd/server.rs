@@ -1,45 +1,29 @@
 //! Shared server state and the accept loops (one per listener).
 
-use crate::config::{Domains, Settings};
+use crate::config::Settings;
+use crate::config::domains::{Domains, DomainsHandle};
+use crate::mailauth::srs::Srs;
 use crate::proto::session::ListenerKind;
 use crate::queue::runner::Deliveries;
 use crate::queue::store::Queue;
 use smol::net::TcpListener;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-/// What every connection shares. `domains` sits behind a lock so a reload can swap it.
+/// What every connection shares.
 pub struct Server {
-    pub settings: Settings,
-    domains: RwLock<Arc<Domains>>,
+    pub settings: Arc<Settings>,
+    pub domains: Arc<DomainsHandle>,
     pub tls: futures_rustls::TlsAcceptor,
     pub queue: Queue,
     pub deliveries: Deliveries,
+    /// Reverses SRS addresses at RCPT (bounces to forwarded mail).
+    pub srs: Arc<Srs>,
 }
 
 impl Server {
-    pub fn new(
-        settings: Settings,
-        domains: Domains,
-        tls: Arc<rustls::ServerConfig>,
-        queue: Queue,
-        deliveries: Deliveries,
-    ) -> Server {
-        Server {
-            settings,
-            domains: RwLock::new(Arc::new(domains)),
-            tls: futures_rustls::TlsAcceptor::from(tls),
-            queue,
-            deliveries,
-        }
-    }
-
     /// The current domains (a snapshot: a reload does not change it under a transaction).
     pub fn domains(&self) -> Arc<Domains> {
-        match self.domains.read() {
-            Ok(guard) => guard.clone(),
-            // A panic while holding the lock cannot leave the Arc half-written.
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.domains.get()
     }
 }
 

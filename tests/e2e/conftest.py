@@ -3,6 +3,8 @@
 - `env`: a config folder in tmp_path with domain example.test and user alice, not started.
   Tests that need other settings, users or aliases change it, then call `env.start()`.
 - `server`: the same, started.
+- `net` / `renv` (peers.py): the shared DNS server and sink MTAs, reset for the test; `renv`
+  is `env` pointed at them (dns_servers, outbound_smtp_port, TAMBO_SMTP_TIMEOUT_SECS).
 
 Every server is stopped at teardown (SIGTERM, 5 s, SIGKILL). A server that exited by itself
 or panicked during the test turns the teardown into an error carrying the log.
@@ -18,6 +20,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import Tambo  # noqa: E402
+# Fixtures of the delivery tests' peers (DNS, sink MTAs), shared by the session.
+from peers import net, network, renv  # noqa: E402,F401
 
 
 @pytest.fixture

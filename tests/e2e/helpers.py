@@ -110,6 +110,7 @@ class Tambo:
             "dns_servers": ["127.0.0.1:1"],
         }
         self.proc: subprocess.Popen | None = None
+        self.extra_env: dict[str, str] = {}  # added to the environment of `serve`
         self.died: list[str] = []  # unexpected exits noticed by stop()
         (self.dir / "conf").mkdir(parents=True)
         (self.dir / "domains").mkdir()
@@ -196,7 +197,7 @@ class Tambo:
                 [str(TAMBO_BIN), "-C", str(self.dir), "serve"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 # Not the config folder: data_dir must be relative to -C, not to the cwd.
-                env=self.env(), cwd=str(self.dir.parent),
+                env={**self.env(), **self.extra_env}, cwd=str(self.dir.parent),
             )
         end = time.monotonic() + START_DEADLINE
         pending = list(self.ports)

@@ -217,7 +217,6 @@ def test_port_25_adds_authentication_results(server):
     assert HOSTNAME in ar[0] and "spf=" in ar[0], ar[0]
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 4 (pipe delivery)")
 def test_pipe_alias(env, tmp_path):
     out = tmp_path / "piped.eml"
     env.write_aliases(f"tickets: | /usr/bin/tee {out}\n")

@@ -1,0 +1,107 @@
+//! What a copy leaving for another domain looks like (SPEC §8): its envelope sender (SRS when
+//! we forward on behalf of an outside sender) and the DKIM signatures prepended when its
+//! From: domain is ours. The message itself is passed on byte for byte.
+
+use crate::addr::{Address, Domain};
+use crate::config::Domains;
+use crate::mailauth::{dkim, srs::Srs};
+use crate::queue::store::Item;
+use std::io::Read;
+
+/// The envelope sender for a copy sent to another domain on behalf of `original_rcpt` (the
+/// address the client gave at RCPT, whose domain is ours when an alias forwards).
+///
+/// - `<>` stays `<>` (a bounce is never rewritten).
+/// - Our own domains' senders are kept (our users' mail is never rewritten).
+/// - Anyone else's address becomes SRS at the forwarding domain, so that SPF passes at the
+///   destination and bounces come back to us (and are reversed at RCPT).
+pub fn envelope_sender(
+    srs: &Srs,
+    domains: &Domains,
+    from: &str,
+    original_rcpt: &str,
+    now_secs: u64,
+) -> String {
+    let Ok(sender) = Address::parse(from) else {
+        return from.to_string();
+    };
+    if domains.get(sender.domain()).is_some() {
+        return from.to_string();
+    }
+    match forwarding_domain(domains, original_rcpt) {
+        Some(ours) => srs.forward(from, &ours.to_ascii(), now_secs),
+        None => from.to_string(),
+    }
+}
+
+/// The local domain that forwards: the original recipient's, else the first local domain
+/// (`RCPT TO:<Postmaster>` has no domain).
+fn forwarding_domain(domains: &Domains, original_rcpt: &str) -> Option<Domain> {
+    Address::parse(original_rcpt)
+        .ok()
+        .map(|a| a.domain().clone())
+        .filter(|d| domains.get(d).is_some())
+        .or_else(|| domains.iter().next().map(|(d, _)| d.clone()))
+}
+
+/// `DKIM-Signature:` lines to prepend, one per key of the From: domain when it is local;
+/// empty otherwise. Blocking (reads the queue file): run it off the executor.
+///
+/// mail-auth signs a message in memory, so a message to be signed is read whole, once per
+/// attempt; forwarded mail from outside (the bulk of a forwarder's traffic) is not signed
+/// and never read this way.
+pub fn dkim_headers(domains: &Domains, item: &Item) -> Result<Vec<u8>, String> {
+    let mut data = Vec::with_capacity(item.data_len.min(1 << 20) as usize);
+    item.open_data()
+        .and_then(|mut r| r.read_to_end(&mut data))
+        .map_err(|e| format!("reading {}: {e}", item.path.display()))?;
+    let Some(domain) = from_domain(&data) else {
+        return Ok(Vec::new());
+    };
+    let Some(local) = domains.get(&domain) else {
+        return Ok(Vec::new());
+    };
+    if local.dkim.is_empty() {
+        return Ok(Vec::new());
+    }
+    dkim::sign(&local.dkim, &data)
+        .map(String::into_bytes)
+        .map_err(|e| format!("DKIM signing for {domain}: {e}"))
+}
+
+/// The domain of the first address of the From: header.
+fn from_domain(message: &[u8]) -> Option<Domain> {
+    let parsed = mail_parser::MessageParser::new().parse_headers(message)?;
+    let address = parsed.from()?.first()?.address()?;
+    Address::parse(address).ok().map(|a| a.domain().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_domain_of_headers() {
+        let cases: [(&[u8], Option<&str>); 4] = [
+            (
+                b"From: Alice <alice@Example.TEST>\r\nTo: x@y\r\n\r\nbody",
+                Some("example.test"),
+            ),
+            (
+                b"Received: x\r\nFrom: bob@xn--bcher-kva.example\r\n\r\n",
+                Some("bücher.example"),
+            ),
+            (b"To: x@y\r\n\r\nFrom: not@a.header\r\n", None),
+            (b"From: undisclosed\r\n\r\n", None),
+        ];
+        for (msg, want) in cases {
+            let got = from_domain(msg);
+            assert_eq!(
+                got.as_ref().map(Domain::as_str),
+                want,
+                "{}",
+                String::from_utf8_lossy(msg)
+            );
+        }
+    }
+}
