@@ -81,7 +81,7 @@ async def _session(host, port, work, sender, rcpt, stats):
         envelope = f"MAIL FROM:<{sender}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
         while work:
             index = work.pop()
-            if not await _one_message(reader, writer, envelope, pipelining, index, size, stats):
+            if not await _one_message(reader, writer, envelope, pipelining, index, stats):
                 work.append(index)
                 await asyncio.sleep(TEMP_FAIL_PAUSE_S)
         writer.write(b"QUIT\r\n")
@@ -91,7 +91,7 @@ async def _session(host, port, work, sender, rcpt, stats):
         writer.close()
 
 
-async def _one_message(reader, writer, envelope, pipelining, index, size, stats):
+async def _one_message(reader, writer, envelope, pipelining, index, stats):
     """True when the message got its 250; False on a 4xx (to retry); SmtpError otherwise."""
     # RFC 2920: MAIL, RCPT and DATA may go in one group, DATA last.
     commands = envelope.split(b"\r\n")[:3]

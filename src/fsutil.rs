@@ -1,9 +1,11 @@
 //! The one durable-write helper: temp file, fsync, rename, fsync the directory (STYLE habit 9).
 
+use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 /// How many temp names to try before giving up (a clash needs the same pid and 64 random bits).
 const TEMP_ATTEMPTS: usize = 8;
@@ -29,6 +31,86 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// fsyncs a directory, so a rename or create inside it survives a crash.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+/// fsyncs a directory, sharing the work with every other thread that asks for the same
+/// directory at the same time (group commit): a caller returns once an fsync that *started
+/// after its call* has completed, so whatever it renamed or unlinked before calling is
+/// durable. Under load one fsync covers many sessions' renames instead of one each.
+pub fn fsync_dir_shared(dir: &Path) -> io::Result<()> {
+    dir_syncer(dir).sync(dir)
+}
+
+/// One coalescer per directory path, created on first use and kept (a mail server has few
+/// directories that see renames: the queue, and one `new/` per mailbox).
+fn dir_syncer(dir: &Path) -> Arc<DirSyncer> {
+    static SYNCERS: OnceLock<Mutex<HashMap<PathBuf, Arc<DirSyncer>>>> = OnceLock::new();
+    let map = SYNCERS.get_or_init(Default::default);
+    let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    map.entry(dir.to_path_buf()).or_default().clone()
+}
+
+#[derive(Default)]
+struct DirSyncer {
+    state: Mutex<SyncState>,
+    done: Condvar,
+}
+
+struct FailedBatch {
+    after: u64,
+    upto: u64,
+    kind: io::ErrorKind,
+    msg: String,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Callers so far (a caller's ticket is the value after its increment).
+    requested: u64,
+    /// Every ticket up to this one is covered by a completed fsync.
+    completed: u64,
+    /// The tickets of the latest failed batch (`after < ticket <= upto`), and its error.
+    failed: Option<FailedBatch>,
+    running: bool,
+}
+
+impl DirSyncer {
+    fn sync(&self, dir: &Path) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.requested += 1;
+        let ticket = state.requested;
+        loop {
+            if state.completed >= ticket {
+                return match &state.failed {
+                    Some(f) if f.after < ticket && ticket <= f.upto => {
+                        Err(io::Error::new(f.kind, f.msg.clone()))
+                    }
+                    _ => Ok(()),
+                };
+            }
+            if state.running {
+                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            // Lead a batch: it covers every ticket issued so far.
+            state.running = true;
+            let (after, batch) = (state.completed, state.requested);
+            drop(state);
+            let result = fsync_dir(dir);
+            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state.running = false;
+            state.completed = batch;
+            if let Err(e) = result {
+                state.failed = Some(FailedBatch {
+                    after,
+                    upto: batch,
+                    kind: e.kind(),
+                    msg: e.to_string(),
+                });
+            }
+            self.done.notify_all();
+        }
+    }
 }
 
 /// `mkdir -p` with mode 0700 for every folder it creates (SPEC §11: folders 0700).
@@ -185,5 +267,28 @@ mod tests {
         fs::write(&file, b"").unwrap();
         assert!(create_private_dir_all(&file).is_err());
         assert!(create_private_dir_all(&file.join("sub")).is_err());
+    }
+
+    #[test]
+    fn shared_dir_sync_serves_concurrent_callers_and_reports_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let threads: Vec<_> = (0..16)
+            .map(|i| {
+                let dir = dir.clone();
+                std::thread::spawn(move || {
+                    fs::write(dir.join(format!("f{i}")), b"x").unwrap();
+                    fsync_dir_shared(&dir)
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let missing = tmp.path().join("missing");
+        assert!(fsync_dir_shared(&missing).is_err());
+        // A later success is not spoiled by the earlier failure, and vice versa.
+        fs::create_dir(&missing).unwrap();
+        fsync_dir_shared(&missing).unwrap();
     }
 }

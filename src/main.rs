@@ -22,7 +22,11 @@ fn main() -> ExitCode {
             };
         }
     };
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // rustls-platform-verifier logs every certificate it cannot verify as an error; with
+    // opportunistic STARTTLS that is normal, and the courier logs the TLS level it got.
+    let default_filter = "info,rustls_platform_verifier=off";
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+        .init();
     match tambo::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

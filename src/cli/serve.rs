@@ -69,7 +69,10 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         srs,
     });
     for (listener, kind) in listeners {
-        log::info!("listening on {:?} ({kind:?})", listener.local_addr().ok());
+        log::info!(
+            "listening on {:?} ({kind:?})",
+            listener.get_ref().local_addr().ok()
+        );
         ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone()))
             .detach();
     }
@@ -137,7 +140,9 @@ fn srs_secret(settings: &Settings) -> Result<Vec<u8>, CliError> {
 }
 
 /// Binds every configured listener; any failure names the address and stops the start.
-fn bind_all(settings: &Settings) -> Result<Vec<(smol::net::TcpListener, ListenerKind)>, CliError> {
+fn bind_all(
+    settings: &Settings,
+) -> Result<Vec<(smol::Async<std::net::TcpListener>, ListenerKind)>, CliError> {
     let groups = [
         (&settings.smtp_listen, ListenerKind::Mx),
         (&settings.submission_listen, ListenerKind::Submission),
@@ -152,10 +157,10 @@ fn bind_all(settings: &Settings) -> Result<Vec<(smol::net::TcpListener, Listener
     Ok(listeners)
 }
 
-fn bind(addr: SocketAddr) -> Result<smol::net::TcpListener, CliError> {
+fn bind(addr: SocketAddr) -> Result<smol::Async<std::net::TcpListener>, CliError> {
     let std_listener = std::net::TcpListener::bind(addr)
         .map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))?;
-    smol::net::TcpListener::try_from(std_listener)
+    smol::Async::new(std_listener)
         .map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))
 }
 

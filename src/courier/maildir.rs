@@ -147,7 +147,8 @@ fn write_message(
     out.clear();
     crlf.finish(&mut out);
     written += write_chunk(file, path, &out)?;
-    file.sync_all()
+    // fdatasync: data and size; the name is made durable by the fsync of new/.
+    file.sync_data()
         .map_err(|e| io_error("cannot fsync", path, &e))?;
     Ok(written)
 }
@@ -164,7 +165,7 @@ fn publish(tmp_path: &Path, new_path: &Path, new_dir: &Path) -> Result<(), Deliv
         remove_quietly(tmp_path);
         return Err(io_error("cannot rename into", new_path, &e));
     }
-    if let Err(e) = fsutil::fsync_dir(new_dir) {
+    if let Err(e) = fsutil::fsync_dir_shared(new_dir) {
         // The delivery will be retried, so a copy left here could show up twice.
         remove_quietly(new_path);
         return Err(io_error("cannot fsync", new_dir, &e));

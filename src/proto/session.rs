@@ -179,6 +179,14 @@ impl<R> Session<R> {
         }
     }
 
+    /// Frees buffer space kept from earlier input once all of it is consumed (an idle
+    /// connection should cost little memory).
+    pub fn release_buffers(&mut self) {
+        if self.input.is_empty() && self.input.capacity() > 0 {
+            self.input = Vec::new();
+        }
+    }
+
     pub fn helo(&self) -> Option<&str> {
         self.helo.as_deref()
     }

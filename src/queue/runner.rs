@@ -101,6 +101,7 @@ impl Runner {
             if !pending || age >= self.give_up_after {
                 return self.finish(&item).await;
             }
+            self.sync_records(&item).await;
             smol::Timer::after(delay).await;
         }
     }
@@ -357,6 +358,15 @@ impl Runner {
                 last_error: None,
             })
             .collect()
+    }
+
+    /// The message stays queued: make this attempt's status records durable (one fsync for
+    /// all of them; a finished message is removed instead).
+    async fn sync_records(&self, item: &Item) {
+        let (queue, snapshot) = (self.queue.clone(), item.clone());
+        if let Err(e) = smol::unblock(move || queue.sync(&snapshot)).await {
+            log::error!("queue {}: cannot sync status records: {e}", item.id);
+        }
     }
 
     async fn finish(&self, item: &Item) {

@@ -321,8 +321,16 @@ impl Queue {
             line.insert(0, b'\n');
         }
         // One write with O_APPEND: concurrent records for other recipients do not interleave.
-        (&file).write_all(&line)?;
-        file.sync_data()
+        // Not fsync'd here: the runner calls `sync` once per attempt when the message stays
+        // queued, and removes the file otherwise. A kill -9 keeps what was written (it is in
+        // the page cache); only an OS crash can lose the latest records, redelivering those
+        // recipients, which is the window every MTA has between the peer's 250 and its books.
+        (&file).write_all(&line)
+    }
+
+    /// Makes the status records written so far durable.
+    pub fn sync(&self, item: &Item) -> io::Result<()> {
+        File::open(self.path_of(&item.id))?.sync_data()
     }
 
     /// Removes a finished message's file (and fsyncs the folder).
@@ -331,7 +339,7 @@ impl Queue {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        crate::fsutil::fsync_dir(&self.dir)
+        crate::fsutil::fsync_dir_shared(&self.dir)
     }
 
     /// A reader over `item`'s message data; see [`Item::open_data`].
@@ -376,7 +384,7 @@ impl Incoming {
         let path = self.queue_dir.join(self.id.as_str());
         fs::rename(&self.tmp_path, &path)?;
         self.done = true;
-        if let Err(e) = crate::fsutil::fsync_dir(&self.queue_dir) {
+        if let Err(e) = crate::fsutil::fsync_dir_shared(&self.queue_dir) {
             // Not acknowledged, so the client will send it again: a copy that reappears after
             // a crash would be delivered twice. Best effort; the fsync error is what matters.
             let _ = fs::remove_file(&path);
@@ -403,7 +411,9 @@ impl Incoming {
         // pwrite left the file position at the end of the data.
         let mut file: &File = file;
         file.write_all(&line)?;
-        file.sync_all()
+        // fdatasync covers the data and the size (what reading the file back needs);
+        // the name is made durable by the folder's fsync after the rename.
+        file.sync_data()
     }
 
     /// Drops the temp file (message refused).

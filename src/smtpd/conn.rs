@@ -11,9 +11,10 @@ use crate::smtpd::policy::MailPolicy;
 use crate::smtpd::received;
 use crate::smtpd::server::Server;
 use futures_rustls::server::TlsStream;
+use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
-use smol::net::TcpStream;
 use std::net::SocketAddr;
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,14 +23,16 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a closing connection's unread input is drained (so our last reply is not lost
 /// to a TCP reset).
 const LINGER: Duration = Duration::from_secs(2);
+/// One read from the client at most (a whole pipelined command group or 16 KiB of DATA).
+const READ_CHUNK: usize = 16 * 1024;
 /// SPEC §11: a failed AUTH is answered slowly.
 const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 type SmtpSession = Session<Vec<Recipient>>;
 
 enum Stream {
-    Plain(TcpStream),
-    Tls(Box<TlsStream<TcpStream>>),
+    Plain(Async<TcpStream>),
+    Tls(Box<TlsStream<Async<TcpStream>>>),
     /// The TCP stream is inside the TLS acceptor (during STARTTLS).
     Upgrading,
 }
@@ -60,7 +63,7 @@ impl Stream {
 
     async fn shutdown_write(&mut self) {
         let _ = match self {
-            Stream::Plain(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Plain(s) => s.get_ref().shutdown(std::net::Shutdown::Write),
             Stream::Tls(s) => s.close().await,
             Stream::Upgrading => Ok(()),
         };
@@ -85,8 +88,13 @@ struct Receiving {
 }
 
 /// One connection, from accept to close.
-pub async fn serve(server: Arc<Server>, tcp: TcpStream, peer: SocketAddr, kind: ListenerKind) {
-    let _ = tcp.set_nodelay(true);
+pub async fn serve(
+    server: Arc<Server>,
+    tcp: Async<TcpStream>,
+    peer: SocketAddr,
+    kind: ListenerKind,
+) {
+    let _ = tcp.get_ref().set_nodelay(true);
     let tls_now = kind == ListenerKind::SubmissionTls;
     let stream = if tls_now {
         match with_deadline(server.tls.accept(tcp)).await {
@@ -133,7 +141,6 @@ struct Conn {
 
 impl Conn {
     async fn run(&mut self) -> std::io::Result<()> {
-        let mut buf = vec![0u8; 16 * 1024];
         loop {
             if self.drive().await? {
                 self.flush().await?;
@@ -141,7 +148,9 @@ impl Conn {
             }
             // RFC 2920 §3.1: replies may wait until the server must read.
             self.flush().await?;
-            let n = match with_deadline(self.stream.read(&mut buf)).await {
+            self.session.release_buffers();
+            let mut buf = Vec::new();
+            let n = match with_deadline(self.read_chunk(&mut buf)).await {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -154,6 +163,17 @@ impl Conn {
             };
             self.session.feed(&buf[..n]);
         }
+    }
+
+    /// Reads what the client sent into `buf`. On a plain connection the buffer is allocated
+    /// only once the socket is readable, so an idle connection holds no read buffer (memory
+    /// per idle connection is what a flood or a slow client costs us).
+    async fn read_chunk(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+        if let Stream::Plain(s) = &self.stream {
+            s.readable().await?;
+        }
+        buf.resize(READ_CHUNK, 0);
+        self.stream.read(buf).await
     }
 
     /// Handles outputs until the session needs input. Returns true when it asked to close.

@@ -6,7 +6,8 @@ use crate::mailauth::srs::Srs;
 use crate::proto::session::ListenerKind;
 use crate::queue::runner::Deliveries;
 use crate::queue::store::Queue;
-use smol::net::TcpListener;
+use smol::Async;
+use std::net::TcpListener;
 use std::sync::Arc;
 
 /// What every connection shares.
@@ -30,7 +31,7 @@ impl Server {
 /// Accepts connections forever, each served on its own task.
 pub async fn accept_loop(
     server: Arc<Server>,
-    listener: TcpListener,
+    listener: Async<TcpListener>,
     kind: ListenerKind,
     ex: Arc<smol::Executor<'static>>,
 ) {
@@ -45,7 +46,7 @@ pub async fn accept_loop(
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                log::error!("accept on {:?}: {e}", listener.local_addr().ok());
+                log::error!("accept on {:?}: {e}", listener.get_ref().local_addr().ok());
                 smol::Timer::after(std::time::Duration::from_millis(100)).await;
             }
         }

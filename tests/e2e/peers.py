@@ -104,7 +104,10 @@ def make_dkim_key(selector: str, algorithm: str) -> DkimKey:
 
 def self_signed_cert(dir: Path, cn: str = "mx.sink.test") -> tuple[Path, Path]:
     cert, key = dir / "sink-cert.pem", dir / "sink-key.pem"
+    # A self-signed leaf (not a CA): it fails verification only for want of a trusted issuer.
     openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}",
+            "-addext", "basicConstraints=critical,CA:FALSE",
+            "-addext", f"subjectAltName=DNS:{cn}",
             "-days", "2", "-keyout", str(key), "-out", str(cert))
     return cert, key
 

@@ -71,23 +71,39 @@ def test_our_srs_matches_postsrsd(postsrsd):
     assert postsrsd.forward(BOB_OUTSIDE) == "200 " + srs_address("bob", "sender.test", today())
 
 
-def test_outside_sender_forwarded_with_srs(fenv, net, postsrsd):
+@pytest.mark.parametrize("sender", [BOB_OUTSIDE, "Bob.Smith+Tag@sender.test"])
+def test_outside_sender_forwarded_with_srs(fenv, net, postsrsd, sender):
     fenv.start()
-    msg, msgid = make_message(sender=BOB_OUTSIDE, to="fwd@example.test")
-    qid = send_mx(fenv, BOB_OUTSIDE, ["fwd@example.test"], msg)
+    msg, msgid = make_message(sender=sender, to="fwd@example.test")
+    qid = send_mx(fenv, sender, ["fwd@example.test"], msg)
     [t] = net.sink("remote1").wait(1, msgid, tambo=fenv)
     assert t.rcpt_tos == ["carol@remote1.test"], t.rcpt_tos
-    assert SRS_RE.match(t.mail_from), \
-        f"MAIL FROM:<{t.mail_from}> is not SRS0=HHHH=TT=sender.test=bob@example.test"
-    assert postsrsd.reverse(t.mail_from) == f"200 {BOB_OUTSIDE}", \
+    user = re.escape(sender.split("@")[0])
+    assert re.match(rf"^SRS0=[A-Za-z0-9+/]{{4}}=[A-Z2-7]{{2}}=sender\.test={user}@example\.test$",
+                    t.mail_from), \
+        f"MAIL FROM:<{t.mail_from}> is not SRS0=HHHH=TT=sender.test={sender.split('@')[0]}@example.test"
+    assert postsrsd.reverse(t.mail_from) == f"200 {sender}", \
         f"postsrsd does not reverse {t.mail_from}: {postsrsd.reverse(t.mail_from)!r}"
-    assert postsrsd.forward(BOB_OUTSIDE) == f"200 {t.mail_from}", \
-        f"postsrsd forwards {BOB_OUTSIDE} as {postsrsd.forward(BOB_OUTSIDE)!r}, tambo as {t.mail_from}"
+    assert postsrsd.forward(sender) == f"200 {t.mail_from}", \
+        f"postsrsd forwards {sender} as {postsrsd.forward(sender)!r}, tambo as {t.mail_from}"
     # Byte for byte: only trace headers in front of the original.
     names = trace_header_names(prepended(t.data, msg))
     assert names and set(names) <= TRACE_HEADERS, f"prepended headers: {names}"
     wait_log_lines(fenv, "event=delivered", f"id={qid}", "to=<carol@remote1.test>")
     wait_queue_empty(fenv)
+
+
+def test_srs0_sender_reforwarded_as_srs1(fenv, net, postsrsd):
+    # Mail that another forwarder already rewrote: libsrs2 wraps it as SRS1.
+    sender = "SRS0=abcd=AB=orig.test=someone@other.test"
+    fenv.start()
+    msg, msgid = make_message(sender=sender, to="fwd@example.test")
+    send_mx(fenv, sender, ["fwd@example.test"], msg)
+    [t] = net.sink("remote1").wait(1, msgid, tambo=fenv)
+    assert t.mail_from.startswith("SRS1="), f"MAIL FROM:<{t.mail_from}> is not SRS1"
+    assert postsrsd.forward(sender) == f"200 {t.mail_from}", \
+        f"postsrsd forwards {sender} as {postsrsd.forward(sender)!r}, tambo as {t.mail_from}"
+    assert postsrsd.reverse(t.mail_from) == f"200 {sender}", postsrsd.reverse(t.mail_from)
 
 
 def test_alias_to_local_and_outside(fenv, net):

@@ -9,7 +9,6 @@ each recipient's state across restarts).
 
 from __future__ import annotations
 
-import json
 import re
 import time
 
@@ -160,6 +159,15 @@ def test_8bit_smtputf8_and_large_message_intact(renv, net):
     assert t.mail_from == sender and t.rcpt_tos == [rcpt], (t.mail_from, t.rcpt_tos)
     assert "SMTPUTF8" in t.mail_options, f"UTF-8 envelope sent without SMTPUTF8: {t.mail_options}"
     assert t.data.endswith(bodies(msg)), f"a {len(msg)}-byte message arrived changed"
+
+
+def test_outbound_bind_source_address(renv, net):
+    renv.write_config(outbound_bind="127.0.0.20")
+    renv.start()
+    msg, msgid = make_message(sender=ALICE, to="carol@remote1.test")
+    submit(renv, ["carol@remote1.test"], msg)
+    [t] = net.sink("remote1").wait(1, msgid, tambo=renv)
+    assert "'127.0.0.20'" in t.peer, f"connection came from {t.peer}, not from outbound_bind"
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,6 +433,7 @@ def test_garbage_reply_deferred_nothing_lost(renv, net):
     msg, msgid = make_message(sender=ALICE, to="j@fault.test")
     qid = submit(renv, ["j@fault.test"], msg)
     wait_log_lines(renv, "event=deferred", f"id={qid}", "to=<j@fault.test>")
+    assert any("garbage" in e for e in f.events), f.story()
     assert qid in queued_ids(renv)
     assert dsns_in_maildir(renv, msgid) == [], "a garbage reply was taken as permanent"
     f.script.garbage = False
@@ -444,6 +453,7 @@ def test_stalled_server_deferred_quickly(renv, net):
                    deadline=SMTP_TIMEOUT_SECS * 4)
     took = time.monotonic() - sent
     assert took < SMTP_TIMEOUT_SECS * 4, f"deferred after {took:.1f}s"
+    assert any("stalling" in e for e in f.events), f.story()
     assert qid in queued_ids(renv)
     f.script.stall = False
     renv.restart()
