@@ -23,9 +23,13 @@ fn main() -> ExitCode {
         }
     };
     // rustls-platform-verifier logs every certificate it cannot verify as an error; with
-    // opportunistic STARTTLS that is normal, and the courier logs the TLS level it got.
-    let default_filter = "info,rustls_platform_verifier=off";
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_filter))
+    // opportunistic STARTTLS that is normal, and the courier logs the TLS level it got. The
+    // module filter comes first, so RUST_LOG=info keeps it and RUST_LOG naming the module
+    // overrides it.
+    env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Info)
+        .filter_module("rustls_platform_verifier", log::LevelFilter::Off)
+        .parse_env(env_logger::Env::default())
         .init();
     match tambo::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -102,6 +102,7 @@ fn couriers(settings: &Settings) -> Result<Couriers, CliError> {
         bind: settings.outbound_bind,
         own_listeners: settings.smtp_listen.clone(),
         test_roots: None,
+        connections: Default::default(),
     };
     Ok(Couriers {
         local: settings.local_delivery.clone(),

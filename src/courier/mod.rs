@@ -8,6 +8,7 @@
 //! - [`dsn`]: bounces for permanent failures.
 
 pub mod command;
+pub mod connection_cache;
 pub mod domaininfo;
 pub mod dsn;
 pub mod lmtp;

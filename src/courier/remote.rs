@@ -7,6 +7,7 @@
 //! over a connection weaker than the domain is known to support.
 
 use crate::courier::DeliveryError;
+use crate::courier::connection_cache::ConnectionCache;
 use crate::courier::domaininfo::{DomainInfo, TlsLevel};
 use crate::courier::mta_sts::{Mode, MtaSts, Policy};
 use crate::courier::smtp_client::{Client, ClientError, Deadlines, Protocol, Stage, TlsMode};
@@ -31,6 +32,8 @@ pub struct RemoteCourier {
     pub own_listeners: Vec<SocketAddr>,
     /// Roots that replace the system's for certificate verification (tests).
     pub test_roots: Option<Arc<rustls::RootCertStore>>,
+    /// Sessions kept between transactions to the same host.
+    pub connections: ConnectionCache,
 }
 
 /// One host to try.
@@ -146,6 +149,16 @@ impl RemoteCourier {
         })
     }
 
+    /// QUITs idle sessions that were not reused in time; runs for the life of the server.
+    pub async fn sweep_idle_connections(&self) {
+        loop {
+            smol::Timer::after(crate::courier::connection_cache::MAX_IDLE / 2).await;
+            for client in self.connections.expired() {
+                client.quit().await;
+            }
+        }
+    }
+
     /// Is `host` or `addr` this server? (A loop: RFC 5321 §5.1 says to stop there.)
     fn is_us(&self, host: &str, addr: Option<SocketAddr>) -> bool {
         let strip = |h: &str| h.trim_end_matches('.').to_ascii_lowercase();
@@ -237,6 +250,9 @@ impl Send<'_> {
     /// One address: connect, hello (retrying once without TLS if the handshake fails),
     /// security check, transaction.
     async fn attempt(&self, host: &Host, addr: SocketAddr, checks: Option<&Checks>) -> Attempt {
+        if let Some(done) = self.reuse(host, addr, checks).await {
+            return done;
+        }
         let tls = TlsMode::Opportunistic {
             server_name: host.name.clone(),
             test_roots: self.courier.test_roots.clone(),
@@ -262,7 +278,43 @@ impl Send<'_> {
             client.quit().await;
             return Attempt::Next(DeliveryError::temporary(reason));
         }
-        self.transaction(client, checks.is_some()).await
+        let mut client = client;
+        let outcome = client.send_mail(self.env, self.item, self.prepend).await;
+        self.conclude(host, addr, client, outcome, checks.is_some())
+            .await
+    }
+
+    /// The transaction over a session kept from an earlier delivery to this address. None
+    /// when there is none, or it was closed while idle (the peer's timeout) before the
+    /// transaction began: then a new connection is made.
+    async fn reuse(
+        &self,
+        host: &Host,
+        addr: SocketAddr,
+        checks: Option<&Checks>,
+    ) -> Option<Attempt> {
+        let mut client = self.courier.connections.take(&host.name, addr)?;
+        if let Some(checks) = checks
+            && security(self.domain, host, client.tls_level(), checks).is_err()
+        {
+            // The domain's requirements rose since; the fresh path reports it properly.
+            client.quit().await;
+            return None;
+        }
+        match client.send_mail(self.env, self.item, self.prepend).await {
+            Err(e) if !e.is_permanent() => {
+                log::debug!(
+                    "{}: reused session to {} failed: {e}",
+                    self.item.id,
+                    host.name
+                );
+                None
+            }
+            outcome => Some(
+                self.conclude(host, addr, client, outcome, checks.is_some())
+                    .await,
+            ),
+        }
     }
 
     async fn session(
@@ -277,21 +329,37 @@ impl Send<'_> {
         Ok(client)
     }
 
-    async fn transaction(&self, mut client: Client, record: bool) -> Attempt {
+    /// Turns a transaction's outcome into the attempt's; a session whose data was accepted is
+    /// kept for the next message to this address, any other is ended.
+    async fn conclude(
+        &self,
+        host: &Host,
+        addr: SocketAddr,
+        client: Client,
+        outcome: Result<Vec<Result<(), DeliveryError>>, ClientError>,
+        record: bool,
+    ) -> Attempt {
         let level = client.tls_level();
-        match client.send_mail(self.env, self.item, self.prepend).await {
+        match outcome {
             Ok(results) => {
-                client.quit().await;
-                if record && results.iter().any(Result::is_ok) {
-                    let info = &self.courier.domaininfo;
-                    if let Err(e) = info.record(self.domain, level) {
-                        log::warn!("domaininfo: {}: recording {level:?}: {e}", self.domain);
+                if results.iter().any(Result::is_ok) {
+                    if let Some(extra) = self.courier.connections.put(&host.name, addr, client) {
+                        extra.quit().await;
                     }
+                    if record {
+                        let info = &self.courier.domaininfo;
+                        if let Err(e) = info.record(self.domain, level) {
+                            log::warn!("domaininfo: {}: recording {level:?}: {e}", self.domain);
+                        }
+                    }
+                } else {
+                    client.quit().await;
                 }
                 Attempt::Done(results)
             }
             // 5xx to MAIL (or SMTPUTF8 missing): the sender is refused for good.
             Err(e) if e.is_permanent() => {
+                client.quit().await;
                 Attempt::Done(vec![Err(e.to_delivery()); self.env.rcpts.len()])
             }
             Err(e) => Attempt::Next(temporary(&e)),
@@ -431,6 +499,7 @@ mod tests {
             bind: None,
             own_listeners: vec![],
             test_roots: None,
+            connections: Default::default(),
         }
     }
 
@@ -792,6 +861,39 @@ mod tests {
     }
 
     #[test]
+    fn a_session_is_reused_for_the_next_message_to_the_same_host() {
+        let sink = Sink::start(Script::default());
+        let dir = tempfile::tempdir().unwrap();
+        let c = courier(dir.path(), None, sink.addr.port());
+        for _ in 0..3 {
+            let (got, reasons) = deliver(&c, "reuse.test", &via(&[&sink]), &["a@reuse.test"]);
+            assert_eq!(got, ["ok"], "{reasons:?}");
+        }
+        let sessions = sink.sessions();
+        assert_eq!(sessions.len(), 1, "one connection for three messages");
+        let mails = sessions[0]
+            .commands
+            .iter()
+            .filter(|c| c.starts_with("MAIL"))
+            .count();
+        assert_eq!(mails, 3);
+        // The sweeper's list: nothing is stale yet; the kept session is.
+        assert!(c.connections.expired().is_empty());
+    }
+
+    #[test]
+    fn a_session_closed_while_idle_is_replaced_not_failed() {
+        let sink = Sink::start(script(|s| s.close_after_transactions = Some(1)));
+        let dir = tempfile::tempdir().unwrap();
+        let c = courier(dir.path(), None, sink.addr.port());
+        for _ in 0..2 {
+            let (got, reasons) = deliver(&c, "stale.test", &via(&[&sink]), &["a@stale.test"]);
+            assert_eq!(got, ["ok"], "{reasons:?}");
+        }
+        assert_eq!(sink.sessions().len(), 2, "the closed session was replaced");
+    }
+
+    #[test]
     fn tls_level_is_recorded_and_never_lowered() {
         let ip: IpAddr = "127.0.0.4".parse().unwrap();
         let (config, roots) = pki("mx.tls.test");
@@ -811,6 +913,8 @@ mod tests {
         assert!(tls_sink.sessions()[0].tls);
         assert_eq!(c.domaininfo.level("tls.test"), TlsLevel::Verified);
         drop(tls_sink);
+        // The MX changed: its old (verified) session, kept for reuse, is gone with it.
+        c.connections = Default::default();
 
         // The same MX without TLS now: refused before MAIL, as a temporary failure.
         let plain = Sink::start_at(addr, Script::default());

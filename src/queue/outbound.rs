@@ -47,15 +47,13 @@ fn forwarding_domain(domains: &Domains, original_rcpt: &str) -> Option<Domain> {
 /// `DKIM-Signature:` lines to prepend, one per key of the From: domain when it is local;
 /// empty otherwise. Blocking (reads the queue file): run it off the executor.
 ///
-/// mail-auth signs a message in memory, so a message to be signed is read whole, once per
-/// attempt; forwarded mail from outside (the bulk of a forwarder's traffic) is not signed
-/// and never read this way.
+/// Only the header section is read to find the From: domain; mail-auth signs a message in
+/// memory, so a message to be signed is then read whole, once per attempt. Forwarded mail
+/// from outside (the bulk of a forwarder's traffic) is never read whole.
 pub fn dkim_headers(domains: &Domains, item: &Item) -> Result<Vec<u8>, String> {
-    let mut data = Vec::with_capacity(item.data_len.min(1 << 20) as usize);
-    item.open_data()
-        .and_then(|mut r| r.read_to_end(&mut data))
-        .map_err(|e| format!("reading {}: {e}", item.path.display()))?;
-    let Some(domain) = from_domain(&data) else {
+    let read_err = |e: std::io::Error| format!("reading {}: {e}", item.path.display());
+    let header = read_header_section(item).map_err(read_err)?;
+    let Some(domain) = from_domain(&header) else {
         return Ok(Vec::new());
     };
     let Some(local) = domains.get(&domain) else {
@@ -64,9 +62,40 @@ pub fn dkim_headers(domains: &Domains, item: &Item) -> Result<Vec<u8>, String> {
     if local.dkim.is_empty() {
         return Ok(Vec::new());
     }
+    let mut data = Vec::with_capacity(item.data_len.min(1 << 20) as usize);
+    item.open_data()
+        .and_then(|mut r| r.read_to_end(&mut data))
+        .map_err(read_err)?;
     dkim::sign(&local.dkim, &data)
         .map(String::into_bytes)
         .map_err(|e| format!("DKIM signing for {domain}: {e}"))
+}
+
+/// The message up to and including the blank line that ends its header section (RFC 5322
+/// §2.1), at most [`MAX_HEADER_SECTION`] bytes.
+fn read_header_section(item: &Item) -> std::io::Result<Vec<u8>> {
+    let mut reader = item.open_data()?.take(MAX_HEADER_SECTION);
+    let mut header = Vec::with_capacity(8 * 1024);
+    let mut chunk = [0u8; 8 * 1024];
+    loop {
+        let n = reader.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(header);
+        }
+        let from = header.len().saturating_sub(3);
+        header.extend_from_slice(&chunk[..n]);
+        if let Some(end) = find(&header[from..], b"\r\n\r\n") {
+            header.truncate(from + end + 4);
+            return Ok(header);
+        }
+    }
+}
+
+/// Enough for any real header section; a From: beyond it is not looked for.
+const MAX_HEADER_SECTION: u64 = 256 * 1024;
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The domain of the first address of the From: header.
@@ -103,5 +132,22 @@ mod tests {
                 String::from_utf8_lossy(msg)
             );
         }
+    }
+
+    #[test]
+    fn only_the_header_section_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = crate::queue::store::Queue::open(tmp.path()).unwrap();
+        let mut incoming = queue.incoming().unwrap();
+        let mut body = b"From: a@example.test\r\nSubject: x\r\n\r\n".to_vec();
+        let header_len = body.len();
+        body.extend(std::iter::repeat_n(b'y', 100_000));
+        for chunk in body.chunks(7_000) {
+            incoming.write(chunk).unwrap();
+        }
+        let item = incoming.commit(Default::default()).unwrap();
+        let header = read_header_section(&item).unwrap();
+        assert_eq!(header, &body[..header_len]);
+        assert_eq!(from_domain(&header).unwrap().as_str(), "example.test");
     }
 }

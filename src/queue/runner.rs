@@ -55,6 +55,9 @@ pub fn start(
     rx: smol::channel::Receiver<Item>,
     ex: Arc<smol::Executor<'static>>,
 ) {
+    let sweeper = runner.clone();
+    ex.spawn(async move { sweeper.couriers.remote.sweep_idle_connections().await })
+        .detach();
     let spawner = ex.clone();
     ex.spawn(async move {
         while let Ok(item) = rx.recv().await {

@@ -43,6 +43,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 /// Magic and format version at the start of every queue file.
@@ -179,7 +180,14 @@ enum LoadError {
 #[derive(Debug, Clone)]
 pub struct Queue {
     dir: PathBuf,
+    /// Empty files in `queue/free/`, reused for new messages: ext4 spends a lot of CPU
+    /// allocating inodes near recently deleted ones, and a queue that creates and deletes
+    /// one file per message is exactly that (measured: a quarter of the server's CPU).
+    free: Arc<Mutex<Vec<PathBuf>>>,
 }
+
+/// Recycled files kept at most (about the number of messages received at once).
+const FREE_POOL: usize = 256;
 
 /// A message being received: data is streamed to a temp file in the queue folder.
 ///
@@ -200,7 +208,36 @@ impl Queue {
     pub fn open(data_dir: &Path) -> io::Result<Queue> {
         let dir = data_dir.join("queue");
         crate::fsutil::create_private_dir_all(&dir.join("tmp"))?;
-        Ok(Queue { dir })
+        crate::fsutil::create_private_dir_all(&dir.join("free"))?;
+        let free = fs::read_dir(dir.join("free"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .take(FREE_POOL)
+            .collect();
+        Ok(Queue {
+            dir,
+            free: Arc::new(Mutex::new(free)),
+        })
+    }
+
+    fn free_pool(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        // A panic while holding the lock leaves at worst a file the pool forgot.
+        self.free.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `tmp_path` made from a recycled file, when one is free: linked exclusively (like
+    /// `O_EXCL`, it never replaces a file) and emptied.
+    fn reuse_free(&self, tmp_path: &Path) -> Option<File> {
+        let free = self.free_pool().pop()?;
+        let linked = fs::hard_link(&free, tmp_path).and_then(|()| fs::remove_file(&free));
+        if linked.is_err() {
+            let _ = fs::remove_file(tmp_path);
+            return None;
+        }
+        let file = OpenOptions::new().write(true).open(tmp_path).ok()?;
+        match file.metadata() {
+            Ok(m) if m.is_file() && file.set_len(0).is_ok() => Some(file),
+            _ => None,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -241,9 +278,12 @@ impl Queue {
         for _ in 0..ID_ATTEMPTS {
             let id = QueueId::generate();
             let tmp_path = self.tmp_dir().join(id.as_str());
-            let file = match create_exclusive(&tmp_path) {
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                other => other?,
+            let file = match self.reuse_free(&tmp_path) {
+                Some(file) => file,
+                None => match create_exclusive(&tmp_path) {
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                    other => other?,
+                },
             };
             if fs::symlink_metadata(self.path_of(&id)).is_ok() {
                 drop(file);
@@ -265,7 +305,7 @@ impl Queue {
         for entry in fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
             let Some(id) = name.to_str().and_then(QueueId::parse) else {
-                if name != "tmp" {
+                if name != "tmp" && name != "free" {
                     log::warn!("queue: ignoring unexpected file {:?}", self.dir.join(&name));
                 }
                 continue;
@@ -333,11 +373,32 @@ impl Queue {
         File::open(self.path_of(&item.id))?.sync_data()
     }
 
-    /// Removes a finished message's file (and fsyncs the folder).
+    /// Removes a finished message from the queue (and fsyncs the folder). Its file is moved
+    /// to `free/` and emptied for reuse while the pool has room, else deleted.
     pub fn remove(&self, item: &Item) -> io::Result<()> {
-        match fs::remove_file(self.path_of(&item.id)) {
+        let path = self.path_of(&item.id);
+        let free = self.dir.join("free").join(item.id.as_str());
+        let recycle = self.free_pool().len() < FREE_POOL;
+        let moved = if recycle {
+            fs::rename(&path, &free)
+        } else {
+            fs::remove_file(&path)
+        };
+        match moved {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-            _ => {}
+            Err(_) => {}
+            Ok(()) if recycle => {
+                // Emptied now: message data does not linger in the pool.
+                if OpenOptions::new()
+                    .write(true)
+                    .truncate(true)
+                    .open(&free)
+                    .is_ok()
+                {
+                    self.free_pool().push(free);
+                }
+            }
+            Ok(()) => {}
         }
         crate::fsutil::fsync_dir_shared(&self.dir)
     }
@@ -784,6 +845,44 @@ mod tests {
     }
 
     #[test]
+    fn finished_files_are_recycled_empty() {
+        use std::os::unix::fs::MetadataExt;
+        let (_tmp, queue) = queue();
+        let mut a = queue.incoming().unwrap();
+        a.write(b"secret message body").unwrap();
+        let item = a.commit(envelope(1)).unwrap();
+        let inode = fs::metadata(&item.path).unwrap().ino();
+        queue.remove(&item).unwrap();
+        assert!(!item.path.exists());
+        let recycled = queue.dir().join("free").join(item.id.as_str());
+        assert_eq!(
+            fs::metadata(&recycled).unwrap().len(),
+            0,
+            "emptied in the pool"
+        );
+
+        let mut b = queue.incoming().unwrap();
+        b.write(b"new").unwrap();
+        let next = b.commit(envelope(1)).unwrap();
+        assert_eq!(
+            fs::metadata(&next.path).unwrap().ino(),
+            inode,
+            "same inode reused"
+        );
+        assert!(!recycled.exists());
+        let loaded = queue.load_all().unwrap();
+        assert_eq!(loaded.len(), 1);
+        let mut data = String::new();
+        loaded[0]
+            .open_data()
+            .unwrap()
+            .read_to_string(&mut data)
+            .unwrap();
+        assert_eq!(data, "new");
+        assert_eq!(fs::metadata(&next.path).unwrap().mode() & 0o777, 0o600);
+    }
+
+    #[test]
     fn abort_and_drop_leave_nothing() {
         let (_tmp, queue) = queue();
         let mut a = queue.incoming().unwrap();
@@ -792,7 +891,7 @@ mod tests {
         let mut b = queue.incoming().unwrap();
         b.write(b"connection lost").unwrap();
         drop(b);
-        assert_eq!(names(queue.dir()), ["tmp"]);
+        assert_eq!(names(queue.dir()), ["free", "tmp"]);
         assert_eq!(names(&queue.dir().join("tmp")), Vec::<String>::new());
         assert!(queue.load_all().unwrap().is_empty());
     }

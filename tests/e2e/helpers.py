@@ -253,10 +253,11 @@ class Tambo:
     # ---- queue and mailboxes ---------------------------------------------------------------
 
     def queue_files(self) -> list[Path]:
-        """Entries of data/queue other than its tmp/ folder."""
+        """Entries of data/queue other than its tmp/ (messages being received) and free/
+        (emptied files kept for reuse) folders: the queued messages."""
         if not self.queue_dir.is_dir():
             return []
-        return sorted(p for p in self.queue_dir.iterdir() if p.name != "tmp")
+        return sorted(p for p in self.queue_dir.iterdir() if p.name not in ("tmp", "free"))
 
     def maildir(self, user: str = "alice", domain: str = "example.test") -> Path:
         return self.data_dir / "mail" / domain / user

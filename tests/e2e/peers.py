@@ -807,3 +807,202 @@ def wait_queue_empty(tambo, deadline: float = 10.0, net: Network | None = None) 
 
 def queued_ids(tambo) -> list[str]:
     return [p.name for p in tambo.queue_files()]
+
+
+# --------------------------------------------------------------------------------------------
+# Verified TLS and MTA-STS (test_tls_levels.py): a test CA, an HTTPS policy server, a zone of
+# one's own, and a group of sinks on one port. Nothing above uses these.
+# --------------------------------------------------------------------------------------------
+
+
+class CertAuthority:
+    """A throw-away CA. tambo trusts it when started with SSL_CERT_FILE=<pem_path> (and
+    SSL_CERT_DIR empty): rustls-platform-verifier then takes its roots from those alone."""
+
+    def __init__(self, dir: Path, name: str = "tambo e2e test CA"):
+        self.dir = dir
+        self.pem_path, self.key_path = dir / "ca.pem", dir / "ca-key.pem"
+        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-subj", f"/CN={name}",
+                "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+                "-days", "2", "-keyout", str(self.key_path), "-out", str(self.pem_path))
+        self.serial = 0
+
+    def issue(self, names: list[str], tag: str | None = None) -> tuple[Path, Path]:
+        """A leaf for `names` (subjectAltName DNS entries) signed by this CA: (cert, key)."""
+        self.serial += 1
+        tag = tag or f"leaf{self.serial}"
+        cert, key = self.dir / f"{tag}.pem", self.dir / f"{tag}-key.pem"
+        csr, ext = self.dir / f"{tag}.csr", self.dir / f"{tag}.ext"
+        ext.write_text(
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=serverAuth\n"
+            f"subjectAltName={','.join('DNS:' + n for n in names)}\n")
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-nodes", "-subj", f"/CN={names[0]}", "-keyout", str(key), "-out", str(csr))
+        openssl("x509", "-req", "-in", str(csr), "-CA", str(self.pem_path),
+                "-CAkey", str(self.key_path), "-set_serial", str(1000 + self.serial),
+                "-days", "2", "-extfile", str(ext), "-out", str(cert))
+        return cert, key
+
+    def server_context(self, names: list[str], tag: str | None = None) -> ssl.SSLContext:
+        return sink_tls_context(*self.issue(names, tag))
+
+    def tambo_env(self) -> dict[str, str]:
+        """For `Tambo.extra_env`: trust this CA and nothing else. An empty SSL_CERT_DIR
+        counts as unset for rustls-native-certs (the runner's environment may set one)."""
+        return {"SSL_CERT_FILE": str(self.pem_path), "SSL_CERT_DIR": ""}
+
+
+class ZoneDns(DnsServer):
+    """A dnsmasq with a zone of its own; `probe` (a TXT name in it) tells when it answers."""
+
+    def __init__(self, workdir: Path, mx: list[tuple[str, str, int]],
+                 hosts: list[tuple[str, str]], txt: list[tuple[str, str]], probe: str):
+        super().__init__(workdir, mx, hosts, txt)
+        self.probe = probe
+
+    def answers(self) -> bool:
+        try:
+            return self.query_txt(self.probe) is not None
+        except Exception:
+            return False
+
+
+class SinkGroup:
+    """Sinks on several loopback addresses sharing one port (tambo has one outbound port);
+    each with its own TLS context, which a test may swap (`sink.tls_context = ...`): it is
+    read for every new connection."""
+
+    def __init__(self, hosts: dict[str, str], contexts: dict[str, ssl.SSLContext]):
+        self.hosts, self.contexts = hosts, contexts
+        self.sinks: dict[str, Sink] = {}
+        self.port = 0
+
+    def start(self) -> "SinkGroup":
+        last = None
+        for _attempt in range(5):
+            [self.port] = free_ports(1)
+            try:
+                for name, host in self.hosts.items():
+                    sink = Sink(name, host, self.port, self.contexts[name])
+                    sink.start()
+                    self.sinks[name] = sink
+                return self
+            except Exception as e:  # the port was taken on one of the addresses: next one
+                last = e
+                self.stop()
+        raise RuntimeError(f"could not start the sinks: {last!r}")
+
+    def sink(self, name: str) -> Sink:
+        return self.sinks[name]
+
+    def reset(self) -> None:
+        """Scripts, records and each sink's own TLS context back to the start."""
+        for name, s in self.sinks.items():
+            s.reset()
+            s.tls_context = self.contexts[name]
+
+    def stories(self) -> str:
+        return "\n".join(f"[{n}] {s.story()}" for n, s in self.sinks.items())
+
+    def stop(self) -> None:
+        for s in self.sinks.values():
+            s.stop()
+        self.sinks = {}
+
+
+class PolicyServer:
+    """HTTPS on host:443 serving RFC 8461 policies at /.well-known/mta-sts.txt, chosen by the
+    Host header (`policies`: host name -> body), as text/plain; anything else is a 404."""
+
+    PATH = "/.well-known/mta-sts.txt"
+
+    def __init__(self, host: str, context: ssl.SSLContext, policies: dict[str, str],
+                 port: int = 443):
+        self.host, self.port, self.context = host, port, context
+        self.policies = dict(policies)
+        self.lock = threading.Lock()
+        self.requests: list[tuple[str, str, int]] = []  # (Host, path, status)
+        self.errors: list[str] = []
+        self.httpd = None
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> "PolicyServer":
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                host = (self.headers.get("Host") or "").rsplit(":", 1)[0].lower()
+                body = owner.policies.get(host) if self.path == owner.PATH else None
+                status = 200 if body is not None else 404
+                data = (body if body is not None else "not found\n").encode()
+                with owner.lock:
+                    owner.requests.append((host, self.path, status))
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data)
+                self.close_connection = True
+
+            def log_message(self, format, *args):  # quiet: failures carry `story()`
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def finish_request(self, request, client_address):
+                # The handshake happens in the request's own thread, under a deadline, so a
+                # client that never speaks TLS cannot block the accept loop.
+                request.settimeout(10)
+                try:
+                    tls = owner.context.wrap_socket(request, server_side=True)
+                except (OSError, ssl.SSLError) as e:
+                    with owner.lock:
+                        owner.errors.append(f"TLS handshake from {client_address}: {e}")
+                    return
+                try:
+                    super().finish_request(tls, client_address)
+                finally:
+                    try:
+                        tls.close()
+                    except OSError:
+                        pass
+
+        self.httpd = Server((self.host, self.port), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+        return self
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests = []
+            self.errors = []
+
+    def fetched(self, host: str) -> list[tuple[str, str, int]]:
+        with self.lock:
+            return [r for r in self.requests if r[0] == host]
+
+    def story(self) -> str:
+        with self.lock:
+            lines = [f"  GET {p} Host={h} -> {s}" for h, p, s in self.requests] + \
+                [f"  {e}" for e in self.errors]
+        return "policy server:\n" + "\n".join(lines or ["  (no request)"])
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+            self.httpd = None
+        if self.thread is not None:
+            self.thread.join(5)
+            self.thread = None

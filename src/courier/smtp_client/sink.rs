@@ -28,6 +28,8 @@ pub struct Script {
     pub tls: Option<Arc<ServerConfig>>,
     /// After the STARTTLS 220, answer the client's hello with plain text.
     pub broken_tls: bool,
+    /// Close the connection after this many transactions (a peer's idle timeout).
+    pub close_after_transactions: Option<usize>,
 }
 
 impl Default for Script {
@@ -43,6 +45,7 @@ impl Default for Script {
             cut_data_after: None,
             tls: None,
             broken_tls: false,
+            close_after_transactions: None,
         }
     }
 }
@@ -197,6 +200,7 @@ impl Conn {
             return;
         }
         let mut rcpts = 0;
+        let mut transactions = 0;
         while let Some(line) = self.read_line().await {
             self.record(|s| s.commands.push(line.clone()));
             let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
@@ -227,7 +231,13 @@ impl Conn {
                     if !self.read_data().await {
                         return;
                     }
-                    self.script.after_data.clone()
+                    transactions += 1;
+                    let after = self.script.after_data.clone();
+                    if self.script.close_after_transactions == Some(transactions) {
+                        self.reply(&after).await;
+                        return;
+                    }
+                    after
                 }
                 "QUIT" => {
                     self.reply("221 2.0.0 bye").await;
