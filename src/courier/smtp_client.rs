@@ -475,27 +475,46 @@ impl Client {
         let file = item
             .open_data()
             .map_err(|e| self.error(Stage::Body, ErrorKind::Queue(e)))?;
-        // The file is read on a blocking thread, so a slow disk never stalls the executor.
-        let mut file = smol::Unblock::with_capacity(CHUNK, file);
         let mut stuffer = DotStuffer::new();
         let mut out = Vec::with_capacity(CHUNK + CHUNK / 4);
-        let mut buf = vec![0u8; CHUNK];
         stuffer.encode(prepend, &mut out);
+        if item.data_len <= INLINE_READ {
+            // Just written to the queue, so in the page cache: reading it here costs less
+            // than handing it to a blocking thread and back.
+            let mut file = file;
+            self.pump(&mut SyncSource(&mut file), &mut stuffer, &mut out)
+                .await?;
+        } else {
+            // A large message is read on a blocking thread, so a slow disk never stalls the
+            // executor.
+            let mut file = smol::Unblock::with_capacity(CHUNK, file);
+            self.pump(&mut file, &mut stuffer, &mut out).await?;
+        }
+        out.extend_from_slice(stuffer.finish());
+        self.write(&out, Stage::Body).await
+    }
+
+    /// Copies `source` to the peer through the dot-stuffer, a chunk at a time.
+    async fn pump(
+        &mut self,
+        source: &mut (impl AsyncRead + Unpin),
+        stuffer: &mut DotStuffer,
+        out: &mut Vec<u8>,
+    ) -> Result<(), ClientError> {
+        let mut buf = vec![0u8; CHUNK];
         loop {
-            let n = match file.read(&mut buf).await {
+            let n = match source.read(&mut buf).await {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.error(Stage::Body, ErrorKind::Queue(e))),
             };
             if n == 0 {
-                break;
+                return Ok(());
             }
-            stuffer.encode(&buf[..n], &mut out);
-            self.write(&out, Stage::Body).await?;
+            stuffer.encode(&buf[..n], out);
+            self.write(out, Stage::Body).await?;
             out.clear();
         }
-        out.extend_from_slice(stuffer.finish());
-        self.write(&out, Stage::Body).await
     }
 
     /// Ends the session politely; failures do not matter any more.
@@ -798,3 +817,19 @@ pub(crate) mod sink;
 
 #[cfg(test)]
 mod tests;
+
+/// Messages up to this size are read from the queue file on the executor thread.
+const INLINE_READ: u64 = 256 * 1024;
+
+/// A `std::io::Read` as an `AsyncRead` that is always ready (a file in the page cache).
+struct SyncSource<'a, R>(&'a mut R);
+
+impl<R: std::io::Read + Unpin> AsyncRead for SyncSource<'_, R> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        std::task::Poll::Ready(self.get_mut().0.read(buf))
+    }
+}

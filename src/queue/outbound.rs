@@ -4,9 +4,11 @@
 
 use crate::addr::{Address, Domain};
 use crate::config::Domains;
-use crate::mailauth::{dkim, srs::Srs};
+use crate::mailauth::dkim::{self, DkimKey};
+use crate::mailauth::srs::Srs;
 use crate::queue::store::Item;
 use std::io::Read;
+use std::sync::Arc;
 
 /// The envelope sender for a copy sent to another domain on behalf of `original_rcpt` (the
 /// address the client gave at RCPT, whose domain is ours when an alias forwards).
@@ -44,31 +46,34 @@ fn forwarding_domain(domains: &Domains, original_rcpt: &str) -> Option<Domain> {
         .or_else(|| domains.iter().next().map(|(d, _)| d.clone()))
 }
 
-/// `DKIM-Signature:` lines to prepend, one per key of the From: domain when it is local;
-/// empty otherwise. Blocking (reads the queue file): run it off the executor.
-///
-/// Only the header section is read to find the From: domain; mail-auth signs a message in
-/// memory, so a message to be signed is then read whole, once per attempt. Forwarded mail
-/// from outside (the bulk of a forwarder's traffic) is never read whole.
-pub fn dkim_headers(domains: &Domains, item: &Item) -> Result<Vec<u8>, String> {
-    let read_err = |e: std::io::Error| format!("reading {}: {e}", item.path.display());
-    let header = read_header_section(item).map_err(read_err)?;
+/// The DKIM keys to sign this message with: those of its From: domain when that is local
+/// and has keys; `None` otherwise. Reads only the header section.
+pub fn signing_keys(domains: &Domains, item: &Item) -> Result<Option<Arc<[DkimKey]>>, String> {
+    let header = read_header_section(item).map_err(|e| read_error(item, e))?;
     let Some(domain) = from_domain(&header) else {
-        return Ok(Vec::new());
+        return Ok(None);
     };
-    let Some(local) = domains.get(&domain) else {
-        return Ok(Vec::new());
-    };
-    if local.dkim.is_empty() {
-        return Ok(Vec::new());
-    }
+    Ok(domains
+        .get(&domain)
+        .filter(|local| !local.dkim.is_empty())
+        .map(|local| local.dkim.clone()))
+}
+
+/// `DKIM-Signature:` lines to prepend, one per key. mail-auth signs a message in memory, so
+/// a message to be signed is read whole, once per attempt; forwarded mail from outside (the
+/// bulk of a forwarder's traffic) has no keys and is never read whole. Blocking.
+pub fn sign(keys: &[DkimKey], item: &Item) -> Result<Vec<u8>, String> {
     let mut data = Vec::with_capacity(item.data_len.min(1 << 20) as usize);
     item.open_data()
         .and_then(|mut r| r.read_to_end(&mut data))
-        .map_err(read_err)?;
-    dkim::sign(&local.dkim, &data)
+        .map_err(|e| read_error(item, e))?;
+    dkim::sign(keys, &data)
         .map(String::into_bytes)
-        .map_err(|e| format!("DKIM signing for {domain}: {e}"))
+        .map_err(|e| format!("DKIM signing: {e}"))
+}
+
+fn read_error(item: &Item, e: std::io::Error) -> String {
+    format!("reading {}: {e}", item.path.display())
 }
 
 /// The message up to and including the blank line that ends its header section (RFC 5322

@@ -208,16 +208,23 @@ impl Runner {
     }
 
     /// Signatures for mail whose From: domain is ours; a signing problem is logged and the
-    /// mail goes unsigned rather than not at all.
+    /// mail goes unsigned rather than not at all. Finding the From: domain reads only the
+    /// header section (just written, so in the page cache) and is done here; signing reads
+    /// the whole message and costs an RSA operation, so it runs on a blocking thread.
     async fn dkim_headers(&self, item: &Item) -> Vec<u8> {
-        let (domains, snapshot) = (self.domains.get(), item.clone());
-        match smol::unblock(move || outbound::dkim_headers(&domains, &snapshot)).await {
-            Ok(headers) => headers,
-            Err(e) => {
-                log::error!("queue {}: {e}; sending unsigned", item.id);
-                Vec::new()
+        let domains = self.domains.get();
+        let signed = match outbound::signing_keys(&domains, item) {
+            Ok(None) => return Vec::new(),
+            Ok(Some(keys)) => {
+                let snapshot = item.clone();
+                smol::unblock(move || outbound::sign(&keys, &snapshot)).await
             }
-        }
+            Err(e) => Err(e),
+        };
+        signed.unwrap_or_else(|e| {
+            log::error!("queue {}: {e}; sending unsigned", item.id);
+            Vec::new()
+        })
     }
 
     /// Logs and durably records one recipient's outcome.
@@ -253,7 +260,9 @@ impl Runner {
         self.record(item, i, state, last_error).await;
     }
 
-    /// Durably records one recipient's outcome, then updates the in-memory copy.
+    /// Records one recipient's outcome in the queue file, then updates the in-memory copy.
+    /// A small O_APPEND write with no fsync of its own (see `Queue::record`), so it is done
+    /// right here rather than handed to a blocking thread.
     async fn record(
         &self,
         item: &mut Item,
@@ -261,11 +270,7 @@ impl Runner {
         state: RcptState,
         last_error: Option<String>,
     ) {
-        let queue = self.queue.clone();
-        let snapshot = item.clone();
-        let (st, le) = (state.clone(), last_error.clone());
-        let written = smol::unblock(move || queue.record(&snapshot, i, &st, le.as_deref())).await;
-        if let Err(e) = written {
+        if let Err(e) = self.queue.record(item, i, &state, last_error.as_deref()) {
             log::error!("queue {}: cannot record recipient {i}: {e}", item.id);
         }
         let rcpt = &mut item.envelope.rcpts[i];

@@ -192,7 +192,7 @@ def sts_cache(env, domain: str) -> dict | None:
         return None
 
 
-def mail_commands(sink, rcpt: str) -> list[str]:
+def rcpt_events(sink, rcpt: str) -> list[str]:
     """The sink's RCPT events for rcpt: a transaction that got that far."""
     return [e for e in sink.story().splitlines() if f"RCPT {rcpt}" in e]
 
@@ -208,7 +208,7 @@ def assert_held(env, sts, qid: str, rcpt: str, sink_name: str, why: list[str]) -
     assert why, f"no log line explains why {qid} was held:\n{env.log()}"
     time.sleep(0.5)
     sink = sts.sink(sink_name)
-    assert mail_commands(sink, rcpt) == [], \
+    assert rcpt_events(sink, rcpt) == [], \
         f"the transaction reached RCPT although it should have stopped before MAIL:\n" \
         f"{sts.stories()}"
     assert qid in queued_ids(env), f"the held message left the queue: {queued_ids(env)}"
