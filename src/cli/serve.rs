@@ -21,11 +21,8 @@ use std::sync::Arc;
 pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let settings =
         Arc::new(Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?);
-    let domains = Domains::load(
-        &settings.config_dir,
-        crate::cli::util::normalization(&settings),
-    )
-    .map_err(|e| CliError::usage(e.to_string()))?;
+    let domains = Domains::load(&settings.config_dir, settings.normalization())
+        .map_err(|e| CliError::usage(e.to_string()))?;
     let data_dir = &settings.data_dir;
     crate::fsutil::create_private_dir_all(data_dir)
         .map_err(|e| CliError::failure(format!("{}: {e}", data_dir.display())))?;
@@ -63,20 +60,21 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let server = Arc::new(Server {
         settings: settings.clone(),
         domains,
-        tls: futures_rustls::TlsAcceptor::from(tls),
+        tls: std::sync::RwLock::new(futures_rustls::TlsAcceptor::from(tls)),
         queue,
         deliveries,
         srs,
+        connections: Default::default(),
     });
+    let mut accepting = Vec::new();
     for (listener, kind) in listeners {
         log::info!(
             "listening on {:?} ({kind:?})",
             listener.get_ref().local_addr().ok()
         );
-        ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone()))
-            .detach();
+        accepting.push(ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone())));
     }
-    run_executor(ex)
+    run_executor(ex, server, accepting)
 }
 
 /// The couriers, with the one DNS resolver of the process.
@@ -166,7 +164,14 @@ fn bind(addr: SocketAddr) -> Result<smol::Async<std::net::TcpListener>, CliError
 }
 
 /// Runs the executor on every core until SIGTERM or SIGINT.
-fn run_executor(ex: Arc<smol::Executor<'static>>) -> Result<(), CliError> {
+/// How long open sessions may go on after SIGTERM (SPEC §11: "a few seconds").
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn run_executor(
+    ex: Arc<smol::Executor<'static>>,
+    server: Arc<Server>,
+    accepting: Vec<smol::Task<()>>,
+) -> Result<(), CliError> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (stop_tx, stop_rx) = smol::channel::unbounded::<()>();
     for _ in 1..threads {
@@ -179,19 +184,52 @@ fn run_executor(ex: Arc<smol::Executor<'static>>) -> Result<(), CliError> {
         async_signal::Signal::Hup,
     ])
     .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
-    smol::block_on(ex.run(wait_for_stop(signals)));
+    smol::block_on(ex.run(async {
+        wait_for_stop(signals, server.clone()).await;
+        // SPEC §11: stop accepting (the listeners close with their tasks), let open sessions
+        // finish for a few seconds. Nothing acknowledged can be lost whenever we stop: a 250
+        // is only sent once the message is on disk.
+        for task in accepting {
+            task.cancel().await;
+        }
+        drain(&server).await;
+    }));
     drop(stop_tx);
     Ok(())
 }
 
-/// Returns on SIGTERM or SIGINT. SIGHUP must not kill the server (its default action), so it
-/// is caught; reloading on it comes with the operations milestone.
-async fn wait_for_stop(mut signals: async_signal::Signals) {
+/// Waits until no SMTP connection is open, or the grace period is over.
+async fn drain(server: &Server) {
+    use std::sync::atomic::Ordering;
+    let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
+    loop {
+        let open = server.connections.load(Ordering::Acquire);
+        if open == 0 {
+            return;
+        }
+        if std::time::Instant::now() >= deadline {
+            log::info!("stopping with {open} connection(s) still open");
+            return;
+        }
+        smol::Timer::after(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Returns on SIGTERM or SIGINT; SIGHUP reloads the configuration (SPEC §11).
+async fn wait_for_stop(mut signals: async_signal::Signals, server: Arc<Server>) {
     use smol::stream::StreamExt;
     while let Some(signal) = signals.next().await {
         match signal {
             Ok(async_signal::Signal::Hup) => {
-                log::warn!("SIGHUP: reloading is not implemented yet; restart to apply changes");
+                let reloading = server.clone();
+                match smol::unblock(move || reloading.reload()).await {
+                    Ok(()) => {
+                        log::info!("SIGHUP: reloaded users, aliases, DKIM keys, certificates")
+                    }
+                    Err(e) => {
+                        log::error!("SIGHUP: reload failed, keeping the old configuration: {e}")
+                    }
+                }
             }
             Ok(signal) => {
                 log::info!("received {signal:?}, stopping");

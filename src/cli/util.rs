@@ -2,7 +2,7 @@
 //! Commands that change a file print its path; bad input exits 2 with nothing written.
 
 use crate::addr::{Address, Domain};
-use crate::aliases::{Normalization, Recipient};
+use crate::aliases::Recipient;
 use crate::cli::CliError;
 use crate::config::{Domains, Settings, domains::domain_dir};
 use crate::userdb::{self, Credential, UserDb};
@@ -108,14 +108,6 @@ pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
     }
 }
 
-/// The lookup normalisation configured in `tambo.json`.
-pub fn normalization(settings: &Settings) -> Normalization {
-    Normalization {
-        drop_characters: settings.drop_characters.clone(),
-        suffix_separators: settings.suffix_separators.clone(),
-    }
-}
-
 /// A user address: valid, its domain has a folder, the local part normalised as stored.
 struct UserRef {
     address: Address,
@@ -125,7 +117,7 @@ struct UserRef {
 fn user_ref(settings: &Settings, input: &str) -> Result<UserRef, CliError> {
     let parsed = Address::parse(input).map_err(|e| CliError::usage(format!("{input:?}: {e}")))?;
     let dir = domain_folder(settings, parsed.domain())?;
-    let norm = normalization(settings);
+    let norm = settings.normalization();
     let local = parsed
         .local()
         .normalize(&norm.drop_characters, &norm.suffix_separators);
@@ -212,7 +204,7 @@ fn check_userdb(settings: &Settings, c: CheckUserdb) -> Result<(), CliError> {
 fn aliases_resolve(settings: &Settings, c: AliasesResolve) -> Result<(), CliError> {
     let addr =
         Address::parse(&c.address).map_err(|e| CliError::usage(format!("{:?}: {e}", c.address)))?;
-    let domains = Domains::load(&settings.config_dir, normalization(settings))
+    let domains = Domains::load(&settings.config_dir, settings.normalization())
         .map_err(|e| CliError::usage(e.to_string()))?;
     let resolution = domains.resolve(&addr);
     for problem in &resolution.problems {

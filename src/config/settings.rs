@@ -229,6 +229,15 @@ impl Settings {
         }
     }
 
+    /// The lookup normalisation of local parts (SPEC §3 `drop_characters`,
+    /// `suffix_separators`).
+    pub fn normalization(&self) -> crate::aliases::Normalization {
+        crate::aliases::Normalization {
+            drop_characters: self.drop_characters.clone(),
+            suffix_separators: self.suffix_separators.clone(),
+        }
+    }
+
     /// `max_message_size_mb` in bytes.
     pub fn max_message_size(&self) -> u64 {
         self.max_message_size_mb * 1024 * 1024

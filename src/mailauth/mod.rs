@@ -1,7 +1,9 @@
 //! Message authentication (not user login): SRS envelope rewriting and DKIM signing.
 //!
 //! - [`srs`]: Sender Rewriting Scheme, compatible with libsrs2 / postsrsd.
+//! - [`inbound`]: SPF, DKIM and DMARC checks of received mail; Authentication-Results.
 //! - [`dkim`]: DKIM keys of the local domains and signing through mail-auth.
 
 pub mod dkim;
+pub mod inbound;
 pub mod srs;

@@ -97,7 +97,7 @@ pub async fn serve(
     let _ = tcp.get_ref().set_nodelay(true);
     let tls_now = kind == ListenerKind::SubmissionTls;
     let stream = if tls_now {
-        match with_deadline(server.tls.accept(tcp)).await {
+        match with_deadline(server.tls().accept(tcp)).await {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(e) => {
                 log::info!("TLS handshake with {peer} failed: {e}");
@@ -245,7 +245,7 @@ impl Conn {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err(std::io::Error::other("STARTTLS on a TLS stream"));
         };
-        let tls = with_deadline(self.server.tls.accept(tcp))
+        let tls = with_deadline(self.server.tls().accept(tcp))
             .await
             .inspect_err(|e| {
                 log::info!("TLS handshake with {} failed: {e}", self.peer);

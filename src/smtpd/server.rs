@@ -8,23 +8,74 @@ use crate::queue::runner::Deliveries;
 use crate::queue::store::Queue;
 use smol::Async;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 /// What every connection shares.
 pub struct Server {
     pub settings: Arc<Settings>,
     pub domains: Arc<DomainsHandle>,
-    pub tls: futures_rustls::TlsAcceptor,
+    /// Behind a lock so a reload can swap certificates; handshakes in progress keep theirs.
+    pub tls: RwLock<futures_rustls::TlsAcceptor>,
     pub queue: Queue,
     pub deliveries: Deliveries,
     /// Reverses SRS addresses at RCPT (bounces to forwarded mail).
     pub srs: Arc<Srs>,
+    /// Open SMTP connections (a shutdown waits for them).
+    pub connections: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a connection for as long as it lives.
+pub struct ConnectionGuard(Arc<Server>);
+
+impl ConnectionGuard {
+    pub fn new(server: Arc<Server>) -> ConnectionGuard {
+        server
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ConnectionGuard(server)
+    }
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Server {
     /// The current domains (a snapshot: a reload does not change it under a transaction).
     pub fn domains(&self) -> Arc<Domains> {
         self.domains.get()
+    }
+
+    /// The TLS acceptor in force (cheap: it is an `Arc` inside).
+    pub fn tls(&self) -> futures_rustls::TlsAcceptor {
+        match self.tls.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// SIGHUP (SPEC §11): reloads users, aliases, DKIM keys and certificates. Everything is
+    /// loaded first and swapped in only when all of it is valid, so a broken file keeps the
+    /// old configuration; the error names the file and the line. Open connections keep the
+    /// snapshot they have.
+    pub fn reload(&self) -> Result<(), String> {
+        let settings = &self.settings;
+        let domains = Domains::load(&settings.config_dir, settings.normalization())
+            .map_err(|e| e.to_string())?;
+        let tls =
+            crate::tls::server_config(&settings.config_dir, &settings.data_dir, &settings.hostname)
+                .map_err(|e| e.to_string())?;
+        self.domains.replace(domains);
+        let acceptor = futures_rustls::TlsAcceptor::from(tls);
+        match self.tls.write() {
+            Ok(mut guard) => *guard = acceptor,
+            Err(poisoned) => *poisoned.into_inner() = acceptor,
+        }
+        Ok(())
     }
 }
 
@@ -38,9 +89,11 @@ pub async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let guard = ConnectionGuard::new(server.clone());
                 let server = server.clone();
                 ex.spawn(async move {
                     crate::smtpd::conn::serve(server, stream, peer, kind).await;
+                    drop(guard);
                 })
                 .detach();
             }

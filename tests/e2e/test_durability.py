@@ -119,7 +119,6 @@ def test_kill_9_loop_while_sending(env):
     assert env.queue_files() == [], f"queue not empty at the end: {env.queue_files()}"
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 6 (graceful SIGTERM)")
 def test_sigterm_lets_open_session_finish(env):
     from helpers import SmtpConn, assert_reply, port_open, queue_id
     import signal
@@ -151,7 +150,6 @@ def test_sigterm_lets_open_session_finish(env):
     assert sum(msgid.encode() in m for m in env.messages()) == 1, msgs
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 6 (SIGHUP reload)")
 def test_sighup_reloads_users_and_aliases(env):
     import signal
     from helpers import SmtpConn
@@ -174,7 +172,6 @@ def test_sighup_reloads_users_and_aliases(env):
     assert ok, "new user/alias not accepted within 5 s of SIGHUP"
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 6 (SIGHUP reload)")
 def test_failed_reload_keeps_old_config(env):
     import signal
     from helpers import SmtpConn
