@@ -56,6 +56,11 @@ pub fn bounced(id: &str, to: &str, dsn_id: &str) {
     log::info!(target: TARGET, "event=bounced id={id} to=<{to}> dsn_id={dsn_id}");
 }
 
+/// An access rule (DISCARD) dropped an accepted message.
+pub fn discarded(id: &str, client: std::net::IpAddr) {
+    log::info!(target: TARGET, "event=discarded id={id} client=[{client}] reason=\"access rule\"");
+}
+
 /// A command was refused; `reason` is for the log (the peer saw a short reply).
 pub fn rejected(client: std::net::IpAddr, what: &str, reply: &str) {
     log::info!(target: TARGET, "event=rejected client=[{client}] cmd={what:?} reply={reply:?}");

@@ -30,6 +30,8 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(e.to_string()))?;
     let queue = Queue::open(data_dir)
         .map_err(|e| CliError::failure(format!("{}/queue: {e}", data_dir.display())))?;
+    let access = crate::smtpd::server::load_access(&settings.config_dir)
+        .map_err(|e| CliError::usage(e.to_string()))?;
     let srs = Arc::new(Srs::new(&srs_secret(&settings)?));
     let couriers = couriers(&settings)?;
     let listeners = bind_all(&settings)?;
@@ -64,6 +66,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         queue,
         deliveries,
         srs,
+        access: std::sync::RwLock::new(Arc::new(access)),
         connections: Default::default(),
     });
     let mut accepting = Vec::new();

@@ -8,36 +8,38 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
 
 /// Read size when copying from the queue file.
 const COPY_BUFFER: usize = 64 * 1024;
 const FILE_MODE: u32 = 0o600;
 
-/// Deliveries made by this process: the `Q` part of the file name (maildir(5), Dovecot).
-static DELIVERIES: AtomicU64 = AtomicU64::new(0);
-
 /// Delivers the message of `item` to the Maildir of `user@domain` under `mail_root`
 /// (`data_dir/mail`), prepending `Return-Path` and `Delivered-To`, converting CRLF to LF.
 /// Streams from the queue file; never holds the message in memory.
+///
+/// Idempotent per `delivery_key` (the queue id and the recipient's index): the file is named
+/// after it and published with `link`, so a delivery that an earlier attempt already made
+/// (the process stopped between the Maildir and the queue's status record) is found in
+/// `new/` and not made twice. A message the user moved to `cur/` in between is not looked for.
 pub fn deliver(
     mail_root: &Path,
     hostname: &str,
     domain: &str,
     user: &str,
     item: &Item,
+    delivery_key: &str,
 ) -> Result<(), DeliveryError> {
     check_name("domain", domain)?;
     check_name("user", user)?;
+    check_key(delivery_key)?;
     let maildir = mail_root.join(domain).join(user);
     for sub in ["tmp", "new", "cur"] {
         let dir = maildir.join(sub);
         fsutil::create_private_dir_all(&dir).map_err(|e| io_error("cannot create", &dir, &e))?;
     }
-    let name = unique_name(hostname);
+    let name = unique_name(item.envelope.received_at, delivery_key, hostname);
     let tmp_path = maildir.join("tmp").join(&name);
-    let file = create_exclusive(&tmp_path).map_err(|e| io_error("cannot create", &tmp_path, &e))?;
+    let file = create_own(&tmp_path).map_err(|e| io_error("cannot create", &tmp_path, &e))?;
     let headers = trace_headers(&item.envelope.from, user, domain);
     let size = match write_message(&file, &tmp_path, headers.as_bytes(), item) {
         Ok(size) => size,
@@ -69,19 +71,25 @@ fn check_name(kind: &str, name: &str) -> Result<(), DeliveryError> {
     Ok(())
 }
 
-/// `<secs>.M<usecs>P<pid>Q<counter>.<hostname>`, as maildir(5) and Dovecot name new mail.
-fn unique_name(hostname: &str) -> String {
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    let counter = DELIVERIES.fetch_add(1, Ordering::Relaxed) + 1;
-    format!(
-        "{}.M{}P{}Q{counter}.{}",
-        now.as_secs(),
-        now.subsec_micros(),
-        std::process::id(),
-        safe_hostname(hostname)
-    )
+/// `<secs>.<key>.<hostname>` (maildir(5): time, a part unique on this host, host name). The
+/// queue id in the key is unique on this host, and the recipient index within the message.
+fn unique_name(received_at: u64, delivery_key: &str, hostname: &str) -> String {
+    format!("{received_at}.{delivery_key}.{}", safe_hostname(hostname))
+}
+
+/// A delivery key goes into a file name: letters, digits, `_` and `-` only.
+fn check_key(key: &str) -> Result<(), DeliveryError> {
+    let ok = !key.is_empty()
+        && key.len() <= 64
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !ok {
+        return Err(DeliveryError::permanent(format!(
+            "bad delivery key {key:?}"
+        )));
+    }
+    Ok(())
 }
 
 /// maildir(5): `/` and `:` in the host name are written as `\057` and `\072` (`:` starts the
@@ -109,10 +117,13 @@ fn trace_headers(from: &str, user: &str, domain: &str) -> String {
     format!("Return-Path: <{from}>\nDelivered-To: {user}@{domain}\n")
 }
 
-fn create_exclusive(path: &Path) -> io::Result<File> {
+/// The temp file of this delivery. Its name is this delivery's own (see [`deliver`]), so a
+/// file left there by an interrupted attempt is ours to overwrite.
+fn create_own(path: &Path) -> io::Result<File> {
     OpenOptions::new()
         .write(true)
-        .create_new(true) // O_EXCL: a name clash must fail, not overwrite someone's mail.
+        .create(true)
+        .truncate(true)
         .mode(FILE_MODE)
         .open(path)
 }
@@ -161,13 +172,25 @@ fn write_chunk(mut file: &File, path: &Path, chunk: &[u8]) -> Result<u64, Delive
 
 /// Moves the finished file into `new/` and makes that durable (maildir(5)).
 fn publish(tmp_path: &Path, new_path: &Path, new_dir: &Path) -> Result<(), DeliveryError> {
-    if let Err(e) = fs::rename(tmp_path, new_path) {
-        remove_quietly(tmp_path);
-        return Err(io_error("cannot rename into", new_path, &e));
-    }
+    // `link` never replaces: an existing file is this very delivery, made by an earlier
+    // attempt that did not live to record it.
+    let created = match fs::hard_link(tmp_path, new_path) {
+        Ok(()) => true,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            log::info!("maildir: {} was already delivered", new_path.display());
+            false
+        }
+        Err(e) => {
+            remove_quietly(tmp_path);
+            return Err(io_error("cannot link into", new_path, &e));
+        }
+    };
+    remove_quietly(tmp_path);
     if let Err(e) = fsutil::fsync_dir_shared(new_dir) {
         // The delivery will be retried, so a copy left here could show up twice.
-        remove_quietly(new_path);
+        if created {
+            remove_quietly(new_path);
+        }
         return Err(io_error("cannot fsync", new_dir, &e));
     }
     Ok(())
@@ -279,7 +302,7 @@ mod tests {
             b"Subject: hi\r\n\r\nbody\r\n",
         );
         let root = tmp.path().join("mail");
-        deliver(&root, "mx.example.org", "example.org", "bob", &item).unwrap();
+        deliver(&root, "mx.example.org", "example.org", "bob", &item, "q1_0").unwrap();
 
         let maildir = root.join("example.org/bob");
         let new = files_in(&maildir.join("new"));
@@ -295,12 +318,8 @@ mod tests {
         let (base, size) = name.rsplit_once(",S=").unwrap();
         assert_eq!(size, want.len().to_string());
         let parts: Vec<&str> = base.splitn(3, '.').collect();
-        assert!(parts[0].parse::<u64>().is_ok(), "{name}");
-        let pid = format!("P{}Q", std::process::id());
-        assert!(
-            parts[1].starts_with('M') && parts[1].contains(&pid),
-            "{name}"
-        );
+        assert_eq!(parts[0], item.envelope.received_at.to_string(), "{name}");
+        assert_eq!(parts[1], "q1_0", "{name}");
         assert_eq!(parts[2], "mx.example.org", "{name}");
 
         assert_eq!(mode(&new[0]), 0o600);
@@ -313,15 +332,19 @@ mod tests {
     }
 
     #[test]
-    fn null_sender_and_distinct_names() {
+    fn null_sender_distinct_keys_and_idempotence() {
         let tmp = tempfile::tempdir().unwrap();
         let item = queued(tmp.path(), "", b"x\r\n");
         let root = tmp.path().join("mail");
-        deliver(&root, "host", "example.org", "bob", &item).unwrap();
-        deliver(&root, "host", "example.org", "bob", &item).unwrap();
+        deliver(&root, "host", "example.org", "bob", &item, "q1_0").unwrap();
+        deliver(&root, "host", "example.org", "bob", &item, "q1_1").unwrap();
+        // The same delivery again (a restart before its status was recorded): no second copy.
+        deliver(&root, "host", "example.org", "bob", &item, "q1_0").unwrap();
         let new = files_in(&root.join("example.org/bob/new"));
         assert_eq!(new.len(), 2);
         assert_ne!(new[0], new[1]);
+        assert!(files_in(&root.join("example.org/bob/tmp")).is_empty());
+        assert!(check_key("../x").is_err() && check_key("").is_err());
         for path in new {
             let text = fs::read_to_string(path).unwrap();
             assert!(text.starts_with("Return-Path: <>\n"), "{text}");
@@ -336,7 +359,7 @@ mod tests {
         data.extend_from_slice(b"\r\nb\rc\r\n");
         let item = queued(tmp.path(), "a@b.c", &data);
         let root = tmp.path().join("mail");
-        deliver(&root, "host", "example.org", "bob", &item).unwrap();
+        deliver(&root, "host", "example.org", "bob", &item, "q1_0").unwrap();
         let new = files_in(&root.join("example.org/bob/new"));
         let got = fs::read(&new[0]).unwrap();
         let mut want = b"Return-Path: <a@b.c>\nDelivered-To: bob@example.org\n".to_vec();
@@ -385,7 +408,7 @@ mod tests {
             ("example.org", "bo\nb"),
         ];
         for (domain, user) in cases {
-            let err = deliver(&root, "host", domain, user, &item).unwrap_err();
+            let err = deliver(&root, "host", domain, user, &item, "q1_0").unwrap_err();
             assert!(err.permanent, "{domain:?} {user:?}");
         }
         assert!(!root.exists(), "nothing may be created for a refused name");
@@ -399,13 +422,13 @@ mod tests {
         // A file where the domain folder should be.
         fs::create_dir_all(&root).unwrap();
         fs::write(root.join("example.org"), b"").unwrap();
-        let err = deliver(&root, "host", "example.org", "bob", &item).unwrap_err();
+        let err = deliver(&root, "host", "example.org", "bob", &item, "q1_0").unwrap_err();
         assert!(!err.permanent);
         assert!(err.reason.contains("example.org/bob"), "{}", err.reason);
 
         let mut gone = item.clone();
         gone.path = tmp.path().join("missing");
-        let err = deliver(&root, "host", "example.net", "bob", &gone).unwrap_err();
+        let err = deliver(&root, "host", "example.net", "bob", &gone, "q1_0").unwrap_err();
         assert!(!err.permanent);
         assert!(err.reason.contains("missing"), "{}", err.reason);
         assert!(

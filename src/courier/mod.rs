@@ -63,15 +63,22 @@ pub struct Couriers {
 
 impl Couriers {
     /// Delivers to a local user's mailbox through the configured local delivery. Returns how
-    /// (for the mail log).
-    pub async fn mailbox(&self, item: &Item, mailbox: &Address) -> Result<String, DeliveryError> {
+    /// (for the mail log). `key` names this delivery (queue id and recipient index): the
+    /// built-in Maildir delivery uses it to never deliver the same recipient twice.
+    pub async fn mailbox(
+        &self,
+        item: &Item,
+        mailbox: &Address,
+        key: &str,
+    ) -> Result<String, DeliveryError> {
         match &self.local {
             LocalDelivery::Maildir => {
-                let (root, host, item, mailbox) = (
+                let (root, host, item, mailbox, key) = (
                     self.mail_root.clone(),
                     self.hostname.clone(),
                     item.clone(),
                     mailbox.clone(),
+                    key.to_string(),
                 );
                 smol::unblock(move || {
                     maildir::deliver(
@@ -80,6 +87,7 @@ impl Couriers {
                         mailbox.domain().as_str(),
                         mailbox.local().as_str(),
                         &item,
+                        &key,
                     )
                 })
                 .await?;

@@ -316,7 +316,7 @@ pub fn strip_our_results(header_line: &[u8], hostname: &str) -> bool {
         return false;
     };
     let (name, value) = header_line.split_at(colon);
-    // RFC 5322 §4.5 (obsolete syntax) allows white space before the colon.
+    // RFC 5322 §4.5.3 (obsolete syntax) allows white space before the colon.
     if !name
         .trim_ascii_end()
         .eq_ignore_ascii_case(b"Authentication-Results")

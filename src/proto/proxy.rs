@@ -133,13 +133,11 @@ fn check_v1_partial(partial: &[u8]) -> Result<(), &'static str> {
         return Ok(());
     };
     let Some((proto, addrs_and_ports)) = done.split_first() else {
-        return match [&b"TCP4"[..], b"TCP6", b"UNKNOWN"]
-            .iter()
-            .any(|p| p.starts_with(current))
-        {
-            true => Ok(()),
-            false => Err("v1 protocol is not TCP4, TCP6 or UNKNOWN"),
-        };
+        let protocols: [&[u8]; 3] = [b"TCP4", b"TCP6", b"UNKNOWN"];
+        if protocols.iter().any(|p| p.starts_with(current)) {
+            return Ok(());
+        }
+        return Err("v1 protocol is not TCP4, TCP6 or UNKNOWN");
     };
     if *proto == b"UNKNOWN" {
         return Ok(());
@@ -246,19 +244,7 @@ fn check_v2(buf: &[u8]) -> Result<Option<ProxyStatus>, &'static str> {
     if buf[..n] != V2_SIGNATURE[..n] {
         return Err(NOT_PROXY);
     }
-    if let Some(&ver_cmd) = buf.get(12) {
-        if ver_cmd >> 4 != V2_VERSION {
-            return Err("unsupported PROXY protocol version");
-        }
-        if !matches!(ver_cmd & 0xf, CMD_LOCAL | CMD_PROXY) {
-            return Err("unknown PROXY v2 command");
-        }
-    }
-    if let Some(&fam) = buf.get(13) {
-        if fam >> 4 > AF_UNIX || fam & 0xf > TRANSPORT_DGRAM {
-            return Err("unknown PROXY v2 address family or transport");
-        }
-    }
+    check_v2_bytes_13_14(buf)?;
     let (Some(&ver_cmd), Some(&fam), Some(len)) = (buf.get(12), buf.get(13), buf.get(14..16))
     else {
         return Ok(None);
@@ -282,6 +268,25 @@ fn check_v2(buf: &[u8]) -> Result<Option<ProxyStatus>, &'static str> {
         None
     };
     Ok(Some(ProxyStatus::Done { header_len, source }))
+}
+
+/// PP §2.2: only version 2, the LOCAL and PROXY commands, and the listed families and
+/// transports; checked as soon as each byte arrives.
+fn check_v2_bytes_13_14(buf: &[u8]) -> Result<(), &'static str> {
+    if let Some(&ver_cmd) = buf.get(12) {
+        if ver_cmd >> 4 != V2_VERSION {
+            return Err("unsupported PROXY protocol version");
+        }
+        if !matches!(ver_cmd & 0xf, CMD_LOCAL | CMD_PROXY) {
+            return Err("unknown PROXY v2 command");
+        }
+    }
+    match buf.get(13) {
+        Some(&fam) if fam >> 4 > AF_UNIX || fam & 0xf > TRANSPORT_DGRAM => {
+            Err("unknown PROXY v2 address family or transport")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// PP §2.2: the address block sizes of each family.

@@ -119,7 +119,10 @@ impl Runner {
                 continue;
             }
             let result = match rcpt.target.clone() {
-                Recipient::Mailbox { address } => self.deliver_mailbox(item, &address).await,
+                Recipient::Mailbox { address } => {
+                    let key = format!("{}_{i}", item.id);
+                    self.deliver_mailbox(item, &address, &key).await
+                }
                 Recipient::Pipe { argv, alias } => self
                     .couriers
                     .pipe(item, &argv, &alias)
@@ -145,10 +148,15 @@ impl Runner {
         failures
     }
 
-    async fn deliver_mailbox(&self, item: &Item, address: &str) -> Result<String, DeliveryError> {
+    async fn deliver_mailbox(
+        &self,
+        item: &Item,
+        address: &str,
+        key: &str,
+    ) -> Result<String, DeliveryError> {
         let mailbox = Address::parse(address)
             .map_err(|e| DeliveryError::permanent(format!("bad mailbox {address:?}: {e}")))?;
-        self.couriers.mailbox(item, &mailbox).await
+        self.couriers.mailbox(item, &mailbox, key).await
     }
 
     fn route(

@@ -239,10 +239,10 @@ fn reply_text(text: &str) -> Result<Option<String>, String> {
 fn parse_addr_pattern(pattern: &str, null_allowed: bool) -> Result<AddrPattern, String> {
     let bad = |e: crate::addr::AddrError| format!("bad address pattern {pattern:?}: {e}");
     if pattern == "<>" {
-        return match null_allowed {
-            true => Ok(AddrPattern::Null),
-            false => Err("<> (the null sender) is only valid in From: rules".into()),
-        };
+        if !null_allowed {
+            return Err("<> (the null sender) is only valid in From: rules".into());
+        }
+        return Ok(AddrPattern::Null);
     }
     match pattern.rsplit_once('@') {
         None => Ok(AddrPattern::DomainTree(

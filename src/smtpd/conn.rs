@@ -3,11 +3,13 @@
 
 use crate::aliases::Recipient;
 use crate::maillog;
-use crate::proto::command::{Body, ForwardPath, ReversePath};
+use crate::proto::command::{Body, ForwardPath};
+use crate::proto::proxy::{self, ProxyStatus};
 use crate::proto::reply::Reply;
 use crate::proto::session::{ListenerKind, Output, Session, SessionConfig};
 use crate::queue::store::{Envelope, Incoming, QueuedRcpt, RcptState, now_secs};
-use crate::smtpd::policy::MailPolicy;
+use crate::smtpd::access::{AccessRules, Action};
+use crate::smtpd::policy::{MailPolicy, reverse_path_text};
 use crate::smtpd::received;
 use crate::smtpd::server::Server;
 use futures_rustls::server::TlsStream;
@@ -95,6 +97,27 @@ pub async fn serve(
     kind: ListenerKind,
 ) {
     let _ = tcp.get_ref().set_nodelay(true);
+    // SPEC §3 `haproxy_incoming`: the real client is named by a PROXY header first.
+    let (peer, early) = if kind == ListenerKind::Mx && server.settings.haproxy_incoming {
+        match read_proxy_header(&tcp).await {
+            Ok(found) => found.unwrap_or((peer, Vec::new())),
+            Err(e) => {
+                log::info!("PROXY header from {peer} refused: {e}");
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new())
+    };
+    let access = server.access();
+    let connect_rule = access.connect(peer.ip()).cloned();
+    if let Some(reply) = connect_rule.as_ref().and_then(Action::reply) {
+        // SPEC §7: a Connect REJECT is the greeting, then the connection ends.
+        log::info!("access: refusing connection from {}", peer.ip());
+        let mut stream = tcp;
+        let _ = with_deadline(stream.write_all(&reply.to_bytes())).await;
+        return;
+    }
     let tls_now = kind == ListenerKind::SubmissionTls;
     let stream = if tls_now {
         match with_deadline(server.tls().accept(tcp)).await {
@@ -114,19 +137,49 @@ pub async fn serve(
         max_recipients: server.settings.max_recipients,
         tls_available: true,
     };
+    let mut session = Session::new(config, tls_now);
+    session.feed(&early);
     let mut conn = Conn {
         server,
         peer,
         stream,
-        session: Session::new(config, tls_now),
+        session,
         out: Vec::new(),
         receiving: None,
+        access,
+        connect_relay: connect_rule == Some(Action::Relay),
+        discard_all: connect_rule == Some(Action::Discard),
     };
     if let Err(e) = conn.run().await {
         log::debug!("connection from {peer} ended: {e}");
     }
     if let Some(r) = conn.receiving.take().and_then(|r| r.incoming) {
         r.abort();
+    }
+}
+
+/// Reads the PROXY protocol header (v1 or v2) that must open the connection. Returns the
+/// client it names (None for a LOCAL header: the proxy's own health check) and the bytes
+/// read after it.
+async fn read_proxy_header(
+    tcp: &Async<TcpStream>,
+) -> std::io::Result<Option<(SocketAddr, Vec<u8>)>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 512];
+    loop {
+        let n = with_deadline((&*tcp).read(&mut chunk)).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match proxy::parse(&buf) {
+            ProxyStatus::NeedMore => continue,
+            ProxyStatus::Invalid(why) => return Err(std::io::Error::other(why)),
+            ProxyStatus::Done { header_len, source } => {
+                let rest = buf.split_off(header_len);
+                return Ok(source.map(|s| (s, rest)));
+            }
+        }
     }
 }
 
@@ -137,6 +190,12 @@ struct Conn {
     session: SmtpSession,
     out: Vec<u8>,
     receiving: Option<Receiving>,
+    /// The `conf/access` rules as they were when the connection came in.
+    access: Arc<AccessRules>,
+    /// A `Connect:` rule said RELAY.
+    connect_relay: bool,
+    /// A `Connect:` rule said DISCARD: every message is accepted and dropped.
+    discard_all: bool,
 }
 
 impl Conn {
@@ -184,7 +243,9 @@ impl Conn {
                 domains: &domains,
                 settings: &self.server.settings,
                 srs: &self.server.srs,
+                access: &self.access,
                 client_ip: self.peer.ip(),
+                connect_relay: self.connect_relay,
             };
             let Some(output) = self.session.poll(&policy) else {
                 return Ok(false);
@@ -334,6 +395,16 @@ impl Conn {
             Some(Receiving {
                 incoming: Some(incoming),
                 failed: None,
+            }) if self.discarded() => {
+                // SPEC §7 DISCARD: accepted, as far as the client can tell, and dropped.
+                let id = incoming.id().to_string();
+                incoming.abort();
+                maillog::discarded(&id, self.peer.ip());
+                Ok(id)
+            }
+            Some(Receiving {
+                incoming: Some(incoming),
+                failed: None,
             }) => self.commit(incoming).await,
             Some(Receiving { incoming, failed }) => {
                 if let Some(i) = incoming {
@@ -348,6 +419,15 @@ impl Conn {
             Reply::new(451, "4.3.0", "Local error, please try again later")
         });
         self.session.data_result(result);
+    }
+
+    /// Whether an access rule says to drop this message (`Connect:` or `From:` DISCARD).
+    fn discarded(&self) -> bool {
+        let from = self
+            .session
+            .transaction()
+            .map(|t| reverse_path_text(&t.from));
+        self.discard_all || from.is_some_and(|f| self.access.from(&f) == Some(&Action::Discard))
     }
 
     async fn commit(&mut self, incoming: Incoming) -> Result<String, String> {
@@ -411,12 +491,5 @@ fn forward_path_text(fp: &ForwardPath) -> String {
     match fp {
         ForwardPath::Postmaster => "postmaster".into(),
         ForwardPath::Addr(a) => a.to_string(),
-    }
-}
-
-fn reverse_path_text(rp: &ReversePath) -> String {
-    match rp {
-        ReversePath::Null => String::new(),
-        ReversePath::Addr(a) => a.to_string(),
     }
 }

@@ -13,13 +13,17 @@ use crate::proto::command::{ForwardPath, ReversePath};
 use crate::proto::reply::Reply;
 use crate::proto::session::{PeerInfo, Policy};
 use crate::queue::store::now_secs;
+use crate::smtpd::access::{AccessRules, Action};
 use std::net::IpAddr;
 
 pub struct MailPolicy<'a> {
     pub domains: &'a Domains,
     pub settings: &'a Settings,
     pub srs: &'a Srs,
+    pub access: &'a AccessRules,
     pub client_ip: IpAddr,
+    /// A `Connect:` rule said RELAY for this client.
+    pub connect_relay: bool,
 }
 
 fn relay_denied() -> Reply {
@@ -32,10 +36,12 @@ fn sender_refused() -> Reply {
 
 impl MailPolicy<'_> {
     fn in_relay_networks(&self) -> bool {
-        self.settings
-            .relay_networks
-            .iter()
-            .any(|net| net.contains(self.client_ip))
+        self.connect_relay
+            || self
+                .settings
+                .relay_networks
+                .iter()
+                .any(|net| net.contains(self.client_ip))
     }
 
     /// `RCPT TO:<Postmaster>` (RFC 5321 §4.5.1) is the postmaster of the domain of our
@@ -90,6 +96,19 @@ impl Policy for MailPolicy<'_> {
     type Rcpt = Vec<Recipient>;
 
     fn check_sender(&self, peer: &PeerInfo, from: &ReversePath) -> Result<(), Reply> {
+        // SPEC §7 access rules; DISCARD is carried out by the driver after DATA.
+        if let Some(reply) = self
+            .access
+            .from(&reverse_path_text(from))
+            .and_then(Action::reply)
+        {
+            log::info!(
+                "access: {} refused sender {}",
+                self.client_ip,
+                reverse_path_text(from)
+            );
+            return Err(reply);
+        }
         let Some(user) = peer.auth_user.as_deref() else {
             return Ok(());
         };
@@ -121,8 +140,25 @@ impl Policy for MailPolicy<'_> {
                 .postmaster()
                 .ok_or_else(|| Reply::new(550, "5.1.1", "No such user"))?,
         };
+        let rule = self.access.to(&addr.to_string());
+        match rule {
+            Some(Action::Reject(_)) => {
+                log::info!("access: {} refused recipient {addr}", self.client_ip);
+                return Err(rule.and_then(Action::reply).unwrap_or_else(relay_denied));
+            }
+            Some(Action::Discard) => {
+                log::info!(
+                    "access: discarding recipient {addr} from {}",
+                    self.client_ip
+                );
+                return Ok(Vec::new());
+            }
+            _ => {}
+        }
         if self.domains.get(addr.domain()).is_none() {
-            let may_relay = peer.auth_user.is_some() || self.in_relay_networks();
+            let may_relay = peer.auth_user.is_some()
+                || self.in_relay_networks()
+                || rule == Some(&Action::Relay);
             if !may_relay {
                 return Err(relay_denied());
             }
@@ -142,5 +178,13 @@ impl Policy for MailPolicy<'_> {
             return Err(Reply::new(550, "5.1.1", "No such user"));
         }
         Ok(resolution.recipients)
+    }
+}
+
+/// The reverse-path as access rules and logs take it (`""` for `<>`).
+pub fn reverse_path_text(from: &ReversePath) -> String {
+    match from {
+        ReversePath::Null => String::new(),
+        ReversePath::Addr(a) => a.to_string(),
     }
 }

@@ -6,6 +6,7 @@ use crate::mailauth::srs::Srs;
 use crate::proto::session::ListenerKind;
 use crate::queue::runner::Deliveries;
 use crate::queue::store::Queue;
+use crate::smtpd::access::AccessRules;
 use smol::Async;
 use std::net::TcpListener;
 use std::sync::{Arc, RwLock};
@@ -20,8 +21,17 @@ pub struct Server {
     pub deliveries: Deliveries,
     /// Reverses SRS addresses at RCPT (bounces to forwarded mail).
     pub srs: Arc<Srs>,
+    /// `conf/access` rules, swapped by a reload.
+    pub access: RwLock<Arc<AccessRules>>,
     /// Open SMTP connections (a shutdown waits for them).
     pub connections: std::sync::atomic::AtomicUsize,
+}
+
+/// `<config_dir>/conf/access` (no file: no rules).
+pub fn load_access(
+    config_dir: &std::path::Path,
+) -> Result<AccessRules, crate::smtpd::access::AccessError> {
+    AccessRules::load(&config_dir.join("conf").join("access"))
 }
 
 /// Counts a connection for as long as it lives.
@@ -50,6 +60,14 @@ impl Server {
         self.domains.get()
     }
 
+    /// The access rules in force (a snapshot).
+    pub fn access(&self) -> Arc<AccessRules> {
+        match self.access.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
     /// The TLS acceptor in force (cheap: it is an `Arc` inside).
     pub fn tls(&self) -> futures_rustls::TlsAcceptor {
         match self.tls.read() {
@@ -58,7 +76,7 @@ impl Server {
         }
     }
 
-    /// SIGHUP (SPEC §11): reloads users, aliases, DKIM keys and certificates. Everything is
+    /// SIGHUP (SPEC §11): reloads users, aliases, access rules, DKIM keys and certificates. Everything is
     /// loaded first and swapped in only when all of it is valid, so a broken file keeps the
     /// old configuration; the error names the file and the line. Open connections keep the
     /// snapshot they have.
@@ -69,7 +87,12 @@ impl Server {
         let tls =
             crate::tls::server_config(&settings.config_dir, &settings.data_dir, &settings.hostname)
                 .map_err(|e| e.to_string())?;
+        let access = load_access(&settings.config_dir).map_err(|e| e.to_string())?;
         self.domains.replace(domains);
+        match self.access.write() {
+            Ok(mut guard) => *guard = Arc::new(access),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(access),
+        }
         let acceptor = futures_rustls::TlsAcceptor::from(tls);
         match self.tls.write() {
             Ok(mut guard) => *guard = acceptor,

@@ -303,7 +303,6 @@ def write_access(env, text: str) -> None:
     (env.dir / "conf" / "access").write_text(text)
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (conf/access rules)")
 def test_access_from_reject_with_text(env):
     write_access(env, "From:spam@example.net REJECT go away\n")
     env.start()
@@ -318,7 +317,6 @@ def test_access_from_reject_with_text(env):
         assert_reply(c.cmd("RCPT TO:<alice@example.test>"), 250, what="other sender of that domain")
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (conf/access rules)")
 def test_access_from_domain_discard(env):
     write_access(env, "From:@example.org DISCARD\n")
     env.start()
@@ -332,7 +330,6 @@ def test_access_from_domain_discard(env):
     assert env.messages() == [], "a DISCARDed message was delivered"
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (conf/access rules)")
 def test_access_connect_relay(env):
     write_access(env, "Connect:127.0.0.0/8 RELAY\n")
     env.start()
@@ -341,7 +338,6 @@ def test_access_connect_relay(env):
         assert_reply(c.cmd("RCPT TO:<someone@remote.example>"), 250, what="Connect RELAY")
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (conf/access rules)")
 def test_access_connect_reject(env):
     write_access(env, "Connect:127.0.0.1 REJECT\n")
     env.start()
