@@ -67,6 +67,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         deliveries,
         srs,
         access: std::sync::RwLock::new(Arc::new(access)),
+        auth_limit: Default::default(),
         connections: Default::default(),
     });
     let mut accepting = Vec::new();

@@ -624,6 +624,16 @@ impl<R> Session<R> {
         }
     }
 
+    /// The driver's other answer to `Authenticate`: no check was made (the client is over its
+    /// limit of failures); `reply` says so (454 4.7.0).
+    pub fn auth_refused(&mut self, reply: Reply) {
+        if !matches!(self.state, State::Authenticating) {
+            return;
+        }
+        self.state = State::Ready;
+        self.reply(reply);
+    }
+
     /// The idle timeout fired (SPEC §7: 5 minutes).
     pub fn timed_out(&mut self) {
         self.outputs.clear();

@@ -317,6 +317,15 @@ impl Conn {
     }
 
     async fn authenticate(&mut self, login: String, password: String) {
+        let ip = self.peer.ip();
+        let limit = &self.server.auth_limit;
+        if limit.blocked(ip, std::time::Instant::now()) {
+            // No password is checked while blocked, so guessing gets nowhere.
+            log::info!("AUTH refused from {ip}: too many failures");
+            smol::Timer::after(AUTH_FAILURE_DELAY).await;
+            let reply = Reply::new(454, "4.7.0", "Too many failed logins, try again later");
+            return self.session.auth_refused(reply);
+        }
         let domains = self.server.domains();
         let verified = smol::unblock(move || {
             let user = domains.canonical_user(&login)?;
@@ -326,9 +335,13 @@ impl Conn {
                 .then(|| user.to_string())
         })
         .await;
-        if verified.is_none() {
-            log::info!("AUTH failed from {}", self.peer);
-            smol::Timer::after(AUTH_FAILURE_DELAY).await;
+        match &verified {
+            Some(_) => limit.succeeded(ip),
+            None => {
+                log::info!("AUTH failed from {}", self.peer);
+                limit.failed(ip, std::time::Instant::now());
+                smol::Timer::after(AUTH_FAILURE_DELAY).await;
+            }
         }
         self.session.auth_result(verified);
     }

@@ -23,6 +23,8 @@ pub struct Server {
     pub srs: Arc<Srs>,
     /// `conf/access` rules, swapped by a reload.
     pub access: RwLock<Arc<AccessRules>>,
+    /// Failed AUTH attempts per client address.
+    pub auth_limit: crate::smtpd::auth_limit::AuthLimit,
     /// Open SMTP connections (a shutdown waits for them).
     pub connections: std::sync::atomic::AtomicUsize,
 }
