@@ -17,7 +17,11 @@ fuzz_target!(|data: &[u8]| {
         // Every parsed key can be looked up again, and keys are unique.
         let mut keys = std::collections::HashSet::new();
         for alias in file.iter() {
-            assert!(file.get(&alias.key).is_some(), "key {:?} not found", alias.key);
+            assert!(
+                file.get(&alias.key).is_some(),
+                "key {:?} not found",
+                alias.key
+            );
             assert!(keys.insert(alias.key.clone()), "key {:?} twice", alias.key);
         }
         assert_eq!(keys.len(), file.len());

@@ -11,7 +11,10 @@ fuzz_target!(|line: &[u8]| {
         Err(reply) => {
             let wire = reply.to_bytes();
             assert!(wire.ends_with(b"\r\n"));
-            assert!(reply.is_error(), "parse error with a non-error code: {reply:?}");
+            assert!(
+                reply.is_error(),
+                "parse error with a non-error code: {reply:?}"
+            );
         }
     }
 });

@@ -636,6 +636,9 @@ impl<R> Session<R> {
 
     /// The idle timeout fired (SPEC §7: 5 minutes).
     pub fn timed_out(&mut self) {
+        if self.is_closed() {
+            return;
+        }
         self.outputs.clear();
         self.close_with(Reply::new(421, "4.4.2", "Idle timeout, bye"));
     }

@@ -363,3 +363,19 @@ fn empty_message_and_dot_unstuffing() {
     assert_eq!(h.message, b".leading dot\r\n");
     let _ = Address::parse("a@example.test");
 }
+
+#[test]
+fn idle_timeout_says_421_once() {
+    let mut h = Harness::new(ListenerKind::Mx, false);
+    h.session.timed_out();
+    h.drain();
+    assert!(
+        h.wire.ends_with("421 4.4.2 Idle timeout, bye\r\n"),
+        "{}",
+        h.wire
+    );
+    let before = h.wire.len();
+    h.session.timed_out();
+    h.drain();
+    assert_eq!(h.wire.len(), before, "nothing more after the close");
+}
