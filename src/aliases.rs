@@ -255,6 +255,16 @@ pub enum Recipient {
     Pipe { argv: Vec<String>, alias: String },
 }
 
+impl Recipient {
+    /// What logs and listings call this target: the address, or `|command args`.
+    pub fn target(&self) -> String {
+        match self {
+            Recipient::Mailbox { address } | Recipient::Forward { address, .. } => address.clone(),
+            Recipient::Pipe { argv, .. } => format!("|{}", argv.join(" ")),
+        }
+    }
+}
+
 /// The result of resolving one address.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Resolution {

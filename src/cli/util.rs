@@ -20,6 +20,7 @@ pub enum UtilCommand {
     AliasesResolve(AliasesResolve),
     PrintConfig(PrintConfig),
     DomaininfoRemove(DomaininfoRemove),
+    Queue(QueueList),
 }
 
 /// Add a user, or change its password.
@@ -85,6 +86,11 @@ pub struct DomaininfoRemove {
     domain: String,
 }
 
+/// List queued messages: id, age, sender, recipients with their state and last error.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "queue")]
+pub struct QueueList {}
+
 /// Print the effective settings, defaults filled in.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "print-config")]
@@ -99,6 +105,7 @@ pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
         UtilCommand::CheckUserdb(c) => check_userdb(&settings, c),
         UtilCommand::AliasesResolve(c) => aliases_resolve(&settings, c),
         UtilCommand::DomaininfoRemove(c) => domaininfo_remove(&settings, c),
+        UtilCommand::Queue(_) => queue_list(&settings),
         UtilCommand::PrintConfig(_) => {
             let json = serde_json::to_string_pretty(&settings.to_json())
                 .map_err(|e| CliError::failure(e.to_string()))?;
@@ -228,6 +235,56 @@ fn describe(r: &Recipient) -> String {
         Recipient::Forward { address, via } => format!("forward {address} via {}", via.join("/")),
         Recipient::Pipe { argv, .. } => format!("pipe {}", argv.join(" ")),
     }
+}
+
+/// One message a line (`id= age= from= nrcpt=`), then one indented line per recipient
+/// (`to= state= [last_error=]`), in the mail log's `key=value` style.
+fn queue_list(settings: &Settings) -> Result<(), CliError> {
+    let dir = settings.data_dir.join("queue");
+    if !dir.is_dir() {
+        println!("queue is empty");
+        return Ok(());
+    }
+    let queue = crate::queue::store::Queue::open(&settings.data_dir)
+        .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
+    let items = queue
+        .list()
+        .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
+    if items.is_empty() {
+        println!("queue is empty");
+    }
+    let now = crate::queue::store::now_secs();
+    for item in items {
+        let env = &item.envelope;
+        println!(
+            "id={} age={}s from=<{}> nrcpt={}",
+            item.id,
+            now.saturating_sub(env.received_at),
+            env.from,
+            env.rcpts.len()
+        );
+        for rcpt in &env.rcpts {
+            let state = match &rcpt.state {
+                crate::queue::store::RcptState::Pending => "pending".to_string(),
+                crate::queue::store::RcptState::Delivered => "delivered".to_string(),
+                crate::queue::store::RcptState::Failed { reason } => {
+                    format!("failed reason={reason:?}")
+                }
+            };
+            let last = rcpt
+                .last_error
+                .as_deref()
+                .map(|e| format!(" last_error={e:?}"))
+                .unwrap_or_default();
+            println!(
+                "  to=<{}> state={state}{last}",
+                describe(&rcpt.target)
+                    .split_once(' ')
+                    .map_or("", |(_, t)| t)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn domaininfo_remove(settings: &Settings, c: DomaininfoRemove) -> Result<(), CliError> {

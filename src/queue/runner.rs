@@ -245,7 +245,7 @@ impl Runner {
         failures: &mut Vec<Failure>,
     ) {
         let rcpt = &item.envelope.rcpts[i];
-        let to = target_text(&rcpt.target);
+        let to = rcpt.target.target();
         let (state, last_error) = match result {
             Ok(via) => {
                 maillog::delivered(item.id.as_str(), &to, &via);
@@ -298,7 +298,7 @@ impl Runner {
                 self.give_up_after.as_secs(),
                 rcpt.last_error.as_deref().unwrap_or("no attempt succeeded")
             );
-            let to = target_text(&rcpt.target);
+            let to = rcpt.target.target();
             maillog::failed(item.id.as_str(), &to, &reason);
             failures.push(Failure {
                 rcpt: to,
@@ -405,12 +405,5 @@ fn remote_rcpt(target: &Recipient, domain_ace: &str) -> String {
     match address.rsplit_once('@') {
         Some((local, _)) => format!("{local}@{domain_ace}"),
         None => address.clone(),
-    }
-}
-
-fn target_text(target: &Recipient) -> String {
-    match target {
-        Recipient::Mailbox { address } | Recipient::Forward { address, .. } => address.clone(),
-        Recipient::Pipe { argv, .. } => format!("|{}", argv.join(" ")),
     }
 }

@@ -301,6 +301,12 @@ impl Queue {
     /// Call at start-up, before any [`Incoming`] exists: it deletes everything in `tmp/`.
     pub fn load_all(&self) -> io::Result<Vec<Item>> {
         self.clean_tmp()?;
+        self.list()
+    }
+
+    /// Every complete message, read-only: safe while a server runs (`util queue`). A file
+    /// that cannot be read is logged and skipped.
+    pub fn list(&self) -> io::Result<Vec<Item>> {
         let mut items = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
