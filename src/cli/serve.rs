@@ -2,8 +2,7 @@
 //! listeners, reload the queue, and run until SIGTERM/SIGINT.
 
 use crate::cli::CliError;
-use crate::config::domains::DomainsHandle;
-use crate::config::{Domains, Settings};
+use crate::config::{Domains, Live, Settings};
 use crate::courier::domaininfo::DomainInfo;
 use crate::courier::mta_sts::MtaSts;
 use crate::courier::remote::RemoteCourier;
@@ -37,7 +36,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let listeners = bind_all(&settings)?;
 
     let ex = Arc::new(smol::Executor::new());
-    let domains = Arc::new(DomainsHandle::new(domains));
+    let domains = Arc::new(Live::new(domains));
     let (deliveries, to_deliver) = runner::channel();
     let runner = Arc::new(Runner {
         queue: queue.clone(),
@@ -62,11 +61,11 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let server = Arc::new(Server {
         settings: settings.clone(),
         domains,
-        tls: std::sync::RwLock::new(futures_rustls::TlsAcceptor::from(tls)),
+        tls: Live::new(futures_rustls::TlsAcceptor::from(tls)),
         queue,
         deliveries,
         srs,
-        access: std::sync::RwLock::new(Arc::new(access)),
+        access: Live::new(access),
         auth_limit: Default::default(),
         connections: Default::default(),
     });

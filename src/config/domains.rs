@@ -8,7 +8,7 @@ use crate::mailauth::dkim::{self, DkimKey};
 use crate::userdb::UserDb;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// One local domain.
 #[derive(Clone)]
@@ -130,31 +130,5 @@ impl Directory for Domains {
     }
     fn first_user(&self, domain: &Domain) -> Option<String> {
         self.map.get(domain)?.users.names().into_iter().next()
-    }
-}
-
-/// The domains in force, shared by the SMTP server and the delivery runner; a reload swaps
-/// the whole snapshot, so a transaction never sees half of one and half of another.
-pub struct DomainsHandle(RwLock<Arc<Domains>>);
-
-impl DomainsHandle {
-    pub fn new(domains: Domains) -> DomainsHandle {
-        DomainsHandle(RwLock::new(Arc::new(domains)))
-    }
-
-    pub fn get(&self) -> Arc<Domains> {
-        match self.0.read() {
-            Ok(guard) => guard.clone(),
-            // A panic while holding the lock cannot leave the Arc half-written.
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    pub fn replace(&self, domains: Domains) {
-        let mut guard = match self.0.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = Arc::new(domains);
     }
 }

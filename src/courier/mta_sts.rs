@@ -257,7 +257,8 @@ pub struct MtaSts {
     dns: Arc<Dns>,
     tls: Arc<ClientConfig>,
     /// Policies read or fetched so far, by ACE domain; filled lazily from the files.
-    cache: Mutex<HashMap<String, Policy>>,
+    /// Per domain: its cached policy, or `None` once the disk was found to have none.
+    cache: Mutex<HashMap<String, Option<Policy>>>,
 }
 
 impl MtaSts {
@@ -364,14 +365,17 @@ impl MtaSts {
         }))
     }
 
+    /// The cached policy of `key`; the disk is read once per domain per process, "none on
+    /// disk" included (most domains have no policy, and this runs on every delivery). Only
+    /// [`store`](Self::store) writes the folder, and it updates the memory copy too.
     fn cached(&self, key: &str) -> Option<Policy> {
         let mut cache = self.lock();
-        if let Some(policy) = cache.get(key) {
-            return Some(policy.clone());
+        if let Some(known) = cache.get(key) {
+            return known.clone();
         }
-        let policy = self.read(key)?;
+        let policy = self.read(key);
         cache.insert(key.to_string(), policy.clone());
-        Some(policy)
+        policy
     }
 
     /// Caches a fetched policy in memory and on disk; a write failure is logged only, as the
@@ -384,7 +388,7 @@ impl MtaSts {
         if let Err(e) = written {
             log::warn!("mta-sts: {}: {e}", path.display());
         }
-        self.lock().insert(key.to_string(), policy.clone());
+        self.lock().insert(key.to_string(), Some(policy.clone()));
     }
 
     fn read(&self, key: &str) -> Option<Policy> {
@@ -402,7 +406,7 @@ impl MtaSts {
             .ok()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Policy>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Option<Policy>>> {
         // A panic while holding the lock leaves the map consistent (single inserts).
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -6,7 +6,7 @@
 
 use crate::addr::Address;
 use crate::aliases::Recipient;
-use crate::config::domains::DomainsHandle;
+use crate::config::{Domains, Live};
 use crate::courier::remote::OutboundEnvelope;
 use crate::courier::{Couriers, DeliveryError, dsn};
 use crate::mailauth::srs::Srs;
@@ -41,7 +41,7 @@ pub fn channel() -> (Deliveries, smol::channel::Receiver<Item>) {
 pub struct Runner {
     pub queue: Queue,
     pub couriers: Couriers,
-    pub domains: Arc<DomainsHandle>,
+    pub domains: Arc<Live<Domains>>,
     pub srs: Arc<Srs>,
     pub hostname: String,
     pub give_up_after: Duration,

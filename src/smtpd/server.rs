@@ -1,7 +1,7 @@
 //! Shared server state and the accept loops (one per listener).
 
 use crate::config::Settings;
-use crate::config::domains::{Domains, DomainsHandle};
+use crate::config::{Domains, Live};
 use crate::mailauth::srs::Srs;
 use crate::proto::session::ListenerKind;
 use crate::queue::runner::Deliveries;
@@ -9,20 +9,20 @@ use crate::queue::store::Queue;
 use crate::smtpd::access::AccessRules;
 use smol::Async;
 use std::net::TcpListener;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// What every connection shares.
 pub struct Server {
     pub settings: Arc<Settings>,
-    pub domains: Arc<DomainsHandle>,
-    /// Behind a lock so a reload can swap certificates; handshakes in progress keep theirs.
-    pub tls: RwLock<futures_rustls::TlsAcceptor>,
+    pub domains: Arc<Live<Domains>>,
+    /// Swapped by a reload (certificates); handshakes in progress keep theirs.
+    pub tls: Live<futures_rustls::TlsAcceptor>,
     pub queue: Queue,
     pub deliveries: Deliveries,
     /// Reverses SRS addresses at RCPT (bounces to forwarded mail).
     pub srs: Arc<Srs>,
     /// `conf/access` rules, swapped by a reload.
-    pub access: RwLock<Arc<AccessRules>>,
+    pub access: Live<AccessRules>,
     /// Failed AUTH attempts per client address.
     pub auth_limit: crate::smtpd::auth_limit::AuthLimit,
     /// Open SMTP connections (a shutdown waits for them).
@@ -64,18 +64,12 @@ impl Server {
 
     /// The access rules in force (a snapshot).
     pub fn access(&self) -> Arc<AccessRules> {
-        match self.access.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.access.get()
     }
 
-    /// The TLS acceptor in force (cheap: it is an `Arc` inside).
-    pub fn tls(&self) -> futures_rustls::TlsAcceptor {
-        match self.tls.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+    /// The TLS acceptor in force.
+    pub fn tls(&self) -> Arc<futures_rustls::TlsAcceptor> {
+        self.tls.get()
     }
 
     /// SIGHUP (SPEC §11): reloads users, aliases, access rules, DKIM keys and certificates. Everything is
@@ -91,15 +85,8 @@ impl Server {
                 .map_err(|e| e.to_string())?;
         let access = load_access(&settings.config_dir).map_err(|e| e.to_string())?;
         self.domains.replace(domains);
-        match self.access.write() {
-            Ok(mut guard) => *guard = Arc::new(access),
-            Err(poisoned) => *poisoned.into_inner() = Arc::new(access),
-        }
-        let acceptor = futures_rustls::TlsAcceptor::from(tls);
-        match self.tls.write() {
-            Ok(mut guard) => *guard = acceptor,
-            Err(poisoned) => *poisoned.into_inner() = acceptor,
-        }
+        self.access.replace(access);
+        self.tls.replace(futures_rustls::TlsAcceptor::from(tls));
         Ok(())
     }
 }
