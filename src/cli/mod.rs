@@ -1,6 +1,9 @@
 //! The command line (SPEC §4), parsed with argh into plain structs, then run.
 //! [`CliError`] carries the exit status; `main` is the only place that exits.
 
+pub mod dkim;
+pub mod dns_records;
+pub mod import_chasquid;
 pub mod serve;
 pub mod util;
 

@@ -45,6 +45,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         srs: srs.clone(),
         hostname: settings.hostname.clone(),
         give_up_after: settings.give_up_after,
+        arc_seal: settings.arc_seal,
         deliveries: deliveries.clone(),
     });
     runner::start(runner, to_deliver, ex.clone());
@@ -69,6 +70,8 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         auth_limit: Default::default(),
         connections: Default::default(),
     });
+    crate::monitoring::start(&settings, server.queue.clone(), &ex)
+        .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
     let mut accepting = Vec::new();
     for (listener, kind) in listeners {
         log::info!(

@@ -21,6 +21,13 @@ pub enum UtilCommand {
     PrintConfig(PrintConfig),
     DomaininfoRemove(DomaininfoRemove),
     Queue(QueueList),
+    DkimKeygen(super::dkim::DkimKeygen),
+    DkimDns(super::dkim::DkimDns),
+    DkimSign(super::dkim::DkimSign),
+    DkimVerify(super::dkim::DkimVerify),
+    DnsRecords(super::dns_records::DnsRecords),
+    DnsCheck(super::dns_records::DnsCheck),
+    ImportChasquid(super::import_chasquid::ImportChasquid),
 }
 
 /// Add a user, or change its password.
@@ -97,6 +104,11 @@ pub struct QueueList {}
 pub struct PrintConfig {}
 
 pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
+    // Importing may create the config folder's conf/tambo.json: no settings to load first.
+    let command = match command {
+        UtilCommand::ImportChasquid(c) => return super::import_chasquid::run(config_dir, c),
+        other => other,
+    };
     let settings = Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?;
     match command {
         UtilCommand::UserAdd(c) => user_add(&settings, c),
@@ -106,6 +118,13 @@ pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
         UtilCommand::AliasesResolve(c) => aliases_resolve(&settings, c),
         UtilCommand::DomaininfoRemove(c) => domaininfo_remove(&settings, c),
         UtilCommand::Queue(_) => queue_list(&settings),
+        UtilCommand::DkimKeygen(c) => super::dkim::keygen(&settings, c),
+        UtilCommand::DkimDns(c) => super::dkim::dns(&settings, c),
+        UtilCommand::DkimSign(c) => super::dkim::sign(&settings, c),
+        UtilCommand::DkimVerify(c) => super::dkim::verify(&settings, c),
+        UtilCommand::DnsRecords(c) => super::dns_records::records(&settings, c),
+        UtilCommand::DnsCheck(c) => super::dns_records::check(&settings, c),
+        UtilCommand::ImportChasquid(_) => unreachable!("handled before loading settings"),
         UtilCommand::PrintConfig(_) => {
             let json = serde_json::to_string_pretty(&settings.to_json())
                 .map_err(|e| CliError::failure(e.to_string()))?;

@@ -4,6 +4,7 @@
 //! - [`inbound`]: SPF, DKIM and DMARC checks of received mail; Authentication-Results.
 //! - [`dkim`]: DKIM keys of the local domains and signing through mail-auth.
 
+pub mod arc;
 pub mod dkim;
 pub mod inbound;
 pub mod srs;

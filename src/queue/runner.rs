@@ -45,6 +45,8 @@ pub struct Runner {
     pub srs: Arc<Srs>,
     pub hostname: String,
     pub give_up_after: Duration,
+    /// ARC-seal forwarded mail (SPEC §3 `arc_seal`).
+    pub arc_seal: bool,
     /// For DSNs, which are queued like any other message.
     pub deliveries: Deliveries,
 }

@@ -133,6 +133,19 @@ pub struct Envelope {
     /// Submitted by an authenticated user (`user@domain`), not received from another MTA.
     #[serde(default)]
     pub auth_user: Option<String>,
+    /// Header lines (each ending in CRLF) that tambo added once the message was read:
+    /// Authentication-Results, a post-data hook's output. Couriers see them ahead of the data
+    /// through [`Item::open_data`].
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub headers: String,
+    /// The value of the Authentication-Results header we added on port 25 (after the field
+    /// name), for the ARC-Authentication-Results of an ARC seal (RFC 8617 §4.1.1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_results: Option<String>,
+    /// Why this message must never leave for an outside address (SPF `fail`, DMARC
+    /// `p=reject` failure accepted under `inbound_policy` "tag", SPEC §8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_forward: Option<String>,
 }
 
 /// One status line of a queue file.

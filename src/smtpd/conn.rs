@@ -496,6 +496,7 @@ impl Conn {
             smtputf8: txn.is_some_and(|t| t.params.smtputf8),
             body_8bit: txn.is_some_and(|t| t.params.body == Some(Body::EightBitMime)),
             auth_user: self.session.auth_user().map(str::to_string),
+            ..Envelope::default()
         }
     }
 }

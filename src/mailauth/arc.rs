@@ -1,0 +1,1 @@
+//! ARC sealing of forwarded mail (RFC 8617, SPEC §8).

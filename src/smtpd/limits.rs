@@ -1,0 +1,1 @@
+//! Caps on concurrent connections, overall and per client address (issue 5).
