@@ -210,6 +210,9 @@ class Tambo:
             "data_dir": "data",
             "dns_servers": [f"{DNS_IP}:53"],
             "outbound_smtp_port": self.sink_port,
+            # Every bench connection (1,000 idle ones among them) comes from 127.0.0.1: the
+            # per-address cap (default 50) would refuse them.
+            "max_connections_per_address": 4000,
         }
         with open(os.path.join(conf, "tambo.json"), "w") as f:
             json.dump(settings, f, indent=2)

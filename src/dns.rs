@@ -133,6 +133,23 @@ impl Dns {
         }
     }
 
+    /// PTR names of an address (reverse DNS, RFC 1035 §3.5 / RFC 3596 §2.5), lower case and
+    /// without the trailing dot. `Ok(vec![])` when the reverse name exists without a PTR.
+    /// hickory answers `localhost` for 127/8 and ::1 without asking (RFC 6761 §6.3).
+    pub async fn ptr(&self, ip: IpAddr) -> Result<Vec<String>, DnsError> {
+        let name = reverse_name(ip);
+        match self.query(&name, RecordType::PTR).await? {
+            Answer::NxDomain => Err(DnsError::NotFound(name)),
+            Answer::Records(records) => Ok(records
+                .into_iter()
+                .filter_map(|r| match r {
+                    RData::PTR(ptr) => Some(host_name(&ptr.0.to_ascii())),
+                    _ => None,
+                })
+                .collect()),
+        }
+    }
+
     /// One query of `rtype` for the absolute name `name`, under a tokio reactor.
     async fn query(&self, name: &str, rtype: RecordType) -> Result<Answer, DnsError> {
         // The trailing dot makes the name absolute, so resolv.conf's search list never applies.
@@ -182,6 +199,27 @@ fn classify_error(name: &str, err: NetError) -> Result<Answer, DnsError> {
             _ => Err(DnsError::Temporary(name.to_string(), err.to_string())),
         },
         _ => Err(DnsError::Temporary(name.to_string(), err.to_string())),
+    }
+}
+
+/// The reverse-lookup name of an address, without the trailing dot: `in-addr.arpa` with the
+/// octets reversed (RFC 1035 §3.5), `ip6.arpa` with the 32 nibbles reversed (RFC 3596 §2.5).
+pub fn reverse_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+        }
+        IpAddr::V6(v6) => {
+            let mut labels: Vec<String> = v6
+                .octets()
+                .iter()
+                .flat_map(|byte| [byte >> 4, byte & 0x0f])
+                .map(|nibble| format!("{nibble:x}"))
+                .collect();
+            labels.reverse();
+            format!("{}.ip6.arpa", labels.join("."))
+        }
     }
 }
 
@@ -451,6 +489,46 @@ mod tests {
         for (input, want) in cases {
             let mxs = input.iter().map(|(p, h)| (*p, h.to_string())).collect();
             assert_eq!(&order_mx("d", mxs), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn reverse_name_table() {
+        let cases = [
+            ("203.0.113.5", "5.113.0.203.in-addr.arpa"),
+            (
+                "2001:db8::567:89ab",
+                "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa",
+            ),
+        ];
+        for (ip, want) in cases {
+            assert_eq!(reverse_name(ip.parse().unwrap()), want, "{ip}");
+        }
+    }
+
+    #[test]
+    fn ptr_cases() {
+        let Some(server) = test_server::start(&[
+            // Not 127/8: hickory answers `localhost` for those itself (RFC 6761 §6.3).
+            "--host-record=Mail.Example.Test,192.0.2.2",
+            "--ptr-record=3.2.0.192.in-addr.arpa,other.example.test",
+            // Answer this reverse zone ourselves: unknown names are NXDOMAIN, not REFUSED.
+            "--local=/2.0.192.in-addr.arpa/",
+        ]) else {
+            return;
+        };
+        let dns = Dns::new(&[server.addr]).expect("resolver");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let cases: &[(&str, Result<Vec<String>, DnsError>)] = &[
+            ("192.0.2.2", Ok(vec!["mail.example.test".into()])),
+            ("192.0.2.3", Ok(vec!["other.example.test".into()])),
+            (
+                "192.0.2.9",
+                Err(DnsError::NotFound("9.2.0.192.in-addr.arpa".into())),
+            ),
+        ];
+        for (addr, want) in cases {
+            assert_eq!(&run(dns.ptr(ip(addr))), want, "{addr}");
         }
     }
 

@@ -9,14 +9,17 @@
 //! maillog: event=bounced id=0193ab... to=<a@b.example> dsn_id=0193ac...
 //! ```
 //!
-//! Values that may contain spaces are quoted with `{:?}`; addresses are in `<...>`.
+//! Values that may contain spaces are quoted with `{:?}`; addresses are in `<...>`. Each event
+//! also bumps its counter in [`metrics`] (`tambo_messages_<event>_total`).
 
+use crate::monitoring::metrics;
 use std::time::Duration;
 
 const TARGET: &str = "maillog";
 
 /// A message was accepted and is durable in the queue.
 pub fn received(id: &str, from: &str, nrcpt: usize, size: u64, client: &ClientDesc<'_>) {
+    metrics::message_received();
     log::info!(
         target: TARGET,
         "event=received id={id} from=<{from}> nrcpt={nrcpt} size={size} client=[{}] helo={:?} tls={} auth={}",
@@ -36,10 +39,12 @@ pub struct ClientDesc<'a> {
 }
 
 pub fn delivered(id: &str, to: &str, via: &str) {
+    metrics::message_delivered();
     log::info!(target: TARGET, "event=delivered id={id} to=<{to}> via={via}");
 }
 
 pub fn deferred(id: &str, to: &str, reason: &str, retry_in: Duration) {
+    metrics::message_deferred();
     log::info!(
         target: TARGET,
         "event=deferred id={id} to=<{to}> reason={reason:?} retry_in={}s",
@@ -48,22 +53,33 @@ pub fn deferred(id: &str, to: &str, reason: &str, retry_in: Duration) {
 }
 
 pub fn failed(id: &str, to: &str, reason: &str) {
+    metrics::message_failed();
     log::info!(target: TARGET, "event=failed id={id} to=<{to}> reason={reason:?}");
 }
 
 /// A DSN about message `id` was queued (as `dsn_id`) to its sender.
 pub fn bounced(id: &str, to: &str, dsn_id: &str) {
+    metrics::message_bounced();
     log::info!(target: TARGET, "event=bounced id={id} to=<{to}> dsn_id={dsn_id}");
 }
 
 /// An access rule (DISCARD) dropped an accepted message.
 pub fn discarded(id: &str, client: std::net::IpAddr) {
+    metrics::message_discarded();
     log::info!(target: TARGET, "event=discarded id={id} client=[{client}] reason=\"access rule\"");
 }
 
-/// A command was refused; `reason` is for the log (the peer saw a short reply).
-pub fn rejected(client: std::net::IpAddr, what: &str, reply: &str) {
-    log::info!(target: TARGET, "event=rejected client=[{client}] cmd={what:?} reply={reply:?}");
+/// A command or a message was refused with `reply`; `from` is the transaction's sender, when
+/// one was under way.
+pub fn rejected(client: std::net::IpAddr, from: Option<&str>, reply: &crate::proto::reply::Reply) {
+    let from = from.map(|f| format!(" from=<{f}>")).unwrap_or_default();
+    log::info!(
+        target: TARGET,
+        "event=rejected client=[{client}]{from} code={} status={} reply={:?}",
+        reply.code,
+        reply.enhanced,
+        reply.text()
+    );
 }
 
 /// Every recipient is done and the queue file is gone.

@@ -75,10 +75,15 @@ impl UserDb {
                 return Err(UserDbError::Io { path, source });
             }
         };
+        UserDb::parse(&text, path)
+    }
+    /// Parses the text of a users file; `path` is where it was read (for errors and `save`).
+    /// Blank text is an empty database.
+    pub fn parse(text: &str, path: &Path) -> Result<UserDb, UserDbError> {
         let users = if text.trim().is_empty() {
             BTreeMap::new()
         } else {
-            parse(&text).map_err(|(line, msg)| UserDbError::Parse {
+            parse(text).map_err(|(line, msg)| UserDbError::Parse {
                 path: path.to_path_buf(),
                 line,
                 msg,
@@ -495,6 +500,21 @@ mod tests {
         assert!(text.starts_with("$scrypt$ln=10,r=8,p=1$"), "{text}");
         assert!(verify_hash(&text, "chasquid-pw"));
         assert!(!verify_hash(&text, "chasquid-pW"));
+    }
+
+    #[test]
+    fn parse_is_load_without_the_file() {
+        let path = Path::new("/cfg/domains/example.test/users");
+        let db = UserDb::parse("{\n  \"bob\": \"!\"\n}\n", path).unwrap();
+        assert_eq!(db.path(), path);
+        assert_eq!(db.get("bob"), Some(&Credential::ReceiveOnly));
+        assert!(UserDb::parse(" \n", path).unwrap().names().is_empty());
+        let err = UserDb::parse("{\n  \"Bob\": \"!\"\n}\n", path).unwrap_err();
+        assert!(matches!(err, UserDbError::Parse { line: 2, .. }), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("/cfg/domains/example.test/users:2: ")
+        );
     }
 
     #[test]

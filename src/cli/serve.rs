@@ -33,6 +33,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         .map_err(|e| CliError::usage(e.to_string()))?;
     let srs = Arc::new(Srs::new(&srs_secret(&settings)?));
     let couriers = couriers(&settings)?;
+    let couriers_dns = couriers.remote.dns.clone();
     let listeners = bind_all(&settings)?;
 
     let ex = Arc::new(smol::Executor::new());
@@ -66,6 +67,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         queue,
         deliveries,
         srs,
+        dns: couriers_dns,
         access: Live::new(access),
         auth_limit: Default::default(),
         connections: Default::default(),
@@ -144,15 +146,25 @@ fn srs_secret(settings: &Settings) -> Result<Vec<u8>, CliError> {
     }
 }
 
-/// Binds every configured listener; any failure names the address and stops the start.
+/// Binds every configured listener, or takes the sockets systemd passed (`LISTEN_FDS`); any
+/// failure names the address or the socket and stops the start. Runs before any connection,
+/// so it also raises the file descriptor limit for them.
 fn bind_all(
     settings: &Settings,
 ) -> Result<Vec<(smol::Async<std::net::TcpListener>, ListenerKind)>, CliError> {
+    crate::smtpd::limits::raise_fd_limit(settings.max_connections);
     let groups = [
-        (&settings.smtp_listen, ListenerKind::Mx),
-        (&settings.submission_listen, ListenerKind::Submission),
-        (&settings.submission_tls_listen, ListenerKind::SubmissionTls),
+        (&settings.smtp_listen[..], ListenerKind::Mx),
+        (&settings.submission_listen[..], ListenerKind::Submission),
+        (
+            &settings.submission_tls_listen[..],
+            ListenerKind::SubmissionTls,
+        ),
     ];
+    let passed = crate::listenfds::take().map_err(|e| CliError::failure(e.to_string()))?;
+    if let Some(passed) = passed {
+        return activated(passed, &groups);
+    }
     let mut listeners = Vec::new();
     for (addrs, kind) in groups {
         for addr in addrs {
@@ -160,6 +172,31 @@ fn bind_all(
         }
     }
     Ok(listeners)
+}
+
+/// Socket activation: the passed sockets replace every configured SMTP listener (a kind with
+/// no socket is not served), as the socket units, not tambo.json, then say where to listen.
+fn activated(
+    passed: Vec<crate::listenfds::Passed>,
+    groups: &[(&[SocketAddr], ListenerKind)],
+) -> Result<Vec<(smol::Async<std::net::TcpListener>, ListenerKind)>, CliError> {
+    let assigned =
+        crate::listenfds::assign(passed, groups).map_err(|e| CliError::usage(e.to_string()))?;
+    for (_, kind) in groups {
+        if !assigned.iter().any(|(_, k)| k == kind) {
+            log::info!("systemd passed no socket for {kind:?}: not listening for it");
+        }
+    }
+    assigned
+        .into_iter()
+        .map(|(listener, kind)| {
+            let addr = listener.local_addr().ok();
+            log::info!("using the socket systemd passed for {kind:?} ({addr:?})");
+            smol::Async::new(listener)
+                .map(|l| (l, kind))
+                .map_err(|e| CliError::failure(format!("systemd socket {addr:?}: {e}")))
+        })
+        .collect()
 }
 
 fn bind(addr: SocketAddr) -> Result<smol::Async<std::net::TcpListener>, CliError> {
@@ -206,10 +243,9 @@ fn run_executor(
 
 /// Waits until no SMTP connection is open, or the grace period is over.
 async fn drain(server: &Server) {
-    use std::sync::atomic::Ordering;
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
     loop {
-        let open = server.connections.load(Ordering::Acquire);
+        let open = server.connections.open();
         if open == 0 {
             return;
         }

@@ -256,53 +256,19 @@ fn describe(r: &Recipient) -> String {
     }
 }
 
-/// One message a line (`id= age= from= nrcpt=`), then one indented line per recipient
-/// (`to= state= [last_error=]`), in the mail log's `key=value` style.
+/// Queued messages, as `queue::listing` writes them (the same data as `/queue`). Read-only:
+/// safe while the server runs.
 fn queue_list(settings: &Settings) -> Result<(), CliError> {
     let dir = settings.data_dir.join("queue");
     if !dir.is_dir() {
-        println!("queue is empty");
+        print!("{}", crate::queue::listing::text(&[]));
         return Ok(());
     }
     let queue = crate::queue::store::Queue::open(&settings.data_dir)
         .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
-    let items = queue
-        .list()
+    let listed = crate::queue::listing::list(&queue, crate::queue::store::now_secs())
         .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
-    if items.is_empty() {
-        println!("queue is empty");
-    }
-    let now = crate::queue::store::now_secs();
-    for item in items {
-        let env = &item.envelope;
-        println!(
-            "id={} age={}s from=<{}> nrcpt={}",
-            item.id,
-            now.saturating_sub(env.received_at),
-            env.from,
-            env.rcpts.len()
-        );
-        for rcpt in &env.rcpts {
-            let state = match &rcpt.state {
-                crate::queue::store::RcptState::Pending => "pending".to_string(),
-                crate::queue::store::RcptState::Delivered => "delivered".to_string(),
-                crate::queue::store::RcptState::Failed { reason } => {
-                    format!("failed reason={reason:?}")
-                }
-            };
-            let last = rcpt
-                .last_error
-                .as_deref()
-                .map(|e| format!(" last_error={e:?}"))
-                .unwrap_or_default();
-            println!(
-                "  to=<{}> state={state}{last}",
-                describe(&rcpt.target)
-                    .split_once(' ')
-                    .map_or("", |(_, t)| t)
-            );
-        }
-    }
+    print!("{}", crate::queue::listing::text(&listed));
     Ok(())
 }
 

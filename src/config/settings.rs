@@ -134,6 +134,10 @@ pub struct Settings {
     pub outbound_bind: Option<IpAddr>,
     pub arc_seal: bool,
     pub mailbox_quota_mb: u64,
+    /// Concurrent SMTP connections in all (not in SPEC §3; issue 5).
+    pub max_connections: usize,
+    /// Concurrent SMTP connections per client address or IPv6 /64; `relay_networks` exempt.
+    pub max_connections_per_address: usize,
 }
 
 /// Every key of SPEC §3, in the order `to_json` prints them.
@@ -163,6 +167,8 @@ pub const KEYS: &[&str] = &[
     "outbound_bind",
     "arc_seal",
     "mailbox_quota_mb",
+    "max_connections",
+    "max_connections_per_address",
 ];
 
 /// What `to_json` prints for a configured SRS secret; refused as a value, so that pasting
@@ -183,10 +189,17 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(e) => return Err(ConfigError(format!("{}: {e}", file.display()))),
         };
+        Settings::parse(&text, config_dir)
+    }
+
+    /// Parses the text of `conf/tambo.json` of a config folder (which should be absolute);
+    /// blank text means all defaults. Errors name `<config_dir>/conf/tambo.json`.
+    pub fn parse(text: &str, config_dir: PathBuf) -> Result<Settings, ConfigError> {
+        let file = config_dir.join("conf").join("tambo.json");
         let mut settings = Settings::defaults(config_dir);
         if !text.trim().is_empty() {
             settings
-                .apply_text(&text)
+                .apply_text(text)
                 .map_err(|e| e.into_config_error(&file))?;
         }
         Ok(settings)
@@ -226,6 +239,10 @@ impl Settings {
             outbound_bind: None,
             arc_seal: true,
             mailbox_quota_mb: 0,
+            // As Postfix's process limit does for memory, these keep a flood from exhausting
+            // file descriptors while one address cannot take the whole server.
+            max_connections: 4000,
+            max_connections_per_address: 50,
         }
     }
 
@@ -276,6 +293,8 @@ impl Settings {
             "outbound_bind": self.outbound_bind.map(|a| a.to_string()),
             "arc_seal": self.arc_seal,
             "mailbox_quota_mb": self.mailbox_quota_mb,
+            "max_connections": self.max_connections,
+            "max_connections_per_address": self.max_connections_per_address,
         })
     }
 
@@ -341,6 +360,8 @@ impl Settings {
             "outbound_bind" => self.outbound_bind = optional(v, ip_addr)?,
             "arc_seal" => self.arc_seal = boolean(v)?,
             "mailbox_quota_mb" => self.mailbox_quota_mb = non_negative(v)?,
+            "max_connections" => self.max_connections = count(v)?,
+            "max_connections_per_address" => self.max_connections_per_address = count(v)?,
             // KEYS and this match list the same keys; the caller checked KEYS.
             _ => return Err("unknown key".into()),
         }

@@ -20,9 +20,9 @@
 
 use crate::courier::DeliveryError;
 use crate::queue::store::Item;
+use crate::queue::store::MessageReader;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::process::{Child, ChildStdin, Stdio};
-use std::fs::File;
 use std::future::Future;
 use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -188,7 +188,7 @@ async fn wait_within(
 async fn feed(
     stdin: Option<ChildStdin>,
     group: &ProcessGroup,
-    data: io::Take<File>,
+    data: MessageReader,
     item: &Item,
     prepend: &[u8],
 ) -> Result<(), DeliveryError> {
@@ -214,7 +214,7 @@ async fn feed(
             return Ok(());
         }
     }
-    if copied != item.data_len {
+    if copied != item.message_len() {
         let e = io::Error::new(
             io::ErrorKind::UnexpectedEof,
             "queue file shorter than recorded",
@@ -298,8 +298,9 @@ fn first_line(output: &[u8]) -> Option<String> {
 }
 
 /// The child's process group: killed on time-out, on a queue read error, and when the
-/// delivery future is dropped (shutdown) before the child was reaped.
-struct ProcessGroup {
+/// delivery future is dropped (shutdown) before the child was reaped. Also used by the
+/// post-data hook (`hooks.rs`), whose children are started the same way.
+pub(crate) struct ProcessGroup {
     pgid: libc::pid_t,
     /// Once the child is reaped its pid (= the group id) may be reused: no more kills.
     /// Atomic only so that a `&ProcessGroup` held across awaits keeps the future `Send`.
@@ -307,7 +308,7 @@ struct ProcessGroup {
 }
 
 impl ProcessGroup {
-    fn of(child: &Child) -> ProcessGroup {
+    pub(crate) fn of(child: &Child) -> ProcessGroup {
         ProcessGroup {
             // Pids fit in pid_t; std gets them from the kernel as pid_t.
             pgid: child.id() as libc::pid_t,
@@ -315,11 +316,11 @@ impl ProcessGroup {
         }
     }
 
-    fn mark_reaped(&self) {
+    pub(crate) fn mark_reaped(&self) {
         self.reaped.store(true, Ordering::Relaxed);
     }
 
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         if self.reaped.load(Ordering::Relaxed) || self.pgid <= 0 {
             return;
         }

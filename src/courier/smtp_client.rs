@@ -378,7 +378,7 @@ impl Client {
         item: &Item,
         prepend: &[u8],
     ) -> Result<Vec<Result<(), DeliveryError>>, ClientError> {
-        self.mail_from(env, item.data_len + prepend.len() as u64)
+        self.mail_from(env, item.message_len() + prepend.len() as u64)
             .await?;
         let mut results: Vec<Option<Result<(), DeliveryError>>> = vec![None; env.rcpts.len()];
         let outcome = self.rcpts_and_data(env, item, prepend, &mut results).await;
@@ -478,7 +478,7 @@ impl Client {
         let mut stuffer = DotStuffer::new();
         let mut out = Vec::with_capacity(CHUNK + CHUNK / 4);
         stuffer.encode(prepend, &mut out);
-        if item.data_len <= INLINE_READ {
+        if item.message_len() <= INLINE_READ {
             // Just written to the queue, so in the page cache: reading it here costs less
             // than handing it to a blocking thread and back.
             let mut file = file;

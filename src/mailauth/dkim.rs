@@ -30,6 +30,8 @@ pub enum DkimError {
     Key { path: PathBuf, msg: String },
     #[error("signing: {0}")]
     Sign(String),
+    #[error("key generation: {0}")]
+    Keygen(String),
 }
 
 /// Headers we sign (RFC 6376 §5.4.1's list, plus MIME and list headers). mail-auth signs
@@ -279,8 +281,195 @@ fn key_error(path: &Path, msg: impl Into<String>) -> DkimError {
     }
 }
 
+// ---- Tooling for `tambo util dkim-*`: new keys, DNS records, verification ----------------
+
+/// The key types `util dkim-keygen` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    Rsa2048,
+    Rsa3072,
+    Ed25519,
+}
+
+impl Algorithm {
+    /// The names the command line takes, in the order `--help` lists them.
+    pub const NAMES: [&'static str; 3] = ["rsa2048", "rsa3072", "ed25519"];
+
+    pub fn parse(name: &str) -> Option<Algorithm> {
+        match name {
+            "rsa2048" => Some(Algorithm::Rsa2048),
+            "rsa3072" => Some(Algorithm::Rsa3072),
+            "ed25519" => Some(Algorithm::Ed25519),
+            _ => None,
+        }
+    }
+}
+
+/// A new private key as PKCS#8 PEM (`BEGIN PRIVATE KEY`). Ed25519 keys take the PKCS#8 v1
+/// form (no embedded public key) that `openssl genpkey` writes, which every DKIM tool reads.
+pub fn generate_pem(algorithm: Algorithm) -> Result<String, DkimError> {
+    use aws_lc_rs::rsa::KeySize;
+    let failed = |e: aws_lc_rs::error::Unspecified| DkimError::Keygen(e.to_string());
+    let der: Vec<u8> = match algorithm {
+        Algorithm::Rsa2048 | Algorithm::Rsa3072 => {
+            let size = if algorithm == Algorithm::Rsa2048 {
+                KeySize::Rsa2048
+            } else {
+                KeySize::Rsa3072
+            };
+            let pair = RsaKeyPair::generate(size).map_err(failed)?;
+            let der = pair.as_der().map_err(failed)?;
+            der.as_ref().to_vec()
+        }
+        Algorithm::Ed25519 => {
+            let rng = aws_lc_rs::rand::SystemRandom::new();
+            let doc =
+                aws_lc_rs::signature::Ed25519KeyPair::generate_pkcs8v1(&rng).map_err(failed)?;
+            doc.as_ref().to_vec()
+        }
+    };
+    Ok(pem_encode("PRIVATE KEY", &der))
+}
+
+/// RFC 7468 §2: base64 in lines of 64 characters between the labels.
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let body = b64(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in body.as_bytes().chunks(64) {
+        // base64 output is ASCII, so every chunk is valid UTF-8.
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// `<domain_dir>/dkim:<selector>.pem`; the selector must have passed [`validate_selector`].
+pub fn key_path(domain_dir: &Path, selector: &str) -> PathBuf {
+    domain_dir.join(format!("dkim:{selector}.pem"))
+}
+
+/// Whether `selector` can name a key of `domain` (Unicode or ASCII form): DNS labels as
+/// [`load_keys`] accepts them (so never `/` or `..`), and a record name
+/// `<selector>._domainkey.<domain>` that fits in DNS (RFC 1035 §2.3.4: 255 octets on the
+/// wire, so 253 characters written out).
+pub fn validate_selector(selector: &str, domain: &str) -> Result<(), String> {
+    check_selector(selector)?;
+    let ascii = idna::domain_to_ascii(domain).map_err(|e| format!("domain {domain:?}: {e}"))?;
+    let name_len = selector.len() + "._domainkey.".len() + ascii.len();
+    if name_len > 253 {
+        return Err(format!(
+            "DKIM selector {selector:?} is too long: {selector}._domainkey.{ascii} has \
+             {name_len} characters, DNS allows 253"
+        ));
+    }
+    Ok(())
+}
+
+/// The key of one selector, loaded and checked like [`load_keys`] does; a missing file is an
+/// error naming it.
+pub fn load_selector_key(
+    domain_dir: &Path,
+    domain: &str,
+    selector: &str,
+) -> Result<DkimKey, DkimError> {
+    let path = key_path(domain_dir, selector);
+    check_selector(selector).map_err(|msg| key_error(&path, msg))?;
+    let ascii_domain = idna::domain_to_ascii(domain)
+        .map_err(|e| key_error(domain_dir, format!("domain {domain:?} is not valid: {e}")))?;
+    match std::fs::symlink_metadata(&path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(key_error(&path, "no such DKIM key"))
+        }
+        _ => load_key(&path, &ascii_domain, selector),
+    }
+}
+
+/// `<selector>._domainkey.<domain>.`, fully qualified (RFC 6376 §3.6.2.1).
+pub fn record_name(key: &DkimKey) -> String {
+    format!("{}._domainkey.{}.", key.selector, key.domain)
+}
+
+/// A TXT value cut into character-strings of at most 255 octets (RFC 1035 §3.3.14); RFC 6376
+/// §3.6.2.2 joins them back without separator. Cuts fall on character boundaries.
+pub fn txt_strings(value: &str) -> Vec<&str> {
+    const MAX: usize = 255;
+    let mut strings = Vec::new();
+    let mut rest = value;
+    while rest.len() > MAX {
+        // A char is at most 4 bytes long, so a boundary lies within the last 4 positions.
+        let cut = (MAX - 3..=MAX)
+            .rev()
+            .find(|&i| rest.is_char_boundary(i))
+            .unwrap_or(MAX);
+        let (head, tail) = rest.split_at(cut);
+        strings.push(head);
+        rest = tail;
+    }
+    strings.push(rest);
+    strings
+}
+
+/// The record as one zone-file line (RFC 1035 §5.1): name, class, type, then the value as
+/// quoted character-strings, with `"` and `\` escaped.
+pub fn zone_line(key: &DkimKey) -> String {
+    let strings: Vec<String> = txt_strings(&dns_record(key))
+        .into_iter()
+        .map(|s| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    format!("{} IN TXT {}", record_name(key), strings.join(" "))
+}
+
+/// The verdict on one DKIM-Signature header of a message being checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignatureCheck {
+    /// `d=`; empty when the header could not be parsed.
+    pub domain: String,
+    /// `s=`; empty when the header could not be parsed.
+    pub selector: String,
+    pub result: crate::mailauth::inbound::DkimResult,
+    /// Why it did not pass, as mail-auth says it.
+    pub reason: Option<String>,
+}
+
+/// Verifies every DKIM-Signature of `message` (headers and body, CRLF), looking keys up
+/// through `dns`. `None` when no header can be parsed.
+pub async fn verify(dns: &crate::dns::Dns, message: &[u8]) -> Option<Vec<SignatureCheck>> {
+    let parsed = mail_auth::AuthenticatedMessage::parse(message)?;
+    // mail-auth's DNS needs a tokio reactor (STACK.md).
+    let outputs = async_compat::Compat::new(dns.authenticator().verify_dkim(&parsed)).await;
+    Some(outputs.iter().map(signature_check).collect())
+}
+
+fn signature_check(output: &mail_auth::DkimOutput<'_>) -> SignatureCheck {
+    use crate::mailauth::inbound::DkimResult as R;
+    use mail_auth::DkimResult as M;
+    let mismatch = mail_auth::Error::Dkim(mail_auth::dkim::DkimError::FailedBodyHashMatch);
+    let (result, reason) = match output.result() {
+        M::Pass => (R::Pass, None),
+        // mail-auth 0.13.3 says `neutral` for a body hash mismatch; RFC 6376 §3.7 makes it a
+        // PERMFAIL, which RFC 8601 §2.7.1 records as `fail` (as dkimpy and inbound.rs do).
+        M::Neutral(e) if *e == mismatch => (R::Fail, Some(e.to_string())),
+        M::Neutral(e) => (R::Neutral, Some(e.to_string())),
+        M::Fail(e) => (R::Fail, Some(e.to_string())),
+        M::PermError(e) => (R::PermError, Some(e.to_string())),
+        M::TempError(e) => (R::TempError, Some(e.to_string())),
+        M::None => (R::None, None),
+    };
+    let (domain, selector) = output
+        .signature()
+        .map(|s| (s.d.to_ascii_lowercase(), s.s.clone()))
+        .unwrap_or_default();
+    SignatureCheck {
+        domain,
+        selector,
+        result,
+        reason,
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use aws_lc_rs::rand::SystemRandom;
     use aws_lc_rs::rsa::KeySize;
@@ -590,11 +779,12 @@ mod tests {
     }
 
     /// A TXT cache pre-seeded with our records, so mail-auth never asks DNS.
-    struct StaticTxt(HashMap<Box<str>, Txt>);
+    /// Also serves the ARC tests (`mailauth/arc.rs`).
+    pub(crate) struct StaticTxt(HashMap<Box<str>, Txt>);
 
     impl StaticTxt {
-        fn new(keys: &[DkimKey]) -> StaticTxt {
-            let records = keys.iter().map(|k| {
+        pub(crate) fn new<'a>(keys: impl IntoIterator<Item = &'a DkimKey>) -> StaticTxt {
+            let records = keys.into_iter().map(|k| {
                 let name = format!("{}._domainkey.{}.", k.selector, k.domain);
                 let key = DomainKey::parse(dns_record(k).as_bytes()).expect("our record parses");
                 (name.into_boxed_str(), Txt::DomainKey(Arc::new(key)))
@@ -826,5 +1016,247 @@ print(" ".join(verdict(i) for i in range(n)))
                 "bug fixed? relaxed/relaxed now interoperates"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tooling_tests {
+    use super::*;
+
+    const DOMAIN: &str = "example.test";
+
+    fn dir_with(selector: &str, pem: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(key_path(dir.path(), selector), pem).expect("write key");
+        dir
+    }
+
+    #[test]
+    fn algorithm_names() {
+        let cases = [
+            ("rsa2048", Some(Algorithm::Rsa2048)),
+            ("rsa3072", Some(Algorithm::Rsa3072)),
+            ("ed25519", Some(Algorithm::Ed25519)),
+            ("rsa1024", None),
+            ("rsa", None),
+            ("", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(Algorithm::parse(name), want, "{name}");
+        }
+        assert!(
+            Algorithm::NAMES
+                .iter()
+                .all(|n| Algorithm::parse(n).is_some())
+        );
+    }
+
+    /// Every algorithm makes a PKCS#8 PEM that the server's loader takes, of the right kind.
+    #[test]
+    fn generated_keys_load() {
+        let cases = [
+            (
+                Algorithm::Rsa2048,
+                KeyKind::Rsa { bits: 2048 },
+                "v=DKIM1; k=rsa; p=",
+            ),
+            (
+                Algorithm::Rsa3072,
+                KeyKind::Rsa { bits: 3072 },
+                "v=DKIM1; k=rsa; p=",
+            ),
+            (
+                Algorithm::Ed25519,
+                KeyKind::Ed25519,
+                "v=DKIM1; k=ed25519; p=",
+            ),
+        ];
+        for (algorithm, kind, prefix) in cases {
+            let pem = generate_pem(algorithm).expect("generate");
+            assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+            assert!(pem.ends_with("\n-----END PRIVATE KEY-----\n"), "{pem}");
+            assert!(pem.lines().all(|l| l.len() <= 64), "{pem}");
+            let dir = dir_with("sel", &pem);
+            let key = load_selector_key(dir.path(), DOMAIN, "sel").expect("load");
+            assert_eq!(key.kind, kind, "{algorithm:?}");
+            assert!(dns_record(&key).starts_with(prefix), "{algorithm:?}");
+            // Two keys are never the same.
+            assert_ne!(generate_pem(algorithm).expect("generate"), pem);
+        }
+    }
+
+    #[test]
+    fn selector_validation() {
+        let long_domain = format!(
+            "{}.{}.{}.example",
+            "a".repeat(63),
+            "b".repeat(63),
+            "c".repeat(63)
+        );
+        let cases: [(&str, &str, bool); 14] = [
+            ("20240105", DOMAIN, true),
+            ("sel-1_a.b", DOMAIN, true),
+            ("x", "bücher.example", true),
+            ("../x", DOMAIN, false),
+            ("a/b", DOMAIN, false),
+            ("..", DOMAIN, false),
+            ("a..b", DOMAIN, false),
+            ("", DOMAIN, false),
+            ("sp ace", DOMAIN, false),
+            ("nul\0", DOMAIN, false),
+            ("sél", DOMAIN, false),
+            ("semi;colon", DOMAIN, false),
+            (&"l".repeat(64), DOMAIN, false),
+            // 50 + 12 + 199 characters: too long a record name.
+            (&"s".repeat(50), &long_domain, false),
+        ];
+        for (selector, domain, ok) in cases {
+            assert_eq!(
+                validate_selector(selector, domain).is_ok(),
+                ok,
+                "{selector:?} @ {domain}"
+            );
+        }
+        let err = validate_selector(&"s".repeat(50), &long_domain).expect_err("too long");
+        assert!(err.contains("253"), "{err}");
+    }
+
+    #[test]
+    fn txt_splitting() {
+        let two_byte = "é".repeat(200); // 400 bytes; no cut may fall inside a character
+        let cases: [(String, Vec<usize>); 6] = [
+            (String::new(), vec![0]),
+            ("a".repeat(10), vec![10]),
+            ("a".repeat(255), vec![255]),
+            ("a".repeat(256), vec![255, 1]),
+            ("a".repeat(600), vec![255, 255, 90]),
+            (two_byte.clone(), vec![254, 146]),
+        ];
+        for (value, lens) in cases {
+            let strings = txt_strings(&value);
+            let got: Vec<usize> = strings.iter().map(|s| s.len()).collect();
+            assert_eq!(got, lens, "{} bytes", value.len());
+            assert_eq!(strings.concat(), value);
+        }
+    }
+
+    #[test]
+    fn zone_lines() {
+        let cases = [(Algorithm::Rsa2048, 2), (Algorithm::Ed25519, 1)];
+        for (algorithm, n_strings) in cases {
+            let dir = dir_with("s1", &generate_pem(algorithm).expect("generate"));
+            let key = load_selector_key(dir.path(), "bücher.example", "s1").expect("load");
+            let line = zone_line(&key);
+            let (head, strings) = line.split_once(" IN TXT ").expect(&line);
+            assert_eq!(head, "s1._domainkey.xn--bcher-kva.example.");
+            let parts: Vec<&str> = strings.split(' ').collect();
+            // `v=DKIM1;` `k=rsa;` `p=...` contain spaces: rejoin the quoted strings.
+            let quoted: Vec<String> = strings
+                .split("\" \"")
+                .map(|s| s.trim_matches('"').to_string())
+                .collect();
+            assert!(parts.len() >= n_strings, "{line}");
+            assert_eq!(quoted.len(), n_strings, "{line}");
+            assert!(quoted.iter().all(|s| s.len() <= 255), "{line}");
+            assert_eq!(quoted.concat(), dns_record(&key), "{line}");
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn missing_and_bad_selector_keys_name_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cases = [
+            ("nope", "no such DKIM key"),
+            ("../x", "invalid DKIM selector"),
+        ];
+        for (selector, want) in cases {
+            let err = load_selector_key(dir.path(), DOMAIN, selector).expect_err(selector);
+            let text = err.to_string();
+            assert!(text.contains(want), "{text}");
+            assert!(text.contains(&format!("dkim:{selector}.pem")), "{text}");
+        }
+        let dir = dir_with("junk", "not a key\n");
+        let err = load_selector_key(dir.path(), DOMAIN, "junk").expect_err("junk");
+        assert!(err.to_string().contains("no PEM private key"), "{err}");
+    }
+
+    /// `verify` through a real resolver: our signatures pass, a changed body fails (not
+    /// mail-auth's `neutral`), a selector without a record is an error, unsigned mail has no
+    /// verdict.
+    #[test]
+    fn verify_through_dns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (selector, algorithm) in [("ed", Algorithm::Ed25519), ("rsa", Algorithm::Rsa2048)] {
+            let pem = generate_pem(algorithm).expect("generate");
+            std::fs::write(key_path(dir.path(), selector), pem).expect("write");
+        }
+        let keys = load_keys(dir.path(), "sign.test").expect("load");
+        let mut args: Vec<String> = keys
+            .iter()
+            .map(|k| {
+                let name = record_name(k);
+                let name = name.trim_end_matches('.');
+                format!(
+                    "--txt-record={name},{}",
+                    txt_strings(&dns_record(k)).join(",")
+                )
+            })
+            .collect();
+        args.push("--host-record=sign.test,127.0.0.1".to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let Some(server) = crate::dns::test_server::start(&args) else {
+            return;
+        };
+        let dns = crate::dns::Dns::new(&[server.addr]).expect("resolver");
+        let message = "From: a@sign.test\r\nSubject: hi\r\n\r\nHello\r\n";
+        let signed = format!(
+            "{}{message}",
+            sign(&keys, message.as_bytes()).expect("sign")
+        );
+        let orphan = dir.path().join("orphan");
+        std::fs::create_dir(&orphan).expect("mkdir");
+        std::fs::write(
+            key_path(&orphan, "gone"),
+            generate_pem(Algorithm::Ed25519).expect("gen"),
+        )
+        .expect("write");
+        let gone = load_keys(&orphan, "sign.test").expect("load");
+        let unpublished = format!(
+            "{}{message}",
+            sign(&gone, message.as_bytes()).expect("sign")
+        );
+        use crate::mailauth::inbound::DkimResult as R;
+        let cases = [
+            (
+                "signed",
+                signed.clone(),
+                vec![("ed", R::Pass), ("rsa", R::Pass)],
+            ),
+            (
+                "tampered",
+                signed.replacen("Hello", "Jello", 1),
+                vec![("ed", R::Fail), ("rsa", R::Fail)],
+            ),
+            ("no record", unpublished, vec![("gone", R::PermError)]),
+            ("unsigned", message.to_string(), vec![]),
+        ];
+        for (name, input, want) in cases {
+            let checks = smol::block_on(verify(&dns, input.as_bytes())).expect(name);
+            let got: Vec<_> = checks
+                .iter()
+                .map(|c| (c.selector.as_str(), c.result))
+                .collect();
+            assert_eq!(got, want, "{name}: {checks:?}");
+            assert!(checks.iter().all(|c| c.domain == "sign.test"), "{name}");
+            for c in &checks {
+                assert_eq!(c.reason.is_some(), c.result != R::Pass, "{name}: {c:?}");
+            }
+        }
+        let tampered = smol::block_on(verify(&dns, signed.replacen("Hello", "J", 1).as_bytes()));
+        let reason = tampered
+            .and_then(|c| c[0].reason.clone())
+            .unwrap_or_default();
+        assert!(reason.contains("body hash"), "{reason}");
     }
 }

@@ -1,11 +1,30 @@
 //! The monitoring endpoint (SPEC §3 `monitoring_listen`): `/metrics` in the Prometheus text
-//! format, `/healthz`, `/queue` as JSON, served with hyper.
+//! format, `/healthz`, `/queue` as JSON, served with hyper (HTTP/1.1) on our smol executor.
+//!
+//! - [`metrics`]: the process-wide counters and their text rendering.
+//! - [`http`]: routing and responses.
+//!
+//! It is meant for a scraper on a private address; still, each connection is bounded in time
+//! and their number is capped, so an exposed port cannot pile up tasks.
 
+pub mod http;
 pub mod metrics;
 
 use crate::config::Settings;
 use crate::queue::store::Queue;
+use smol::Async;
+use smol_hyper::rt::{FuturesIo, SmolTimer};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Connections served at once; more are closed as soon as accepted.
+const MAX_CONNECTIONS: usize = 32;
+/// A whole connection's life (a scraper reconnects; keep-alive beyond this is not needed).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Time to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `monitoring_listen` (when set) and serves it on `ex` until the process ends.
 pub fn start(
@@ -13,6 +32,61 @@ pub fn start(
     queue: Queue,
     ex: &Arc<smol::Executor<'static>>,
 ) -> std::io::Result<()> {
-    let _ = (settings, queue, ex);
+    let Some(addr) = settings.monitoring_listen else {
+        return Ok(());
+    };
+    let listener = Async::<TcpListener>::bind(addr)?;
+    log::info!("monitoring on http://{addr}/metrics");
+    ex.spawn(accept_loop(listener, queue, ex.clone())).detach();
     Ok(())
+}
+
+/// Accepts connections forever, each served on its own task.
+async fn accept_loop(listener: Async<TcpListener>, queue: Queue, ex: Arc<smol::Executor<'static>>) {
+    let open = Arc::new(AtomicUsize::new(0));
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                    open.fetch_sub(1, Ordering::AcqRel);
+                    log::warn!("monitoring: too many connections, closing {peer}");
+                    continue;
+                }
+                let (queue, open) = (queue.clone(), open.clone());
+                ex.spawn(async move {
+                    serve(stream, peer, queue).await;
+                    open.fetch_sub(1, Ordering::AcqRel);
+                })
+                .detach();
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::error!("monitoring: accept: {e}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 connection, for at most [`CONNECTION_LIFETIME`].
+async fn serve(stream: Async<TcpStream>, peer: SocketAddr, queue: Queue) {
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        let queue = queue.clone();
+        async move {
+            let response = http::respond(req.method(), req.uri().path(), &queue).await;
+            Ok::<_, std::convert::Infallible>(response)
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(SmolTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let connection = builder.serve_connection(FuturesIo::new(stream), service);
+    let deadline = async {
+        smol::Timer::after(CONNECTION_LIFETIME).await;
+        Ok(())
+    };
+    if let Err(e) = smol::future::or(connection, deadline).await {
+        log::debug!("monitoring: connection from {peer}: {e}");
+    }
 }

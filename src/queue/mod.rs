@@ -2,10 +2,12 @@
 //! envelope and data together, recipients tracked one by one.
 //!
 //! - [`store`]: the file format, durable put, status records, load on start.
+//! - [`listing`]: what is queued, as `util queue` and `/queue` show it.
 //! - [`retry`]: the retry schedule, a pure function of age.
 //! - [`outbound`]: SRS envelope sender and DKIM signatures of copies leaving for other domains.
 //! - [`runner`]: the delivery loop: one task per message, attempts and retries.
 
+pub mod listing;
 pub mod outbound;
 pub mod retry;
 pub mod runner;

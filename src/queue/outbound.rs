@@ -1,14 +1,18 @@
 //! What a copy leaving for another domain looks like (SPEC §8): its envelope sender (SRS when
-//! we forward on behalf of an outside sender) and the DKIM signatures prepended when its
-//! From: domain is ours. The message itself is passed on byte for byte.
+//! we forward on behalf of an outside sender), the DKIM signatures prepended when its
+//! From: domain is ours, and the ARC set prepended when we forward mail received from
+//! another MTA. The message itself is passed on byte for byte.
 
 use crate::addr::{Address, Domain};
 use crate::config::Domains;
+use crate::dns::Dns;
+use crate::mailauth::arc;
 use crate::mailauth::dkim::{self, DkimKey};
 use crate::mailauth::srs::Srs;
-use crate::queue::store::Item;
+use crate::queue::store::{Item, now_secs};
+use std::collections::BTreeSet;
 use std::io::Read;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The envelope sender for a copy sent to another domain on behalf of `original_rcpt` (the
 /// address the client gave at RCPT, whose domain is ours when an alias forwards).
@@ -46,6 +50,48 @@ fn forwarding_domain(domains: &Domains, original_rcpt: &str) -> Option<Domain> {
         .or_else(|| domains.iter().next().map(|(d, _)| d.clone()))
 }
 
+/// The local domain (ACE form) that forwards for `original_rcpt`, whose key ARC-seals the
+/// copy (SPEC §8).
+pub fn arc_domain(domains: &Domains, original_rcpt: &str) -> Option<String> {
+    forwarding_domain(domains, original_rcpt).map(|d| d.to_ascii())
+}
+
+/// The keys of the forwarding domain `domain_ace` (from [`arc_domain`]); None, logged once
+/// per domain and process at info, when it has none: the copy then goes unsealed.
+pub fn arc_keys(domains: &Domains, domain_ace: &str) -> Option<Arc<[DkimKey]>> {
+    let keys = domains
+        .iter()
+        .find(|(d, _)| d.to_ascii() == domain_ace)
+        .map(|(_, local)| local.dkim.clone())
+        .filter(|keys| !keys.is_empty());
+    if keys.is_none() {
+        static NOTED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+        // A poisoned lock only means another thread panicked while logging: log again.
+        let first = NOTED
+            .lock()
+            .map_or(true, |mut noted| noted.insert(domain_ace.to_string()));
+        if first {
+            log::info!("{domain_ace} has no DKIM key: forwarded mail leaves without an ARC seal");
+        }
+    }
+    keys
+}
+
+/// The ARC set (RFC 8617) to prepend to a copy forwarded by the owner of `keys`, carrying
+/// `auth_results` (our Authentication-Results value). Like [`sign`], reads the message whole
+/// for the signing step only. Blocking (an existing chain is verified through `dns`).
+pub fn seal(
+    dns: &Dns,
+    keys: &[DkimKey],
+    item: &Item,
+    auth_results: &str,
+) -> Result<Vec<u8>, String> {
+    let data = read_whole(item)?;
+    arc::seal(dns, keys, &data, auth_results, now_secs())
+        .map(String::into_bytes)
+        .map_err(|e| format!("ARC sealing: {e}"))
+}
+
 /// The DKIM keys to sign this message with: those of its From: domain when that is local
 /// and has keys; `None` otherwise. Reads only the header section.
 pub fn signing_keys(domains: &Domains, item: &Item) -> Result<Option<Arc<[DkimKey]>>, String> {
@@ -63,13 +109,19 @@ pub fn signing_keys(domains: &Domains, item: &Item) -> Result<Option<Arc<[DkimKe
 /// a message to be signed is read whole, once per attempt; forwarded mail from outside (the
 /// bulk of a forwarder's traffic) has no keys and is never read whole. Blocking.
 pub fn sign(keys: &[DkimKey], item: &Item) -> Result<Vec<u8>, String> {
-    let mut data = Vec::with_capacity(item.data_len.min(1 << 20) as usize);
-    item.open_data()
-        .and_then(|mut r| r.read_to_end(&mut data))
-        .map_err(|e| read_error(item, e))?;
+    let data = read_whole(item)?;
     dkim::sign(keys, &data)
         .map(String::into_bytes)
         .map_err(|e| format!("DKIM signing: {e}"))
+}
+
+/// The message as couriers send it (added headers, then the data), in memory.
+fn read_whole(item: &Item) -> Result<Vec<u8>, String> {
+    let mut data = Vec::with_capacity(item.message_len().min(1 << 20) as usize);
+    item.open_data()
+        .and_then(|mut r| r.read_to_end(&mut data))
+        .map_err(|e| read_error(item, e))?;
+    Ok(data)
 }
 
 fn read_error(item: &Item, e: std::io::Error) -> String {

@@ -84,6 +84,9 @@ struct RemoteRoute {
     via: Vec<String>,
     /// The envelope sender of this copy (SRS applied).
     sender: String,
+    /// The forwarding domain (ACE form) whose key ARC-seals this copy; None when the copy is
+    /// not sealed (`arc_seal` off, or mail not received from another MTA).
+    seal_as: Option<String>,
 }
 
 impl Runner {
@@ -130,6 +133,10 @@ impl Runner {
                     .pipe(item, &argv, &alias)
                     .await
                     .map(|()| "pipe".to_string()),
+                Recipient::Forward { .. } if item.envelope.no_forward.is_some() => {
+                    self.refuse_forward(item, i).await;
+                    continue;
+                }
                 Recipient::Forward { address, via } => {
                     match self.route(&item.envelope, rcpt, &address, via) {
                         Ok(route) => {
@@ -178,11 +185,37 @@ impl Runner {
             &rcpt.original,
             now_secs(),
         );
+        // SPEC §8: seal what we forward of mail received on port 25 (the only mail that has
+        // inbound results to carry).
+        let seal_as = (self.arc_seal && envelope.auth_results.is_some())
+            .then(|| outbound::arc_domain(&domains, &rcpt.original))
+            .flatten();
         Ok(RemoteRoute {
             domain: to.domain().to_ascii(),
             via,
             sender,
+            seal_as,
         })
+    }
+
+    /// SPEC §8: mail that failed SPF or a DMARC `p=reject` policy (kept only under
+    /// `inbound_policy` "tag") never leaves for an outside address. No DSN: the sender is
+    /// the one the checks could not vouch for, so a bounce would likely be backscatter.
+    async fn refuse_forward(&self, item: &mut Item, i: usize) {
+        let reason = format!(
+            "not forwarded: {}",
+            item.envelope
+                .no_forward
+                .as_deref()
+                .unwrap_or("inbound checks failed")
+        );
+        maillog::failed(
+            item.id.as_str(),
+            &item.envelope.rcpts[i].target.target(),
+            &reason,
+        );
+        self.record(item, i, RcptState::Failed { reason }, None)
+            .await;
     }
 
     /// One SMTP transaction per route, with the DKIM signatures (if any) computed once.
@@ -193,8 +226,21 @@ impl Runner {
         next_delay: Duration,
         failures: &mut Vec<Failure>,
     ) {
-        let prepend = self.dkim_headers(item).await;
+        let dkim = self.dkim_headers(item).await;
+        let mut seals: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for (route, indexes) in routes {
+            let prepend = match &route.seal_as {
+                None => dkim.clone(),
+                Some(domain) => {
+                    if !seals.contains_key(domain) {
+                        let seal = self.arc_headers(item, domain).await;
+                        seals.insert(domain.clone(), seal);
+                    }
+                    // The ARC set on top, by custom. Its AMS lists only the DKIM-Signatures
+                    // present when it was made, so ours above it does not disturb it.
+                    [seals.get(domain).map_or(&[][..], Vec::as_slice), &dkim].concat()
+                }
+            };
             let rcpts: Vec<String> = indexes
                 .iter()
                 .map(|&i| remote_rcpt(&item.envelope.rcpts[i].target, &route.domain))
@@ -235,6 +281,26 @@ impl Runner {
             log::error!("queue {}: {e}; sending unsigned", item.id);
             Vec::new()
         })
+    }
+
+    /// The ARC set for a copy forwarded by `domain`, computed once per domain and attempt
+    /// (its `t=` is the time of the attempt). Without a key, or on a signing problem, the copy
+    /// goes unsealed rather than not at all. Reading, verifying the existing chain (DNS) and
+    /// signing run on a blocking thread, as for DKIM.
+    async fn arc_headers(&self, item: &Item, domain: &str) -> Vec<u8> {
+        let Some(results) = item.envelope.auth_results.clone() else {
+            return Vec::new();
+        };
+        let Some(keys) = outbound::arc_keys(&self.domains.get(), domain) else {
+            return Vec::new();
+        };
+        let (dns, snapshot) = (self.couriers.remote.dns.clone(), item.clone());
+        smol::unblock(move || outbound::seal(&dns, &keys, &snapshot, &results))
+            .await
+            .unwrap_or_else(|e| {
+                log::warn!("queue {}: {e}; forwarding unsealed", item.id);
+                Vec::new()
+            })
     }
 
     /// Logs and durably records one recipient's outcome.

@@ -168,12 +168,22 @@ pub struct Item {
     pub data_len: u64,
 }
 
+/// The message as couriers see it: the header lines added after it was read (envelope
+/// `headers`), then the data as received, streamed from the queue file.
+pub type MessageReader = io::Chain<io::Cursor<Vec<u8>>, io::Take<File>>;
+
 impl Item {
-    /// A reader over the message data only, for couriers: the data is never loaded whole.
-    pub fn open_data(&self) -> io::Result<io::Take<File>> {
+    /// A reader over the message for couriers: the data is never loaded whole.
+    pub fn open_data(&self) -> io::Result<MessageReader> {
         let mut file = File::open(&self.path)?;
         file.seek(SeekFrom::Start(self.data_offset))?;
-        Ok(file.take(self.data_len))
+        let added = io::Cursor::new(self.envelope.headers.as_bytes().to_vec());
+        Ok(added.chain(file.take(self.data_len)))
+    }
+
+    /// Length in octets of what [`open_data`](Item::open_data) yields.
+    pub fn message_len(&self) -> u64 {
+        self.envelope.headers.len() as u64 + self.data_len
     }
 }
 
@@ -423,7 +433,7 @@ impl Queue {
     }
 
     /// A reader over `item`'s message data; see [`Item::open_data`].
-    pub fn open_data(&self, item: &Item) -> io::Result<io::Take<File>> {
+    pub fn open_data(&self, item: &Item) -> io::Result<MessageReader> {
         item.open_data()
     }
 }
@@ -453,6 +463,17 @@ impl Incoming {
         self.out.write_all(bytes)?;
         self.data_len += bytes.len() as u64;
         Ok(())
+    }
+
+    /// The data written so far, read back from the temp file (in the page cache: it was just
+    /// written), for the checks that need the whole message: DKIM, the post-data hook.
+    pub fn read_data(&mut self) -> io::Result<Vec<u8>> {
+        self.out.flush()?;
+        let mut file = File::open(&self.tmp_path)?;
+        file.seek(SeekFrom::Start(HEADER_LEN))?;
+        let mut data = Vec::with_capacity(usize::try_from(self.data_len).unwrap_or(0));
+        file.take(self.data_len).read_to_end(&mut data)?;
+        Ok(data)
     }
 
     /// Writes the envelope, fsyncs, renames into place, fsyncs the folder. When this returns

@@ -2,7 +2,12 @@
 //! the executor, message data streamed into the queue, and the durable commit before the 250.
 
 use crate::aliases::Recipient;
+use crate::config::settings::PolicyAction;
+use crate::hooks::{HookEnv, PostDataHook};
+use crate::mailauth::forged_results::ForgedResultsFilter;
+use crate::mailauth::inbound;
 use crate::maillog;
+use crate::monitoring::metrics;
 use crate::proto::command::{Body, ForwardPath};
 use crate::proto::proxy::{self, ProxyStatus};
 use crate::proto::reply::Reply;
@@ -18,10 +23,15 @@ use smol::io::{AsyncReadExt, AsyncWriteExt};
 use std::net::SocketAddr;
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// SPEC §7: idle clients are dropped after 5 minutes.
+/// SPEC §7: idle clients are dropped after 5 minutes. The limit runs from our last reply, not
+/// from the client's last byte, so a client trickling a command a byte at a time is dropped
+/// just the same (RFC 5321 §4.5.3.2.7: the server waits 5 minutes for a command).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// The whole message, from our 354 to the final dot: RFC 5321 §4.5.3.2.5 wants 3 minutes per
+/// data block; a byte a second must not hold a session open forever either.
+const DATA_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// How long a closing connection's unread input is drained (so our last reply is not lost
 /// to a TCP reset).
 const LINGER: Duration = Duration::from_secs(2);
@@ -72,12 +82,50 @@ impl Stream {
     }
 }
 
+/// How long a client may take for its next command, and for its message.
+#[derive(Debug, Clone, Copy)]
+struct ClientLimits {
+    command: Duration,
+    data: Duration,
+}
+
+impl ClientLimits {
+    /// The constants above; `TAMBO_SMTPD_TIMEOUT_SECS` (read once) replaces both, so that the
+    /// end-to-end tests can watch a slow client being dropped without waiting 5 minutes.
+    fn get() -> ClientLimits {
+        static LIMITS: std::sync::OnceLock<ClientLimits> = std::sync::OnceLock::new();
+        *LIMITS.get_or_init(|| {
+            let secs = std::env::var("TAMBO_SMTPD_TIMEOUT_SECS")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&s| s > 0);
+            match secs {
+                Some(s) => ClientLimits {
+                    command: Duration::from_secs(s),
+                    data: Duration::from_secs(s),
+                },
+                None => ClientLimits {
+                    command: IDLE_TIMEOUT,
+                    data: DATA_TIMEOUT,
+                },
+            }
+        })
+    }
+}
+
 /// Runs `fut` with the idle deadline; a timeout is an error like any other I/O error.
 async fn with_deadline<T>(
     fut: impl std::future::Future<Output = std::io::Result<T>>,
 ) -> std::io::Result<T> {
+    with_timeout(IDLE_TIMEOUT, fut).await
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    fut: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
     smol::future::or(fut, async {
-        smol::Timer::after(IDLE_TIMEOUT).await;
+        smol::Timer::after(limit).await;
         Err(std::io::ErrorKind::TimedOut.into())
     })
     .await
@@ -87,6 +135,16 @@ async fn with_deadline<T>(
 struct Receiving {
     incoming: Option<Incoming>,
     failed: Option<String>,
+    /// Drops forged Authentication-Results headers from the header section as it streams.
+    filter: ForgedResultsFilter,
+}
+
+/// Why a message was not accepted at the end of DATA.
+enum Refusal {
+    /// Our own failure (disk, queue): 451, the client tries again.
+    Local(String),
+    /// A decision about the message (authentication policy, hook): this reply.
+    Policy(Reply),
 }
 
 /// One connection, from accept to close.
@@ -97,6 +155,7 @@ pub async fn serve(
     kind: ListenerKind,
 ) {
     let _ = tcp.get_ref().set_nodelay(true);
+    let _open = crate::monitoring::metrics::connection_opened(kind);
     // SPEC §3 `haproxy_incoming`: the real client is named by a PROXY header first.
     let (peer, early) = if kind == ListenerKind::Mx && server.settings.haproxy_incoming {
         match read_proxy_header(&tcp).await {
@@ -109,6 +168,11 @@ pub async fn serve(
     } else {
         (peer, Vec::new())
     };
+    // The per-address cap counts the client the PROXY header named (the accept loop could
+    // only see the proxy).
+    let Some(_per_address) = crate::smtpd::server::admit_proxied(&server, &tcp, peer, kind) else {
+        return;
+    };
     let access = server.access();
     let connect_rule = access.connect(peer.ip()).cloned();
     if let Some(reply) = connect_rule.as_ref().and_then(Action::reply) {
@@ -120,10 +184,12 @@ pub async fn serve(
     }
     let tls_now = kind == ListenerKind::SubmissionTls;
     let stream = if tls_now {
+        crate::monitoring::metrics::tls_handshake_started();
         match with_deadline(server.tls().accept(tcp)).await {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(e) => {
                 log::info!("TLS handshake with {peer} failed: {e}");
+                crate::monitoring::metrics::tls_handshake_failed();
                 return;
             }
         }
@@ -148,6 +214,7 @@ pub async fn serve(
         receiving: None,
         access,
         connect_relay: connect_rule == Some(Action::Relay),
+        kind,
         discard_all: connect_rule == Some(Action::Discard),
     };
     if let Err(e) = conn.run().await {
@@ -194,22 +261,36 @@ struct Conn {
     access: Arc<AccessRules>,
     /// A `Connect:` rule said RELAY.
     connect_relay: bool,
+    kind: ListenerKind,
     /// A `Connect:` rule said DISCARD: every message is accepted and dropped.
     discard_all: bool,
 }
 
 impl Conn {
     async fn run(&mut self) -> std::io::Result<()> {
+        // When we last answered: the client's next command (or its whole message) must arrive
+        // within a limit counted from there, however it trickles in (slow-loris clients).
+        let mut answered_at = Instant::now();
         loop {
             if self.drive().await? {
                 self.flush().await?;
                 return self.linger().await;
             }
+            if !self.out.is_empty() {
+                answered_at = Instant::now();
+            }
             // RFC 2920 §3.1: replies may wait until the server must read.
             self.flush().await?;
             self.session.release_buffers();
+            let limits = ClientLimits::get();
+            let limit = if self.session.in_data() {
+                limits.data
+            } else {
+                limits.command
+            };
+            let left = limit.saturating_sub(answered_at.elapsed());
             let mut buf = Vec::new();
-            let n = match with_deadline(self.read_chunk(&mut buf)).await {
+            let n = match with_timeout(left, self.read_chunk(&mut buf)).await {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
@@ -220,6 +301,7 @@ impl Conn {
                 }
                 Err(e) => return Err(e),
             };
+            crate::monitoring::metrics::bytes_in(n);
             self.session.feed(&buf[..n]);
         }
     }
@@ -269,13 +351,13 @@ impl Conn {
 
     fn queue_reply(&mut self, reply: &Reply) {
         if reply.is_error() {
-            log::info!(
-                "{} <- {} {} {}",
-                self.peer,
-                reply.code,
-                reply.enhanced,
-                reply.text()
-            );
+            // Every refusal (RCPT, MAIL, the message itself, protocol errors) gets its mail
+            // log line, with the reply the client saw.
+            let from = self
+                .session
+                .transaction()
+                .map(|t| reverse_path_text(&t.from));
+            maillog::rejected(self.peer.ip(), from.as_deref(), reply);
         }
         reply.encode(&mut self.out);
     }
@@ -285,6 +367,7 @@ impl Conn {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
+        crate::monitoring::metrics::bytes_out(out.len());
         with_deadline(self.stream.write_all(&out)).await
     }
 
@@ -306,10 +389,12 @@ impl Conn {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err(std::io::Error::other("STARTTLS on a TLS stream"));
         };
+        crate::monitoring::metrics::tls_handshake_started();
         let tls = with_deadline(self.server.tls().accept(tcp))
             .await
             .inspect_err(|e| {
                 log::info!("TLS handshake with {} failed: {e}", self.peer);
+                crate::monitoring::metrics::tls_handshake_failed();
             })?;
         self.stream = Stream::Tls(Box::new(tls));
         self.session.tls_established();
@@ -322,6 +407,7 @@ impl Conn {
         if limit.blocked(ip, std::time::Instant::now()) {
             // No password is checked while blocked, so guessing gets nowhere.
             log::info!("AUTH refused from {ip}: too many failures");
+            crate::monitoring::metrics::auth_blocked();
             smol::Timer::after(AUTH_FAILURE_DELAY).await;
             let reply = Reply::new(454, "4.7.0", "Too many failed logins, try again later");
             return self.session.auth_refused(reply);
@@ -339,6 +425,7 @@ impl Conn {
             Some(_) => limit.succeeded(ip),
             None => {
                 log::info!("AUTH failed from {}", self.peer);
+                crate::monitoring::metrics::auth_failed();
                 limit.failed(ip, std::time::Instant::now());
                 smol::Timer::after(AUTH_FAILURE_DELAY).await;
             }
@@ -347,23 +434,21 @@ impl Conn {
     }
 
     fn data_start(&mut self) {
+        let filter = ForgedResultsFilter::new(&self.server.settings.hostname);
         let receiving = match self.server.queue.incoming() {
             Ok(mut incoming) => {
                 let header = self.received_header(incoming.id().as_str());
-                match incoming.write(header.as_bytes()) {
-                    Ok(()) => Receiving {
-                        incoming: Some(incoming),
-                        failed: None,
-                    },
-                    Err(e) => Receiving {
-                        incoming: Some(incoming),
-                        failed: Some(e.to_string()),
-                    },
+                let failed = incoming.write(header.as_bytes()).err();
+                Receiving {
+                    incoming: Some(incoming),
+                    failed: failed.map(|e| e.to_string()),
+                    filter,
                 }
             }
             Err(e) => Receiving {
                 incoming: None,
                 failed: Some(e.to_string()),
+                filter,
             },
         };
         self.receiving = Some(receiving);
@@ -395,43 +480,206 @@ impl Conn {
         if r.failed.is_some() {
             return;
         }
-        if let Some(incoming) = r.incoming.as_mut()
-            && let Err(e) = incoming.write(chunk)
-        {
+        let Some(incoming) = r.incoming.as_mut() else {
+            return;
+        };
+        let written = if r.filter.in_body() {
+            incoming.write(chunk)
+        } else {
+            let mut kept = Vec::with_capacity(chunk.len());
+            r.filter.feed(chunk, &mut kept);
+            incoming.write(&kept)
+        };
+        if let Err(e) = written {
             r.failed = Some(e.to_string());
         }
     }
 
-    /// The message is complete: commit it durably (off the executor), and only then answer.
+    /// The message is complete: check it, commit it durably (off the executor), and only
+    /// then answer.
     async fn data_end(&mut self) {
         let result = match self.receiving.take() {
             Some(Receiving {
-                incoming: Some(incoming),
+                incoming: Some(mut incoming),
                 failed: None,
-            }) if self.discarded() => {
-                // SPEC §7 DISCARD: accepted, as far as the client can tell, and dropped.
-                let id = incoming.id().to_string();
-                incoming.abort();
-                maillog::discarded(&id, self.peer.ip());
-                Ok(id)
+                mut filter,
+            }) => {
+                let mut rest = Vec::new();
+                filter.finish(&mut rest);
+                match incoming.write(&rest) {
+                    Ok(()) => self.accept(incoming).await,
+                    Err(e) => {
+                        incoming.abort();
+                        Err(Refusal::Local(e.to_string()))
+                    }
+                }
             }
             Some(Receiving {
-                incoming: Some(incoming),
-                failed: None,
-            }) => self.commit(incoming).await,
-            Some(Receiving { incoming, failed }) => {
+                incoming, failed, ..
+            }) => {
                 if let Some(i) = incoming {
                     i.abort();
                 }
-                Err(failed.unwrap_or_default())
+                Err(Refusal::Local(failed.unwrap_or_default()))
             }
-            None => Err("no message in progress".into()),
+            None => Err(Refusal::Local("no message in progress".into())),
         };
-        let result = result.map_err(|reason| {
-            log::error!("cannot queue message from {}: {reason}", self.peer);
-            Reply::new(451, "4.3.0", "Local error, please try again later")
+        let result = result.map_err(|refusal| match refusal {
+            Refusal::Local(reason) => {
+                log::error!("cannot queue message from {}: {reason}", self.peer);
+                Reply::new(451, "4.3.0", "Local error, please try again later")
+            }
+            Refusal::Policy(reply) => reply,
         });
         self.session.data_result(result);
+    }
+
+    /// Decides on a complete message: DISCARD rules, then (port 25) SPF / DKIM / DMARC, then
+    /// the durable commit.
+    async fn accept(&mut self, incoming: Incoming) -> Result<String, Refusal> {
+        if self.discarded() {
+            // SPEC §7 DISCARD: accepted, as far as the client can tell, and dropped.
+            let id = incoming.id().to_string();
+            incoming.abort();
+            maillog::discarded(&id, self.peer.ip());
+            return Ok(id);
+        }
+        let mut envelope = self.envelope();
+        let checks = self.checks_inbound();
+        // SPEC §9: the hook runs for mail received on port 25; looked up per message, so
+        // adding or removing it needs no restart.
+        let hook = (self.kind == ListenerKind::Mx)
+            .then(|| PostDataHook::find(&self.server.settings.config_dir))
+            .flatten();
+        if !checks && hook.is_none() {
+            return self
+                .commit(incoming, envelope)
+                .await
+                .map_err(Refusal::Local);
+        }
+        let (incoming, message) = read_back(incoming).await?;
+        let mut spf_pass = false;
+        if checks {
+            match self.authenticate_message(&message, &mut envelope).await {
+                Ok(pass) => spf_pass = pass,
+                Err(reply) => {
+                    incoming.abort();
+                    return Err(Refusal::Policy(reply));
+                }
+            }
+        }
+        if let Some(hook) = hook {
+            let env = self.hook_env(&envelope, spf_pass);
+            // The hook reads the message as it will be delivered: our headers, then the data.
+            let input = smol::io::Cursor::new(envelope.headers.as_bytes())
+                .chain(smol::io::Cursor::new(&message[..]));
+            match hook.run_reader(&env, input).await.into_result() {
+                // chasquid puts the hook's headers on top.
+                Ok(headers) => envelope.headers.insert_str(0, &headers),
+                Err(reply) => {
+                    incoming.abort();
+                    return Err(Refusal::Policy(reply));
+                }
+            }
+        }
+        drop(message);
+        self.commit(incoming, envelope)
+            .await
+            .map_err(Refusal::Local)
+    }
+
+    /// The envelope as chasquid's hooks see it (SPEC §9).
+    fn hook_env(&self, envelope: &Envelope, spf_pass: bool) -> HookEnv {
+        let rcpt_to = self
+            .session
+            .transaction()
+            .map(|t| {
+                t.rcpts
+                    .iter()
+                    .map(|(fp, _)| forward_path_text(fp))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let from_local_domain = crate::addr::Address::parse(&envelope.from)
+            .is_ok_and(|a| self.server.domains().get(a.domain()).is_some());
+        HookEnv {
+            remote_addr: self.peer,
+            ehlo_domain: self.session.helo().unwrap_or("").to_string(),
+            mail_from: envelope.from.clone(),
+            rcpt_to,
+            auth_as: self.session.auth_user().map(str::to_string),
+            on_tls: self.session.is_tls(),
+            from_local_domain,
+            spf_pass,
+        }
+    }
+
+    /// SPEC §7: mail arriving on port 25 from the outside is authenticated. Clients trusted to
+    /// relay (`relay_networks`, a `Connect:` RELAY rule) are our own machines sending as our
+    /// domains, like submission: their mail is not checked.
+    fn checks_inbound(&self) -> bool {
+        let ip = self.peer.ip();
+        self.kind == ListenerKind::Mx
+            && !self.connect_relay
+            && !self
+                .server
+                .settings
+                .relay_networks
+                .iter()
+                .any(|net| net.contains(ip))
+    }
+
+    /// SPF, DKIM and DMARC: the Authentication-Results header goes into the envelope; an SPF
+    /// `fail` or a DMARC `p=reject` failure is refused unless `inbound_policy` says "tag", and
+    /// a tagged one is never forwarded outside (SPEC §8). Ok says whether SPF passed.
+    async fn authenticate_message(
+        &self,
+        message: &[u8],
+        envelope: &mut Envelope,
+    ) -> Result<bool, Reply> {
+        let hostname = &self.server.settings.hostname;
+        let ctx = inbound::Inbound {
+            client_ip: self.peer.ip(),
+            helo: self.session.helo().unwrap_or(""),
+            mail_from: &envelope.from,
+            hostname,
+        };
+        let verdict = inbound::check(&self.server.dns, &ctx, message).await;
+        let dkim: Vec<&str> = verdict.dkim.iter().map(|d| d.result.as_str()).collect();
+        metrics::inbound_auth(verdict.spf.as_str(), &dkim, verdict.dmarc.result.as_str());
+        let policy = &self.server.settings.inbound_policy;
+        if verdict.spf_failed() {
+            if policy.spf_fail == PolicyAction::Reject {
+                // RFC 7372 §3.2: 5.7.23, SPF validation failed.
+                return Err(Reply::new(
+                    550,
+                    "5.7.23",
+                    format!("SPF check failed for {}", spf_identity(&ctx)),
+                ));
+            }
+            envelope.no_forward = Some("SPF fail".into());
+        }
+        if verdict.dmarc_reject() {
+            if policy.dmarc_reject == PolicyAction::Reject {
+                return Err(Reply::new(
+                    550,
+                    "5.7.1",
+                    format!(
+                        "Message rejected per the DMARC policy of {}",
+                        verdict.dmarc.from_domain
+                    ),
+                ));
+            }
+            envelope.no_forward = Some("DMARC p=reject failure".into());
+        }
+        let value = verdict
+            .header
+            .strip_prefix("Authentication-Results:")
+            .unwrap_or(&verdict.header)
+            .trim();
+        envelope.auth_results = Some(value.to_string());
+        envelope.headers.push_str(&verdict.header);
+        Ok(verdict.spf == inbound::SpfResult::Pass)
     }
 
     /// Whether an access rule says to drop this message (`Connect:` or `From:` DISCARD).
@@ -443,8 +691,7 @@ impl Conn {
         self.discard_all || from.is_some_and(|f| self.access.from(&f) == Some(&Action::Discard))
     }
 
-    async fn commit(&mut self, incoming: Incoming) -> Result<String, String> {
-        let envelope = self.envelope();
+    async fn commit(&mut self, incoming: Incoming, envelope: Envelope) -> Result<String, String> {
         let from = envelope.from.clone();
         let nrcpt = envelope.rcpts.len();
         let item = smol::unblock(move || incoming.commit(envelope))
@@ -457,7 +704,7 @@ impl Conn {
             tls: self.session.is_tls(),
             auth: self.session.auth_user(),
         };
-        maillog::received(&id, &from, nrcpt, item.data_len, &client);
+        maillog::received(&id, &from, nrcpt, item.message_len(), &client);
         self.server.deliveries.submit(item);
         Ok(id)
     }
@@ -498,6 +745,27 @@ impl Conn {
             auth_user: self.session.auth_user().map(str::to_string),
             ..Envelope::default()
         }
+    }
+}
+
+/// The whole message as written so far, read back off the executor.
+async fn read_back(mut incoming: Incoming) -> Result<(Incoming, Vec<u8>), Refusal> {
+    smol::unblock(move || match incoming.read_data() {
+        Ok(data) => Ok((incoming, data)),
+        Err(e) => {
+            incoming.abort();
+            Err(Refusal::Local(format!("reading the message back: {e}")))
+        }
+    })
+    .await
+}
+
+/// The identity SPF checked: MAIL FROM, or the HELO name for `<>` (RFC 7208 §2.4).
+fn spf_identity(ctx: &inbound::Inbound<'_>) -> String {
+    if ctx.mail_from.is_empty() {
+        ctx.helo.to_string()
+    } else {
+        ctx.mail_from.to_string()
     }
 }
 

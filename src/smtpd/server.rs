@@ -7,8 +7,9 @@ use crate::proto::session::ListenerKind;
 use crate::queue::runner::Deliveries;
 use crate::queue::store::Queue;
 use crate::smtpd::access::AccessRules;
+use crate::smtpd::limits::{AddressKey, Caps, Connections, Refused};
 use smol::Async;
-use std::net::TcpListener;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 
 /// What every connection shares.
@@ -21,12 +22,15 @@ pub struct Server {
     pub deliveries: Deliveries,
     /// Reverses SRS addresses at RCPT (bounces to forwarded mail).
     pub srs: Arc<Srs>,
+    /// The process's one resolver, for SPF / DKIM / DMARC on port 25.
+    pub dns: Arc<crate::dns::Dns>,
     /// `conf/access` rules, swapped by a reload.
     pub access: Live<AccessRules>,
     /// Failed AUTH attempts per client address.
     pub auth_limit: crate::smtpd::auth_limit::AuthLimit,
-    /// Open SMTP connections (a shutdown waits for them).
-    pub connections: std::sync::atomic::AtomicUsize,
+    /// Open SMTP connections, in all and per client address: a shutdown waits for them,
+    /// `max_connections` and `max_connections_per_address` cap them.
+    pub connections: Connections,
 }
 
 /// `<config_dir>/conf/access` (no file: no rules).
@@ -36,24 +40,106 @@ pub fn load_access(
     AccessRules::load(&config_dir.join("conf").join("access"))
 }
 
-/// Counts a connection for as long as it lives.
-pub struct ConnectionGuard(Arc<Server>);
+/// Counts a connection (and its client address, when known) for as long as it lives.
+pub struct ConnectionGuard {
+    server: Arc<Server>,
+    address: Option<AddressKey>,
+}
 
 impl ConnectionGuard {
+    /// Counts a connection that no cap may refuse.
     pub fn new(server: Arc<Server>) -> ConnectionGuard {
-        server
-            .connections
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        ConnectionGuard(server)
+        server.connections.add();
+        ConnectionGuard {
+            server,
+            address: None,
+        }
+    }
+
+    /// Counts a connection from `client` on a `kind` listener, within the caps. The address is
+    /// left to [`admit_proxied`] when a PROXY header will name the real client.
+    pub fn admit(
+        server: &Arc<Server>,
+        client: IpAddr,
+        kind: ListenerKind,
+    ) -> Result<ConnectionGuard, Refused> {
+        let settings = &server.settings;
+        let caps = Caps::from_settings(settings);
+        server.connections.admit(caps.total)?;
+        let mut guard = ConnectionGuard {
+            server: server.clone(),
+            address: None,
+        };
+        if !behind_proxy(settings, kind) && !crate::smtpd::limits::exempt(settings, client) {
+            // On refusal the guard drops and gives the overall slot back.
+            guard.address = Some(server.connections.admit_address(client, caps.per_address)?);
+        }
+        Ok(guard)
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        if let Some(key) = self.address.take() {
+            self.server.connections.release_address(key);
+        }
+        self.server.connections.release();
     }
+}
+
+/// Whether the client address of a `kind` connection is only known from its PROXY header
+/// (SPEC §3 `haproxy_incoming`: the MX port).
+fn behind_proxy(settings: &Settings, kind: ListenerKind) -> bool {
+    kind == ListenerKind::Mx && settings.haproxy_incoming
+}
+
+/// A client address counted after its PROXY header (nothing when the address was counted at
+/// accept, or is exempt).
+pub struct AddressGuard(Option<(Arc<Server>, AddressKey)>);
+
+impl Drop for AddressGuard {
+    fn drop(&mut self) {
+        if let Some((server, key)) = self.0.take() {
+            server.connections.release_address(key);
+        }
+    }
+}
+
+/// The per-address cap for a connection whose client a PROXY header named: `None` means it
+/// was refused (the 421 is written) and must be closed. Called by the connection driver right
+/// after the header, for every connection (it does nothing where [`ConnectionGuard::admit`]
+/// already counted the address).
+pub fn admit_proxied(
+    server: &Arc<Server>,
+    tcp: &Async<TcpStream>,
+    client: SocketAddr,
+    kind: ListenerKind,
+) -> Option<AddressGuard> {
+    let settings = &server.settings;
+    if !behind_proxy(settings, kind) || crate::smtpd::limits::exempt(settings, client.ip()) {
+        return Some(AddressGuard(None));
+    }
+    let cap = settings.max_connections_per_address;
+    match server.connections.admit_address(client.ip(), cap) {
+        Ok(key) => Some(AddressGuard(Some((server.clone(), key)))),
+        Err(why) => {
+            refuse(tcp, client, kind, why);
+            None
+        }
+    }
+}
+
+/// Answers 421 and lets the caller close. The write is non-blocking (`Async` sockets are
+/// O_NONBLOCK): a fresh socket's send buffer takes a short reply at once, and a client that
+/// has filled it does not deserve a wait. On the implicit-TLS port the client expects a TLS
+/// record, not a reply: it is closed without a word (a handshake per refusal would cost more
+/// than the cap saves).
+fn refuse(tcp: &Async<TcpStream>, client: SocketAddr, kind: ListenerKind, why: Refused) {
+    use std::io::Write;
+    if kind != ListenerKind::SubmissionTls {
+        let _ = tcp.get_ref().write(&why.reply().to_bytes());
+    }
+    log::info!("refusing connection from {} ({kind:?}): {why}", client.ip());
 }
 
 impl Server {
@@ -101,7 +187,15 @@ pub async fn accept_loop(
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                let guard = ConnectionGuard::new(server.clone());
+                let guard = match ConnectionGuard::admit(&server, peer.ip(), kind) {
+                    Ok(guard) => guard,
+                    Err(why) => {
+                        // Answered and closed here, without a task or a wait: a flood costs
+                        // one write per connection.
+                        refuse(&stream, peer, kind, why);
+                        continue;
+                    }
+                };
                 let server = server.clone();
                 ex.spawn(async move {
                     crate::smtpd::conn::serve(server, stream, peer, kind).await;

@@ -107,7 +107,7 @@ class Tambo:
             "smtp_listen": [f"127.0.0.1:{self.smtp_port}"],
             "submission_listen": [f"127.0.0.1:{self.submission_port}"],
             "submission_tls_listen": [f"127.0.0.1:{self.submission_tls_port}"],
-            "dns_servers": ["127.0.0.1:1"],
+            "dns_servers": [failing_dns()],
         }
         self.proc: subprocess.Popen | None = None
         self.extra_env: dict[str, str] = {}  # added to the environment of `serve`
@@ -529,3 +529,46 @@ def send_raw(port: int, sender: str, rcpts: list[str], message: bytes, *, tls: b
         except (Closed, OSError):
             pass
         return r
+
+
+# ---- a DNS server that fails every query at once ----------------------------------------------
+
+_failing_dns_addr: str | None = None
+
+
+def failing_dns() -> str:
+    """Address of a DNS server (a thread of this process, on loopback) that answers every
+    query with SERVFAIL at once: "DNS is broken", a temporary failure for everything, without
+    the resolver timeouts a dead port would cost every inbound check and delivery."""
+    global _failing_dns_addr
+    if _failing_dns_addr is None:
+        import socket
+        import threading
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+
+        def serve():
+            while True:
+                try:
+                    query, peer = sock.recvfrom(4096)
+                except OSError:
+                    return
+                if len(query) < 12:
+                    continue
+                # Same id and question; QR=1, RD copied, RA=1, RCODE=2 (SERVFAIL); no records
+                # (the question's name is walked so that an EDNS OPT record is left out).
+                end = 12
+                while end < len(query) and query[end] != 0:
+                    end += 1 + query[end]
+                end += 5  # the root label, QTYPE, QCLASS
+                flags = bytes([0x80 | (query[2] & 0x01), 0x82])
+                answer = query[:2] + flags + b"\0\1" + b"\0" * 6 + query[12:end]
+                try:
+                    sock.sendto(answer, peer)
+                except OSError:
+                    pass
+
+        threading.Thread(target=serve, name="failing-dns", daemon=True).start()
+        _failing_dns_addr = f"127.0.0.1:{sock.getsockname()[1]}"
+    return _failing_dns_addr

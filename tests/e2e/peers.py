@@ -19,7 +19,10 @@ The zone (every name under .test; `--local=/test/` makes unknown names NXDOMAIN)
     loop.test      MX 10 mx.loop.test -> 127.0.0.1 (tambo itself, when outbound port = its port)
     txtonly.test   only a TXT record: NODATA for MX and A
     nowhere.test   NXDOMAIN
-    DKIM keys:     sel1/sel2._domainkey.example.test, s1._domainkey.sender.test
+    DKIM keys:     sel1/sel2._domainkey.example.test, s1._domainkey.sender.test,
+                   s1._domainkey.strict.test (the sender key too)
+    SPF / DMARC:   INBOUND_AUTH_TXT below (spfok.test passes 127.0.0.1, spffail.test and
+                   badhelo.test fail it, _dmarc.strict.test p=reject)
 
 Every process started here is stopped in a finalizer; every wait has a deadline.
 """
@@ -61,6 +64,15 @@ SINK_HOSTS = {
 }
 DOWN_HOSTS = ["127.0.0.7", "127.0.0.9"]  # nothing listens there
 
+# SPF and DMARC of the inbound-authentication tests (test_inbound_auth.py); strict.test signs
+# with the sender key (selector s1) and asks DMARC p=reject.
+INBOUND_AUTH_TXT = [
+    ("spfok.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("spffail.test", "v=spf1 ip4:192.0.2.1 -all"),
+    ("badhelo.test", "v=spf1 -all"),
+    ("_dmarc.strict.test", "v=DMARC1; p=reject"),
+    ("strict.test", "v=spf1 ip4:192.0.2.1 -all"),
+]
 DKIM_SELECTORS = {"sel1": "rsa", "sel2": "ed25519"}  # of example.test
 SENDER_DKIM_SELECTOR = "s1"  # of sender.test (RSA)
 
@@ -445,6 +457,8 @@ class Network:
         txt = [("txtonly.test", "v=spf1 -all")]
         txt += [(f"{k.selector}._domainkey.example.test", k.txt) for k in self.keys.values()]
         txt.append((f"{SENDER_DKIM_SELECTOR}._domainkey.sender.test", self.sender_key.txt))
+        txt += INBOUND_AUTH_TXT
+        txt.append((f"{SENDER_DKIM_SELECTOR}._domainkey.strict.test", self.sender_key.txt))
         self.dns = DnsServer(workdir, mx, hosts, txt)
 
     def start(self) -> "Network":

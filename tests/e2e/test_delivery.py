@@ -205,7 +205,6 @@ def test_mail_log_received_and_delivered(env):
         assert line, f"no 'delivered' log line for {rcpt} with id {qid}:\n{env.log()}"
 
 
-@pytest.mark.xfail(strict=True, reason="not implemented yet: issue 5 (inbound SPF/DKIM/DMARC, Authentication-Results)")
 def test_port_25_adds_authentication_results(server):
     msg, _ = make_message()
     queue_id(send_raw(server.smtp_port, SENDER, [ALICE], msg))

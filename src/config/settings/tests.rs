@@ -61,6 +61,8 @@ fn assert_defaults(s: &Settings, dir: &Path) {
     assert_eq!(s.outbound_bind, None);
     assert!(s.arc_seal);
     assert_eq!(s.mailbox_quota_mb, 0);
+    assert_eq!(s.max_connections, 4000);
+    assert_eq!(s.max_connections_per_address, 50);
 }
 
 #[test]
@@ -112,7 +114,9 @@ fn every_key_accepted() {
         "relay_networks": ["192.0.2.0/24", "2001:db8::/32", "10.0.0.1"],
         "outbound_bind": "2001:db8::5",
         "arc_seal": false,
-        "mailbox_quota_mb": 1024
+        "mailbox_quota_mb": 1024,
+        "max_connections": 300,
+        "max_connections_per_address": 7
     }"#;
     let s = load_ok(text);
     assert_eq!(s.hostname, "mail.example.com");
@@ -146,6 +150,8 @@ fn every_key_accepted() {
     assert_eq!(s.outbound_bind, Some("2001:db8::5".parse().unwrap()));
     assert!(!s.arc_seal);
     assert_eq!(s.mailbox_quota_mb, 1024);
+    assert_eq!(s.max_connections, 300);
+    assert_eq!(s.max_connections_per_address, 7);
 }
 
 #[test]
@@ -428,6 +434,14 @@ fn bad_values_name_line_and_key() {
             ":1: \"relay_networks\": expected a CIDR network",
         ),
         (
+            "{\"max_connections\": 0}",
+            ":1: \"max_connections\": expected a positive integer, got 0",
+        ),
+        (
+            "{\"max_connections_per_address\": \"50\"}",
+            ":1: \"max_connections_per_address\": expected a positive integer, got \"50\"",
+        ),
+        (
             "{\"outbound_bind\": \"eth0\"}",
             ":1: \"outbound_bind\": expected an IP address, got \"eth0\"",
         ),
@@ -619,6 +633,7 @@ fn to_json_round_trips() {
             "give_up_after": "90m", "dns_servers": ["::1"], "relay_networks": ["10.0.0.0/8", "::1"],
             "outbound_bind": "192.0.2.1", "inbound_policy": {"spf_fail": "tag", "dmarc_reject": "tag"},
             "haproxy_incoming": true, "arc_seal": false, "mailbox_quota_mb": 7,
+            "max_connections": 10, "max_connections_per_address": 2,
             "data_dir": "var", "suffix_separators": "-+", "drop_characters": ""}"#,
         r#"{"local_delivery": {"lmtp": "unix:/run/dovecot/lmtp"}, "give_up_after": "3601s"}"#,
     ];
