@@ -465,6 +465,11 @@ impl Incoming {
         Ok(())
     }
 
+    /// Octets of message data written so far.
+    pub fn data_len(&self) -> u64 {
+        self.data_len
+    }
+
     /// The data written so far, read back from the temp file (in the page cache: it was just
     /// written), for the checks that need the whole message: DKIM, the post-data hook.
     pub fn read_data(&mut self) -> io::Result<Vec<u8>> {
