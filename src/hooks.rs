@@ -32,16 +32,16 @@
 //! converted to `smol::process`, so stdin is fed while stdout and stderr are drained on the
 //! caller's executor (a hook that ignores its input or writes a lot cannot deadlock us).
 
-use crate::courier::command::ProcessGroup;
+use crate::courier::command::{ProcessGroup, spawn_in_group};
 use crate::proto::reply::Reply;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use smol::process::{Child, ChildStdin, Stdio};
+use smol::process::{Child, ChildStdin};
 use std::ffi::CString;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::sync::OnceLock;
@@ -262,16 +262,8 @@ impl PostDataHook {
             .current_dir(&self.dir)
             .env_clear()
             .envs(inherited_vars(&self.dir))
-            .envs(env.vars())
-            // Its own group, so the time limit kills whatever it started too (kill -pgid).
-            .process_group(0);
-        let mut cmd = smol::process::Command::from(std_cmd);
-        // The conversion forgets stdio settings: set them on the async command.
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        cmd.spawn()
+            .envs(env.vars());
+        spawn_in_group(std_cmd)
     }
 
     /// Turns the exit status and stdout into an outcome, logging refusals.

@@ -83,9 +83,15 @@ fn spawn(argv: &[String], env: &[(String, String)]) -> io::Result<Child> {
         .args(&argv[1..])
         .env_clear()
         .env("PATH", PATH)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        // Its own group, so a time-out kills whatever it started too (kill -pgid).
-        .process_group(0);
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    spawn_in_group(std_cmd)
+}
+
+/// Starts `std_cmd` in a process group of its own (so a time-out kills whatever it started
+/// too, kill -pgid: see [`ProcessGroup`]), with piped stdin, stdout and stderr. Also used by
+/// the post-data hook (`hooks.rs`).
+pub(crate) fn spawn_in_group(mut std_cmd: std::process::Command) -> io::Result<Child> {
+    std_cmd.process_group(0);
     let mut cmd = smol::process::Command::from(std_cmd);
     // The conversion forgets stdio settings: set them on the async command.
     cmd.stdin(Stdio::piped())
