@@ -28,7 +28,7 @@ from sink import Sink  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-SENDER = "load@client.test"
+SENDER = f"load@{servers.SENDER_DOMAIN}"
 # Targets from the issue, as tambo/chasquid ratios measured in the same run.
 TARGET_THROUGHPUT = 4.0
 TARGET_CPU = 0.25

@@ -22,6 +22,8 @@ USER = "bench"
 PASSWORD = "bench-password-not-secret"
 FORWARD_ALIAS = "fwd"
 FORWARD_TARGET = "x@sink.test"
+# The envelope and From: domain of the load (bench.py's SENDER).
+SENDER_DOMAIN = "client.test"
 
 
 class Proc:
@@ -144,12 +146,23 @@ def make_cert(dest_dir, log):
 
 def start_dns(root):
     """dnsmasq on DNS_IP:53, authoritative for *.test only: MX sink.test -> mx.sink.test ->
-    SINK_IP; every other .test name is NXDOMAIN (chasquid's SPF lookup of the sender)."""
+    SINK_IP; SPF and DMARC TXT records for the sender's domain; every other .test name is
+    NXDOMAIN. TTL 300 s for all of them."""
     argv = [
         "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
         f"--listen-address={DNS_IP}", "--bind-interfaces", "--port=53", "--pid-file=",
         "--local=/test/", "--mx-host=sink.test,mx.sink.test,10",
-        f"--host-record=mx.sink.test,{SINK_IP}", "--log-facility=-",
+        f"--host-record=mx.sink.test,{SINK_IP}",
+        # The sender's domain publishes SPF and DMARC, as real senders do, so both servers'
+        # inbound checks see an answer rather than NXDOMAIN.
+        f"--txt-record={SENDER_DOMAIN},v=spf1 ip4:127.0.0.0/8 -all",
+        # psd=n (RFC 9989) ends the DMARC tree walk here. Without it every message would also
+        # ask for _dmarc.test, which dnsmasq answers NXDOMAIN without the SOA a real TLD
+        # sends, so no resolver may cache it; on the Internet that answer is cached.
+        f"--txt-record=_dmarc.{SENDER_DOMAIN},v=DMARC1; p=none; psd=n",
+        # dnsmasq's default TTL for its own records is 0 (never cache); real zones say
+        # minutes to hours.
+        "--local-ttl=300", "--log-facility=-",
     ]
     proc = Proc("dnsmasq", argv, os.path.join(root, "dnsmasq.log"))
     end = time.monotonic() + 10

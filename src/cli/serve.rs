@@ -2,6 +2,7 @@
 //! listeners, reload the queue, and run until SIGTERM/SIGINT.
 
 use crate::cli::CliError;
+use crate::config::settings::LocalDelivery;
 use crate::config::{Domains, Live, Settings};
 use crate::courier::domaininfo::DomainInfo;
 use crate::courier::mta_sts::MtaSts;
@@ -10,6 +11,7 @@ use crate::courier::{COMMAND_LIMIT, Couriers};
 use crate::dns::Dns;
 use crate::mailauth::srs::Srs;
 use crate::proto::session::ListenerKind;
+use crate::queue::direct::DirectMaildir;
 use crate::queue::runner::{self, Runner};
 use crate::queue::store::Queue;
 use crate::smtpd::server::{Server, accept_loop};
@@ -38,7 +40,11 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
 
     let ex = Arc::new(smol::Executor::new());
     let domains = Arc::new(Live::new(domains));
-    let (deliveries, to_deliver) = runner::channel();
+    let direct = matches!(couriers.local, LocalDelivery::Maildir).then(|| DirectMaildir {
+        mail_root: couriers.mail_root.clone(),
+        hostname: couriers.hostname.clone(),
+    });
+    let (deliveries, to_deliver) = runner::channel(direct);
     let runner = Arc::new(Runner {
         queue: queue.clone(),
         couriers,

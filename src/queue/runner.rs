@@ -11,6 +11,7 @@ use crate::courier::remote::OutboundEnvelope;
 use crate::courier::{Couriers, DeliveryError, dsn};
 use crate::mailauth::srs::Srs;
 use crate::maillog;
+use crate::queue::direct::DirectMaildir;
 use crate::queue::store::{Envelope, Item, Queue, QueuedRcpt, RcptState, now_secs};
 use crate::queue::{outbound, retry};
 use std::collections::BTreeMap;
@@ -21,6 +22,9 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Deliveries {
     tx: smol::channel::Sender<Item>,
+    /// Set when local delivery is the built-in Maildir: mail for local users only is then
+    /// delivered before the 250 instead of being queued (queue::direct).
+    pub direct: Option<DirectMaildir>,
 }
 
 impl Deliveries {
@@ -33,9 +37,9 @@ impl Deliveries {
 }
 
 /// The channel between the SMTP server (and the runner itself, for DSNs) and the runner.
-pub fn channel() -> (Deliveries, smol::channel::Receiver<Item>) {
+pub fn channel(direct: Option<DirectMaildir>) -> (Deliveries, smol::channel::Receiver<Item>) {
     let (tx, rx) = smol::channel::unbounded();
-    (Deliveries { tx }, rx)
+    (Deliveries { tx, direct }, rx)
 }
 
 pub struct Runner {

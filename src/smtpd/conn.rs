@@ -12,7 +12,8 @@ use crate::proto::command::{Body, ForwardPath};
 use crate::proto::proxy::{self, ProxyStatus};
 use crate::proto::reply::Reply;
 use crate::proto::session::{ListenerKind, Output, Session, SessionConfig};
-use crate::queue::store::{Envelope, Incoming, QueuedRcpt, RcptState, now_secs};
+use crate::queue::direct::{DirectMaildir, Outcome};
+use crate::queue::store::{Envelope, Incoming, Item, QueuedRcpt, RcptState, now_secs};
 use crate::smtpd::access::{AccessRules, Action};
 use crate::smtpd::policy::{MailPolicy, reverse_path_text};
 use crate::smtpd::received;
@@ -693,22 +694,59 @@ impl Conn {
         self.discard_all || from.is_some_and(|f| self.access.from(&f) == Some(&Action::Discard))
     }
 
+    /// Makes the message durable: delivered to the Maildirs when it is for local users only
+    /// (queue::direct), else queued for the runner. Either way, off the executor.
     async fn commit(&mut self, incoming: Incoming, envelope: Envelope) -> Result<String, String> {
-        let from = envelope.from.clone();
-        let nrcpt = envelope.rcpts.len();
+        if let Some(direct) = &self.server.deliveries.direct
+            && DirectMaildir::applies(&envelope)
+        {
+            let direct = direct.clone();
+            let outcome = smol::unblock(move || direct.deliver(incoming, envelope))
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(self.log_direct(outcome));
+        }
         let item = smol::unblock(move || incoming.commit(envelope))
             .await
             .map_err(|e| e.to_string())?;
         let id = item.id.to_string();
+        self.log_received(&item);
+        self.server.deliveries.submit(item);
+        Ok(id)
+    }
+
+    /// The mail log of a direct delivery, as the runner would have written it; a message
+    /// that had to be queued after all goes to the runner, which logs the rest.
+    fn log_direct(&self, outcome: Outcome) -> String {
+        let message = &outcome.message;
+        let id = message.id.to_string();
+        self.log_received(message);
+        for (rcpt, result) in message.envelope.rcpts.iter().zip(&outcome.results) {
+            if result.is_ok() {
+                maillog::delivered(&id, &rcpt.target.target(), "maildir");
+            }
+        }
+        match outcome.queued {
+            Some(item) => self.server.deliveries.submit(item),
+            None => maillog::removed(&id),
+        }
+        id
+    }
+
+    fn log_received(&self, item: &Item) {
         let client = maillog::ClientDesc {
             ip: self.peer.ip(),
             helo: self.session.helo().unwrap_or(""),
             tls: self.session.is_tls(),
             auth: self.session.auth_user(),
         };
-        maillog::received(&id, &from, nrcpt, item.message_len(), &client);
-        self.server.deliveries.submit(item);
-        Ok(id)
+        maillog::received(
+            item.id.as_str(),
+            &item.envelope.from,
+            item.envelope.rcpts.len(),
+            item.message_len(),
+            &client,
+        );
     }
 
     /// The envelope for the queue: every resolved target once, with the RCPT it came from.

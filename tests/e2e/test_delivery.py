@@ -9,7 +9,7 @@ import time
 import pytest
 
 from helpers import (HOSTNAME, SmtpConn, assert_reply, header_block, make_message, mode,
-                     queue_id, send_raw)
+                     queue_id, send_raw, wait_until)
 
 SENDER = "sender@remote.example"
 ALICE = "alice@example.test"
@@ -85,6 +85,32 @@ def test_two_local_recipients_one_copy_each(env):
     assert b.split(b"\n")[1] == b"Delivered-To: bob@example.test"
     time.sleep(0.5)
     assert len(env.messages("alice")) == 1 and len(env.messages("bob")) == 1
+
+
+def test_unwritable_mailbox_queues_not_loses(env):
+    """Local mail is delivered before the 250 (queue::direct). When one mailbox cannot be
+    written, the message is queued for that recipient only: the other gets one copy, and the
+    blocked one gets its copy once the fault is gone, also after a restart."""
+    env.user_add("bob@example.test")
+    blocked = env.data_dir / "mail" / "example.test" / "bob"
+    blocked.parent.mkdir(parents=True, exist_ok=True)
+    blocked.write_text("not a Maildir\n")  # a file where bob's Maildir folder belongs
+    env.start()
+    msg, msgid = make_message()
+    qid = queue_id(send_raw(env.smtp_port, SENDER, [ALICE, "bob@example.test"], msg))
+    assert env.wait_messages(1, "alice")[0].count(msgid.encode()) == 1
+    line = env.wait_log(lambda l: "event=deferred" in l and qid in l and "bob@" in l)
+    assert line, f"no deferral of bob's copy with id {qid}:\n{env.log()}"
+    assert qid in [p.name for p in env.queue_files()], "the message for bob is not queued"
+    blocked.unlink()
+    env.restart()
+    [b] = env.wait_messages(1, "bob")
+    assert msgid.encode() in b
+    wait_until(lambda: not env.queue_files())
+    env.restart()
+    time.sleep(1.0)
+    assert len(env.messages("alice")) == 1, "alice got a second copy from the retry"
+    assert len(env.messages("bob")) == 1
 
 
 def test_alias_to_local_and_remote(env):
