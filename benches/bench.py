@@ -1,6 +1,6 @@
 """tambo against Debian's chasquid, in one run, on this machine (see benches/README.md).
 
-Builds tambo (release), writes a temporary config folder for each server, starts dnsmasq and a
+Builds tambo (release), writes a temporary config folder for each server, starts a DNS server and a
 sink MTA on loopback, then for each server in turn: idle RSS, RSS with 1,000 idle connections,
 inbound load to a Maildir, forwarded load to the sink; stops everything (also on Ctrl-C or an
 error) and prints a table plus a JSON file of the raw figures.
@@ -55,12 +55,16 @@ def parse_args():
 
 def preflight():
     if os.geteuid() != 0:
-        sys.exit("bench: must run as root (unshare -m, bind mount, dnsmasq on port 53)")
-    missing = [t for t in ("chasquid", "chasquid-util", "dnsmasq", "unshare", "cc", "openssl")
+        sys.exit("bench: must run as root (unshare -m, bind mount, DNS on port 53)")
+    missing = [t for t in ("chasquid", "chasquid-util", "unshare", "cc", "openssl")
                if shutil.which(t) is None]
+    try:
+        import dns.message  # noqa: F401 - dnsserver.py needs it
+    except ImportError:
+        missing.append("python3-dnspython")
     if missing:
         sys.exit(f"bench: missing tools: {', '.join(missing)} "
-                 "(apt-get install chasquid dnsmasq-base util-linux gcc openssl)")
+                 "(apt-get install chasquid python3-dnspython util-linux gcc openssl)")
 
 
 def build_tambo(log):

@@ -1,8 +1,9 @@
 """The processes under test and around them: config folders, start, readiness, /proc figures, stop.
 
 Both servers run in their own mount namespace (`unshare -m`) with a private /etc/resolv.conf
-that names the benchmark's dnsmasq, so both resolve sink.test the same way: chasquid has no
-DNS setting and uses the system resolver; tambo gets `dns_servers` as well, for clarity.
+that names the benchmark's DNS server (dnsserver.py), so both resolve sink.test the same way:
+chasquid has no DNS setting and uses the system resolver; tambo gets `dns_servers` as well,
+for clarity.
 """
 
 import json
@@ -11,6 +12,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -142,38 +144,24 @@ def make_cert(dest_dir, log):
     )
 
 
-# --- dnsmasq ---------------------------------------------------------------------------------
+# --- DNS --------------------------------------------------------------------------------------
 
 def start_dns(root):
-    """dnsmasq on DNS_IP:53, authoritative for *.test only: MX sink.test -> mx.sink.test ->
-    SINK_IP; SPF and DMARC TXT records for the sender's domain; every other .test name is
-    NXDOMAIN. TTL 300 s for all of them."""
-    argv = [
-        "dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts", "--no-poll",
-        f"--listen-address={DNS_IP}", "--bind-interfaces", "--port=53", "--pid-file=",
-        "--local=/test/", "--mx-host=sink.test,mx.sink.test,10",
-        f"--host-record=mx.sink.test,{SINK_IP}",
-        # The sender's domain publishes SPF and DMARC, as real senders do, so both servers'
-        # inbound checks see an answer rather than NXDOMAIN.
-        f"--txt-record={SENDER_DOMAIN},v=spf1 ip4:127.0.0.0/8 -all",
-        # psd=n (RFC 9989) ends the DMARC tree walk here. Without it every message would also
-        # ask for _dmarc.test, which dnsmasq answers NXDOMAIN without the SOA a real TLD
-        # sends, so no resolver may cache it; on the Internet that answer is cached.
-        f"--txt-record=_dmarc.{SENDER_DOMAIN},v=DMARC1; p=none; psd=n",
-        # dnsmasq's default TTL for its own records is 0 (never cache); real zones say
-        # minutes to hours.
-        "--local-ttl=300", "--log-facility=-",
-    ]
-    proc = Proc("dnsmasq", argv, os.path.join(root, "dnsmasq.log"))
+    """dnsserver.py on DNS_IP:53, authoritative for *.test: MX sink.test -> mx.sink.test -> SINK_IP,
+    SPF and DMARC TXT records for the sender's domain; every other .test name is NXDOMAIN
+    with the zone's SOA, as a real zone answers. TTL 300 s for all of them."""
+    argv = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)), "dnsserver.py"),
+            DNS_IP, "53", SINK_IP, SENDER_DOMAIN]
+    proc = Proc("dns", argv, os.path.join(root, "dns.log"))
     end = time.monotonic() + 10
     while time.monotonic() < end:
         if not proc.alive():
-            raise RuntimeError(f"dnsmasq exited:\n{proc.log_tail()}")
+            raise RuntimeError(f"dnsserver.py exited:\n{proc.log_tail()}")
         if _mx_answers(DNS_IP, "sink.test"):
             return proc
         time.sleep(0.1)
     proc.stop()
-    raise RuntimeError(f"dnsmasq did not answer MX sink.test:\n{proc.log_tail()}")
+    raise RuntimeError(f"dnsserver.py did not answer MX sink.test:\n{proc.log_tail()}")
 
 
 def _mx_answers(server, name):
