@@ -983,11 +983,22 @@ mod tests {
         let inode = fs::metadata(&view.path).unwrap().ino();
         a.recycle();
         assert!(!view.path.exists(), "temp file left behind");
-        assert!(queue.load_all().unwrap().is_empty(), "recycled message was queued");
+        assert!(
+            queue.load_all().unwrap().is_empty(),
+            "recycled message was queued"
+        );
         let recycled = queue.dir().join("free").join(view.id.as_str());
-        assert_eq!(fs::metadata(&recycled).unwrap().len(), 0, "emptied in the pool");
+        assert_eq!(
+            fs::metadata(&recycled).unwrap().len(),
+            0,
+            "emptied in the pool"
+        );
         let next = queue.incoming().unwrap().commit(envelope(1)).unwrap();
-        assert_eq!(fs::metadata(&next.path).unwrap().ino(), inode, "inode reused");
+        assert_eq!(
+            fs::metadata(&next.path).unwrap().ino(),
+            inode,
+            "inode reused"
+        );
     }
 
     #[test]

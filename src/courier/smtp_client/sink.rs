@@ -57,6 +57,8 @@ pub struct Seen {
     pub commands: Vec<String>,
     /// The unstuffed message, when the terminator arrived.
     pub data: Option<Vec<u8>>,
+    /// Command lines per read while reading commands: how the client batched them.
+    pub batches: Vec<usize>,
     pub tls: bool,
 }
 
@@ -190,6 +192,8 @@ impl Conn {
             if n == 0 {
                 return None;
             }
+            let lines = chunk[..n].iter().filter(|&&b| b == b'\n').count();
+            self.record(|s| s.batches.push(lines));
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }

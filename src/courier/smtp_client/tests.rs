@@ -162,11 +162,16 @@ fn outcomes_table() {
         ),
     ];
     let to = rcpts(&["a@x.test", "b@x.test", "c@x.test"]);
-    for &(rcpt, data, after, want, data_sent) in cases {
+    // Every case twice: one command at a time, and pipelined (RFC 2920) when offered.
+    let variants = [false, true]
+        .into_iter()
+        .flat_map(|p| cases.iter().map(move |c| (p, c)));
+    for (pipelining, &(rcpt, data, after, want, data_sent)) in variants {
         let sink = Sink::start(Script {
             rcpt: rcpt.iter().map(|s| s.to_string()).collect(),
             data: data.into(),
             after_data: after.into(),
+            ehlo: ehlo(pipelining),
             ..Script::default()
         });
         let (result, _) = send(
@@ -177,10 +182,47 @@ fn outcomes_table() {
             b"",
         );
         let results = result.unwrap();
-        assert_eq!(summary(&results), want, "{rcpt:?} {data} {after}");
+        let case = format!("{rcpt:?} {data} {after} pipelining={pipelining}");
+        assert_eq!(summary(&results), want, "{case}");
         let seen = &sink.sessions()[0];
-        assert_eq!(seen.data.is_some(), data_sent, "{rcpt:?} {data} {after}");
+        // Pipelined, DATA goes out before the RCPT replies are known; this sink answers 354
+        // even with no recipient, so the client ends it with an empty message.
+        let message_sent = seen.data.as_ref().is_some_and(|d| !d.is_empty());
+        assert_eq!(message_sent, data_sent, "{case}");
+        // MAIL, three RCPT and DATA arrive together only when pipelined.
+        assert_eq!(
+            seen.batches.contains(&5),
+            pipelining,
+            "{case}: {:?}",
+            seen.batches
+        );
     }
+}
+
+fn ehlo(pipelining: bool) -> String {
+    let ehlo = Script::default().ehlo;
+    match pipelining {
+        true => ehlo.replacen("250 ", "250-", 1) + "\r\n250 PIPELINING",
+        false => ehlo,
+    }
+}
+
+#[test]
+fn pipelined_commands_go_in_one_write() {
+    let sink = Sink::start(Script {
+        ehlo: ehlo(true),
+        ..Script::default()
+    });
+    let to = rcpts(&["a@x.test", "b@x.test"]);
+    let (result, _) = send(&sink, TlsMode::Off, &env(&to), b"hi\r\n", b"");
+    assert_eq!(summary(&result.unwrap()), ["ok", "ok"]);
+    let seen = &sink.sessions()[0];
+    assert_eq!(seen.data.as_deref(), Some(&b"hi\r\n"[..]));
+    assert!(
+        seen.batches.contains(&4),
+        "MAIL, 2 RCPT and DATA not read as one batch: {:?}",
+        seen.batches
+    );
 }
 
 #[test]
@@ -203,22 +245,26 @@ fn reasons_name_the_host_and_the_reply() {
 #[test]
 fn mail_from_errors_are_returned_whole() {
     let cases: &[(&str, bool)] = &[("451 4.3.0 try later", false), ("550 5.7.1 go away", true)];
-    for &(reply, permanent) in cases {
-        let sink = Sink::start(Script {
-            mail: reply.into(),
-            ..Script::default()
-        });
-        let to = rcpts(&["a@x.test"]);
-        let (result, _) = send(&sink, TlsMode::Off, &env(&to), b"hi\r\n", b"");
-        let err = result.unwrap_err();
-        assert_eq!(err.stage, Stage::MailFrom);
-        assert_eq!(err.is_permanent(), permanent, "{reply}");
-        assert!(
-            sink.sessions()[0]
-                .commands
-                .iter()
-                .all(|c| !c.starts_with("RCPT"))
-        );
+    for pipelining in [false, true] {
+        for &(reply, permanent) in cases {
+            let sink = Sink::start(Script {
+                mail: reply.into(),
+                ehlo: ehlo(pipelining),
+                ..Script::default()
+            });
+            let to = rcpts(&["a@x.test"]);
+            let (result, _) = send(&sink, TlsMode::Off, &env(&to), b"hi\r\n", b"");
+            let err = result.unwrap_err();
+            assert_eq!(err.stage, Stage::MailFrom);
+            assert_eq!(err.is_permanent(), permanent, "{reply}");
+            let seen = &sink.sessions()[0];
+            // Pipelined, RCPT and DATA were sent with MAIL (RFC 2920), but no message.
+            assert_eq!(
+                seen.commands.iter().any(|c| c.starts_with("RCPT")),
+                pipelining
+            );
+            assert!(seen.data.as_ref().is_none_or(|d| d.is_empty()));
+        }
     }
 }
 
