@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
 
 /// How many temp names to try before giving up (a clash needs the same pid and 64 random bits).
 const TEMP_ATTEMPTS: usize = 8;
@@ -41,6 +42,34 @@ pub fn fsync_dir_shared(dir: &Path) -> io::Result<()> {
     dir_syncer(dir).sync(dir)
 }
 
+/// Asks for `dir` to be fsync'd soon, without waiting for it: for changes whose durability
+/// nobody waits on (a finished message leaving the queue). The next [`fsync_dir_shared`] of
+/// the same directory covers them, as does a background fsync at most [`SOON`] later, so
+/// under load they cost no fsync of their own.
+pub fn fsync_dir_soon(dir: &Path) {
+    let syncer = dir_syncer(dir);
+    let mut state = syncer.lock();
+    state.soon = true;
+    if !state.flusher {
+        state.flusher = true;
+        let (flusher, owned) = (syncer.clone(), dir.to_path_buf());
+        let spawned = std::thread::Builder::new()
+            .name("dir-sync".into())
+            .spawn(move || flusher.flush_soon_forever(&owned));
+        if let Err(e) = spawned {
+            // Left to the next shared fsync and the kernel's own writeback.
+            log::warn!(
+                "cannot start the background fsync of {}: {e}",
+                dir.display()
+            );
+        }
+    }
+    syncer.soon_requested.notify_all();
+}
+
+/// The most a change passed to [`fsync_dir_soon`] waits for its fsync.
+pub const SOON: Duration = Duration::from_secs(1);
+
 /// One coalescer per directory path, created on first use and kept (a mail server has few
 /// directories that see renames: the queue, and one `new/` per mailbox).
 fn dir_syncer(dir: &Path) -> Arc<DirSyncer> {
@@ -54,6 +83,8 @@ fn dir_syncer(dir: &Path) -> Arc<DirSyncer> {
 struct DirSyncer {
     state: Mutex<SyncState>,
     done: Condvar,
+    /// Wakes the background thread of [`fsync_dir_soon`].
+    soon_requested: Condvar,
 }
 
 struct FailedBatch {
@@ -72,11 +103,40 @@ struct SyncState {
     /// The tickets of the latest failed batch (`after < ticket <= upto`), and its error.
     failed: Option<FailedBatch>,
     running: bool,
+    /// Changes passed to `fsync_dir_soon` wait for an fsync that has not started yet.
+    soon: bool,
+    /// The background thread for `soon` is running.
+    flusher: bool,
 }
 
 impl DirSyncer {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The background thread of [`fsync_dir_soon`]: once asked, waits [`SOON`] (a commit's
+    /// fsync may cover the request meanwhile), then fsyncs if nobody has.
+    fn flush_soon_forever(&self, dir: &Path) {
+        loop {
+            let mut state = self.lock();
+            while !state.soon {
+                state = self
+                    .soon_requested
+                    .wait(state)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+            drop(state);
+            std::thread::sleep(SOON);
+            if self.lock().soon
+                && let Err(e) = self.sync(dir)
+            {
+                log::warn!("background fsync of {} failed: {e}", dir.display());
+            }
+        }
+    }
+
     fn sync(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = self.lock();
         state.requested += 1;
         let ticket = state.requested;
         loop {
@@ -92,12 +152,14 @@ impl DirSyncer {
                 state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            // Lead a batch: it covers every ticket issued so far.
+            // Lead a batch: it covers every ticket issued so far, and every change passed to
+            // `fsync_dir_soon` before now.
             state.running = true;
+            state.soon = false;
             let (after, batch) = (state.completed, state.requested);
             drop(state);
             let result = fsync_dir(dir);
-            state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            state = self.lock();
             state.running = false;
             state.completed = batch;
             if let Err(e) = result {
@@ -267,6 +329,39 @@ mod tests {
         fs::write(&file, b"").unwrap();
         assert!(create_private_dir_all(&file).is_err());
         assert!(create_private_dir_all(&file.join("sub")).is_err());
+    }
+
+    /// Fsyncs of `dir` completed so far (tickets served).
+    fn completed(dir: &Path) -> u64 {
+        dir_syncer(dir).lock().completed
+    }
+
+    #[test]
+    fn soon_sync_runs_in_the_background_or_rides_on_a_shared_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        fs::write(dir.join("a"), b"x").unwrap();
+        fsync_dir_soon(&dir);
+        assert!(dir_syncer(&dir).lock().soon, "request noted");
+        let deadline = std::time::Instant::now() + SOON * 5;
+        while completed(&dir) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no background fsync");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!dir_syncer(&dir).lock().soon);
+
+        // A shared fsync that starts after the request covers it: none runs later.
+        fs::write(dir.join("b"), b"x").unwrap();
+        fsync_dir_soon(&dir);
+        fsync_dir_shared(&dir).unwrap();
+        let after_shared = completed(&dir);
+        assert!(!dir_syncer(&dir).lock().soon, "covered by the shared fsync");
+        std::thread::sleep(SOON + Duration::from_millis(300));
+        assert_eq!(
+            completed(&dir),
+            after_shared,
+            "no redundant background fsync"
+        );
     }
 
     #[test]

@@ -212,16 +212,26 @@ fn bind(addr: SocketAddr) -> Result<smol::Async<std::net::TcpListener>, CliError
         .map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Runs the executor on every core until SIGTERM or SIGINT.
 /// How long open sessions may go on after SIGTERM (SPEC §11: "a few seconds").
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Threads that run the async executor: half the cores, at least one. The other half is
+/// left to the blocking pool, where the file work of every message runs (fdatasync, renames,
+/// Maildir writes), which is most of a mail server's CPU; more executor threads than that
+/// only add wake-ups between them. Measured with benches/ on 2 cores: one executor thread
+/// took 10–20% less CPU per message than two, at the same throughput.
+fn executor_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cores / 2).max(1)
+}
+
+/// Runs the executor on its threads until SIGTERM or SIGINT.
 fn run_executor(
     ex: Arc<smol::Executor<'static>>,
     server: Arc<Server>,
     accepting: Vec<smol::Task<()>>,
 ) -> Result<(), CliError> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = executor_threads();
     let (stop_tx, stop_rx) = smol::channel::unbounded::<()>();
     for _ in 1..threads {
         let (ex, stop) = (ex.clone(), stop_rx.clone());

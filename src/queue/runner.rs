@@ -457,10 +457,11 @@ impl Runner {
         }
     }
 
+    /// Removes a finished message. A rename and a small overwrite in the page cache, with
+    /// no fsync to wait for (see `Queue::remove`), so it is done right here, as `record` is,
+    /// rather than handed to a blocking thread and back.
     async fn finish(&self, item: &Item) {
-        let queue = self.queue.clone();
-        let snapshot = item.clone();
-        match smol::unblock(move || queue.remove(&snapshot)).await {
+        match self.queue.remove(item) {
             Ok(()) => maillog::removed(item.id.as_str()),
             Err(e) => log::error!("queue {}: cannot remove finished message: {e}", item.id),
         }
