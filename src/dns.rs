@@ -40,6 +40,7 @@ impl DnsError {
 
 pub struct Dns {
     auth: mail_auth::MessageAuthenticator,
+    txt_cache: crate::mailauth::txt_cache::TxtCache,
 }
 
 /// What one query said: the records of the asked type (none at all is NODATA), or that the
@@ -65,11 +66,18 @@ impl Dns {
     fn with_config(config: ResolverConfig, opts: ResolverOpts) -> Result<Dns, DnsError> {
         let auth = mail_auth::MessageAuthenticator::new(config, opts)
             .map_err(|e| DnsError::Temporary("resolver".into(), e.to_string()))?;
-        Ok(Dns { auth })
+        Ok(Dns {
+            auth,
+            txt_cache: Default::default(),
+        })
     }
     /// For SPF / DKIM / DMARC / ARC (their calls must also run inside `Compat`).
     pub fn authenticator(&self) -> &mail_auth::MessageAuthenticator {
         &self.auth
+    }
+    /// mail-auth's parsed TXT records (SPF, DMARC, DKIM keys), for the checks on port 25.
+    pub fn txt_cache(&self) -> &crate::mailauth::txt_cache::TxtCache {
+        &self.txt_cache
     }
     /// MX host names in preference order (equal preferences in random order), without the
     /// trailing dot. `Ok(vec![])` when the domain exists but has no MX (the caller then uses

@@ -7,6 +7,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use async_compat::Compat;
+use mail_auth::Parameters;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, AuthenticationResults, DkimOutput, DmarcOutput, SpfOutput};
 
@@ -116,7 +117,8 @@ pub async fn check(dns: &Dns, ctx: &Inbound<'_>, message: &[u8]) -> Verdict {
     let (dkim, dmarc, dkim_clauses, dmarc_clause) = match &parsed {
         Some(parsed) => {
             // Every mail-auth DNS call needs a tokio reactor (STACK.md).
-            let dkim = Compat::new(auth.verify_dkim(parsed)).await;
+            let dkim = Parameters::new(parsed).with_txt_cache(dns.txt_cache());
+            let dkim = Compat::new(auth.verify_dkim(dkim)).await;
             let dkim = body_hash_mismatch_is_fail(parsed, dkim);
             let mail_from_domain = spf.domain().to_ascii_lowercase();
             let params = mail_auth::dmarc::verify::DmarcParameters::new(
@@ -125,6 +127,7 @@ pub async fn check(dns: &Dns, ctx: &Inbound<'_>, message: &[u8]) -> Verdict {
                 &mail_from_domain,
                 &spf,
             );
+            let params = Parameters::new(params).with_txt_cache(dns.txt_cache());
             let dmarc = Compat::new(auth.verify_dmarc(params)).await;
             let dkim_clauses = dkim_clauses(ctx.hostname, &dkim, dmarc.domain());
             let dmarc_clause = dmarc_clause(ctx.hostname, &dmarc);
@@ -196,6 +199,7 @@ async fn check_spf(dns: &Dns, ctx: &Inbound<'_>) -> SpfOutput {
     } else {
         SpfParameters::verify_mail_from(ctx.client_ip, ctx.helo, ctx.hostname, ctx.mail_from)
     };
+    let params = Parameters::new(params).with_txt_cache(dns.txt_cache());
     Compat::new(dns.authenticator().verify_spf(params)).await
 }
 

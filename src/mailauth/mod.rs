@@ -11,3 +11,4 @@ pub mod dkim;
 pub mod forged_results;
 pub mod inbound;
 pub mod srs;
+pub mod txt_cache;

@@ -343,6 +343,13 @@ impl Runner {
     /// Records one recipient's outcome in the queue file, then updates the in-memory copy.
     /// A small O_APPEND write with no fsync of its own (see `Queue::record`), so it is done
     /// right here rather than handed to a blocking thread.
+    ///
+    /// The outcome that completes a message (every recipient delivered) is not written: the
+    /// message is removed right after it, with nothing in between that can wait or fail
+    /// (`deliver_item`), so the record would only cover a window no wider than the one
+    /// between the peer's 250 and any record. Skipping it spares a write that grows the
+    /// file, whose size change the next fdatasync of the recycled file would have to write.
+    /// Should the removal fail, `finish` writes the records after all.
     async fn record(
         &self,
         item: &mut Item,
@@ -350,7 +357,14 @@ impl Runner {
         state: RcptState,
         last_error: Option<String>,
     ) {
-        if let Err(e) = self.queue.record(item, i, &state, last_error.as_deref()) {
+        let completes = state == RcptState::Delivered
+            && item
+                .envelope
+                .rcpts
+                .iter()
+                .enumerate()
+                .all(|(j, r)| j == i || r.state == RcptState::Delivered);
+        if !completes && let Err(e) = self.queue.record(item, i, &state, last_error.as_deref()) {
             log::error!("queue {}: cannot record recipient {i}: {e}", item.id);
         }
         let rcpt = &mut item.envelope.rcpts[i];
@@ -463,7 +477,18 @@ impl Runner {
     async fn finish(&self, item: &Item) {
         match self.queue.remove(item) {
             Ok(()) => maillog::removed(item.id.as_str()),
-            Err(e) => log::error!("queue {}: cannot remove finished message: {e}", item.id),
+            Err(e) => {
+                log::error!("queue {}: cannot remove finished message: {e}", item.id);
+                // It stays queued: its outcomes must be on file (see `record`), or a restart
+                // would deliver it again.
+                for (i, rcpt) in item.envelope.rcpts.iter().enumerate() {
+                    let written = self.queue.record(item, i, &rcpt.state, None);
+                    if let Err(e) = written {
+                        log::error!("queue {}: cannot record recipient {i}: {e}", item.id);
+                    }
+                }
+                self.sync_records(item).await;
+            }
         }
     }
 }

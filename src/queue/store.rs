@@ -8,8 +8,12 @@
 //! TAMBO-QUEUE 1 <data_len as 20 decimal digits>\n   fixed-size first line (35 bytes)
 //! <data_len bytes of message data>                   as received (CRLF, dot-unstuffed)
 //! <envelope JSON>\n                                  one line, written at commit
+//! \n                                                 zero or more empty lines (padding)
 //! <status record JSON>\n                             zero or more, appended by Queue::record
 //! ```
+//!
+//! The padding blanks out what is left of an older message when a recycled file is written
+//! over (see `FreePool`): keeping the file's size spares the fdatasync an inode write.
 //!
 //! A status record is `{"rcpt":<index>,"state":"pending"|"delivered"|"failed",
 //! ["reason":...,] "last_error":...}`; records apply in file order, so the last one for a
@@ -267,6 +271,9 @@ impl FreePool {
     }
 }
 
+/// A recycled file's old tail up to this long is overwritten with empty lines rather than
+/// cut off (see `Incoming::finish_file`); a longer one is cut off.
+const MAX_PADDING: u64 = 4096;
 /// Recycled files kept at most (about the number of messages received at once).
 const FREE_POOL: usize = 256;
 /// Larger files are deleted, not pooled: the pool must not hold on to much disk.
@@ -610,11 +617,17 @@ impl Incoming {
         let mut line = serde_json::to_vec(envelope).map_err(io::Error::other)?;
         line.push(b'\n');
         // pwrite left the file position at the end of the data.
+        let end = HEADER_LEN + self.data_len + line.len() as u64;
+        let stale = self.stale_len.saturating_sub(end);
+        if stale > 0 && stale <= MAX_PADDING {
+            // A recycled file's old contents go a little past ours: blank them out with
+            // empty lines (skipped on load) rather than cut them off, so the size does not
+            // change and the fdatasync below writes the data alone, not the inode too.
+            line.resize(line.len() + stale as usize, b'\n');
+        }
         let mut file: &File = file;
         file.write_all(&line)?;
-        let end = HEADER_LEN + self.data_len + line.len() as u64;
-        if self.stale_len > end {
-            // A recycled file's old contents go past ours: cut them off.
+        if stale > MAX_PADDING {
             file.set_len(end)?;
         }
         // fdatasync covers the data and the size (what reading the file back needs);
@@ -692,6 +705,8 @@ fn apply_records(
 ) -> Result<(), LoadError> {
     loop {
         let line = match read_line(reader)? {
+            // Padding over a recycled file's old tail (`Incoming::finish_file`).
+            Line::Whole(line) if line.is_empty() => continue,
             Line::Whole(line) => line,
             Line::Torn(len) => {
                 log::warn!(
@@ -1015,7 +1030,8 @@ mod tests {
         assert_eq!(fs::metadata(&recycled).unwrap().len(), old_len);
         assert_cleared(&recycled);
 
-        // A shorter message over the longer old one: nothing of the old one is left.
+        // A shorter message over the longer old one: nothing of the old one is left, and
+        // the file keeps its size (the old tail is blanked out with empty lines).
         let mut b = queue.incoming().unwrap();
         b.write(b"new").unwrap();
         let next = b.commit(envelope(1)).unwrap();
@@ -1026,11 +1042,11 @@ mod tests {
         );
         assert!(!recycled.exists());
         let raw = fs::read(&next.path).unwrap();
-        let envelope_line = serde_json::to_vec(&envelope(1)).unwrap();
-        assert_eq!(
-            raw.len() as u64,
-            HEADER_LEN + 3 + envelope_line.len() as u64 + 1,
-            "old tail cut off"
+        assert_eq!(raw.len() as u64, old_len, "size kept");
+        let end = HEADER_LEN as usize + 3 + serde_json::to_vec(&envelope(1)).unwrap().len() + 1;
+        assert!(
+            raw[end..].iter().all(|&b| b == b'\n'),
+            "old tail blanked out"
         );
         queue.record(&next, 0, &RcptState::Delivered, None).unwrap();
         let loaded = queue.load_all().unwrap();
@@ -1047,6 +1063,24 @@ mod tests {
         let longer = c.commit(envelope(2)).unwrap();
         assert_eq!(fs::metadata(&longer.path).unwrap().ino(), inode);
         assert_eq!(read_data(&queue.load_all().unwrap()[0]), vec![b'l'; 5000]);
+    }
+
+    #[test]
+    fn a_long_old_tail_is_cut_off() {
+        let (_tmp, queue) = queue();
+        let mut a = queue.incoming().unwrap();
+        a.write(&[b'o'; 3 * MAX_PADDING as usize]).unwrap();
+        let old = a.commit(envelope(2)).unwrap();
+        queue.remove(&old).unwrap();
+        let mut b = queue.incoming().unwrap();
+        b.write(b"short").unwrap();
+        let item = b.commit(envelope(1)).unwrap();
+        let end = HEADER_LEN as usize + 5 + serde_json::to_vec(&envelope(1)).unwrap().len() + 1;
+        assert_eq!(fs::metadata(&item.path).unwrap().len() as usize, end);
+        queue.record(&item, 0, &RcptState::Delivered, None).unwrap();
+        let loaded = queue.load_all().unwrap();
+        assert_eq!(read_data(&loaded[0]), b"short");
+        assert_eq!(loaded[0].envelope.rcpts[0].state, RcptState::Delivered);
     }
 
     #[test]
