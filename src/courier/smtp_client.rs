@@ -586,7 +586,10 @@ impl Client {
         self.write(&out, Stage::Body).await
     }
 
-    /// Copies `source` to the peer through the dot-stuffer, a chunk at a time.
+    /// Copies `source` to the peer through the dot-stuffer, a chunk at a time. What is left
+    /// in `out` at the end (less than a chunk) goes out with the terminator, so a small
+    /// message is one write, not one per read (our added headers and the data are two
+    /// reads): on loopback each write is a segment the peer has to take in.
     async fn pump(
         &mut self,
         source: &mut (impl AsyncRead + Unpin),
@@ -604,8 +607,10 @@ impl Client {
                 return Ok(());
             }
             stuffer.encode(&buf[..n], out);
-            self.write(out, Stage::Body).await?;
-            out.clear();
+            if out.len() >= CHUNK {
+                self.write(out, Stage::Body).await?;
+                out.clear();
+            }
         }
     }
 
