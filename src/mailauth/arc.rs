@@ -484,42 +484,12 @@ mod tests {
 
     /// dkimpy's `arc_verify` verdict (cv, reason), or None when python3-dkim is missing.
     fn dkimpy_arc_verify(keys: &[&DkimKey], message: &str) -> Option<(String, String)> {
-        const PYTHON: &str = "/usr/bin/python3";
         const SCRIPT: &str = r#"
-import sys, dkim
-msg = open(sys.argv[1], "rb").read()
-records = dict(zip(sys.argv[2::2], sys.argv[3::2]))
-def dnsfunc(name, timeout=5):
-    name = name.decode() if isinstance(name, bytes) else name
-    record = records.get(name)
-    return record.encode() if record is not None else None
 cv, results, reason = dkim.arc_verify(msg, dnsfunc=dnsfunc)
 print(cv.decode() if isinstance(cv, bytes) else str(cv))
 print(reason)
 "#;
-        let available = std::process::Command::new(PYTHON)
-            .args(["-c", "import dkim, nacl"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !available {
-            eprintln!("note: python3-dkim (and python3-nacl) missing; dkimpy check skipped");
-            return None;
-        }
-        let file = tempfile::NamedTempFile::new().expect("temp file");
-        std::fs::write(file.path(), message).expect("write message");
-        let mut command = std::process::Command::new(PYTHON);
-        command.args(["-c", SCRIPT]).arg(file.path());
-        for key in keys {
-            command.arg(format!("{}._domainkey.{}.", key.selector, key.domain));
-            command.arg(dns_record(key));
-        }
-        let out = command.output().expect("run python3");
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let (stdout, _) = crate::mailauth::dkim::tests::run_dkimpy(SCRIPT, keys, message)?;
         let (cv, reason) = stdout.split_once('\n').unwrap_or((&stdout, ""));
         Some((cv.to_string(), reason.trim().to_string()))
     }

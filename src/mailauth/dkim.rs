@@ -868,15 +868,7 @@ pub(crate) mod tests {
 
     /// dkimpy's verdicts and its complaints (stderr).
     fn dkimpy_run(keys: &[DkimKey], message: &str) -> Option<(Vec<bool>, String)> {
-        const PYTHON: &str = "/usr/bin/python3";
         const SCRIPT: &str = r#"
-import sys, dkim
-msg = open(sys.argv[1], "rb").read()
-records = dict(zip(sys.argv[2::2], sys.argv[3::2]))
-def dnsfunc(name, timeout=5):
-    name = name.decode() if isinstance(name, bytes) else name
-    record = records.get(name)
-    return record.encode() if record is not None else None
 d = dkim.DKIM(msg)
 n = sum(1 for h in d.headers if h[0].lower() == b"dkim-signature")
 def verdict(i):
@@ -886,6 +878,30 @@ def verdict(i):
         print(f"signature {i}: {e}", file=sys.stderr)
         return "0"
 print(" ".join(verdict(i) for i in range(n)))
+"#;
+        let keys: Vec<&DkimKey> = keys.iter().collect();
+        let (stdout, complaints) = run_dkimpy(SCRIPT, &keys, message)?;
+        let verdicts = stdout.split_whitespace().map(|v| v == "1").collect();
+        Some((verdicts, complaints))
+    }
+
+    /// Runs `script` under dkimpy with `msg` (the message's bytes), `sys` and `dkim` imported
+    /// and `dnsfunc` answering for `keys`' records; returns stdout and stderr, or None when
+    /// python3-dkim (or python3-nacl, for Ed25519) is missing. A failing script fails the test.
+    pub(crate) fn run_dkimpy(
+        script: &str,
+        keys: &[&DkimKey],
+        message: &str,
+    ) -> Option<(String, String)> {
+        const PYTHON: &str = "/usr/bin/python3";
+        const PRELUDE: &str = r#"
+import sys, dkim
+msg = open(sys.argv[1], "rb").read()
+records = dict(zip(sys.argv[2::2], sys.argv[3::2]))
+def dnsfunc(name, timeout=5):
+    name = name.decode() if isinstance(name, bytes) else name
+    record = records.get(name)
+    return record.encode() if record is not None else None
 "#;
         let available = std::process::Command::new(PYTHON)
             .args(["-c", "import dkim, nacl"])
@@ -898,23 +914,18 @@ print(" ".join(verdict(i) for i in range(n)))
         let file = tempfile::NamedTempFile::new().expect("temp file");
         std::fs::write(file.path(), message).expect("write message");
         let mut command = std::process::Command::new(PYTHON);
-        command.args(["-c", SCRIPT]).arg(file.path());
+        command
+            .args(["-c", &format!("{PRELUDE}{script}")])
+            .arg(file.path());
         for key in keys {
             command.arg(format!("{}._domainkey.{}.", key.selector, key.domain));
             command.arg(dns_record(key));
         }
         let out = command.output().expect("run python3");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let complaints = String::from_utf8_lossy(&out.stderr).into_owned();
-        let verdicts = String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .map(|v| v == "1")
-            .collect();
-        Some((verdicts, complaints))
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{stdout}{stderr}");
+        Some((stdout, stderr))
     }
 
     #[test]
