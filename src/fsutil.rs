@@ -49,6 +49,10 @@ pub fn fsync_dir_shared(dir: &Path) -> io::Result<()> {
 pub fn fsync_dir_soon(dir: &Path) {
     let syncer = dir_syncer(dir);
     let mut state = syncer.lock();
+    if state.soon {
+        // Already asked for, and not started yet: that fsync will cover this change too.
+        return;
+    }
     state.soon = true;
     if !state.flusher {
         state.flusher = true;
@@ -76,6 +80,9 @@ fn dir_syncer(dir: &Path) -> Arc<DirSyncer> {
     static SYNCERS: OnceLock<Mutex<HashMap<PathBuf, Arc<DirSyncer>>>> = OnceLock::new();
     let map = SYNCERS.get_or_init(Default::default);
     let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(syncer) = map.get(dir) {
+        return syncer.clone();
+    }
     map.entry(dir.to_path_buf()).or_default().clone()
 }
 

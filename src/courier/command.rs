@@ -581,7 +581,9 @@ pub(crate) mod tests {
     fn missing_queue_file_runs_nothing() {
         let (tmp, mut item) = item_with(b"x");
         let marker = tmp.path().join("ran");
+        // As for a message loaded from disk (no open file) whose file has gone.
         item.path = tmp.path().join("gone");
+        item.file = None;
         let args = ["/bin/sh", "-c", "touch \"$0\"", path(&marker)];
         let e = run_sync(&args, &item, LIMIT).unwrap_err();
         assert!(!e.permanent, "{e}");

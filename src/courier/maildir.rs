@@ -428,6 +428,7 @@ mod tests {
 
         let mut gone = item.clone();
         gone.path = tmp.path().join("missing");
+        gone.file = None;
         let err = deliver(&root, "host", "example.net", "bob", &gone, "q1_0").unwrap_err();
         assert!(!err.permanent);
         assert!(err.reason.contains("missing"), "{}", err.reason);

@@ -114,6 +114,8 @@ impl Runner {
                 return self.finish(&item).await;
             }
             self.sync_records(&item).await;
+            // A message waiting for a retry holds no descriptor: the queue may hold many.
+            item.file = None;
             smol::Timer::after(delay).await;
         }
     }

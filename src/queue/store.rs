@@ -32,15 +32,17 @@
 //!
 //! # Durability
 //!
-//! While being received, a message lives in `queue/tmp/<id>` (same filesystem). Commit flushes,
-//! writes the length and the envelope, fsyncs the file, renames it into `queue/`, then fsyncs
-//! the folder: only then is the message acknowledged (250 after DATA). A file in `queue/` is
-//! therefore always complete, and anything left in `queue/tmp/` after a crash was never
-//! acknowledged, so [`Queue::load_all`] deletes it.
+//! While being received, a message lives in a file outside `queue/` proper (same filesystem):
+//! a recycled file in `queue/free/` (see `FreePool`), or `queue/tmp/<id>` when the pool is
+//! empty. Commit flushes, writes the length and the envelope, fsyncs the file, renames it to
+//! `queue/<id>` (never replacing a file there), then fsyncs the folder: only then is the
+//! message acknowledged (250 after DATA). A file in `queue/` is therefore always complete, and
+//! anything left in `queue/tmp/` or `queue/free/` after a crash was never acknowledged, so
+//! [`Queue::load_all`] deletes it.
 //!
-//! Many sessions commit at once, each with its own [`Incoming`]; their concurrent fsyncs are
-//! batched by the filesystem's journal. A group-commit layer may come later if that is not
-//! enough.
+//! Many sessions commit at once, each with its own [`Incoming`]; the folder fsyncs of
+//! concurrent commits are shared (`fsutil::fsync_dir_shared`): one fsync covers every rename
+//! made before it started.
 
 use crate::aliases::Recipient;
 use std::fs::{self, File, OpenOptions};
@@ -170,19 +172,52 @@ pub struct Item {
     pub path: PathBuf,
     pub data_offset: u64,
     pub data_len: u64,
+    /// The file, still open from when it was written (a message just committed, on its way
+    /// to its first attempt): reading it needs no open. `None` for a message loaded from
+    /// disk; the runner drops it before a message waits for a retry, so the number of
+    /// descriptors held stays that of the messages in flight.
+    pub file: Option<Arc<File>>,
 }
 
 /// The message as couriers see it: the header lines added after it was read (envelope
 /// `headers`), then the data as received, streamed from the queue file.
-pub type MessageReader = io::Chain<io::Cursor<Vec<u8>>, io::Take<File>>;
+pub type MessageReader = io::Chain<io::Cursor<Vec<u8>>, FileRange>;
+
+/// Reads `[pos, end)` of a shared file with pread: no seek, so clones of one open file can
+/// be read at once.
+#[derive(Debug)]
+pub struct FileRange {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl Read for FileRange {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
 
 impl Item {
     /// A reader over the message for couriers: the data is never loaded whole.
     pub fn open_data(&self) -> io::Result<MessageReader> {
-        let mut file = File::open(&self.path)?;
-        file.seek(SeekFrom::Start(self.data_offset))?;
+        let file = match &self.file {
+            Some(file) => file.clone(),
+            None => Arc::new(File::open(&self.path)?),
+        };
         let added = io::Cursor::new(self.envelope.headers.as_bytes().to_vec());
-        Ok(added.chain(file.take(self.data_len)))
+        Ok(added.chain(FileRange {
+            file,
+            pos: self.data_offset,
+            end: self.data_offset.saturating_add(self.data_len),
+        }))
     }
 
     /// Length in octets of what [`open_data`](Item::open_data) yields.
@@ -216,35 +251,65 @@ pub struct Queue {
 /// flush at close (ext4's `auto_da_alloc` after a truncation). Measured on ext4: a quarter of
 /// the server's CPU went to creating and deleting one file per message, and truncating to
 /// empty still cost a third more than overwriting.
+///
+/// The pool keeps each file open, and a new message is written where the file lies, in
+/// `free/`: taking a file costs no system call, and commit's rename into `queue/` is the only
+/// one it makes. The pool starts empty at each start ([`Queue::load_all`] deletes what is in
+/// `free/`), so it only ever holds files this process has written and cleared.
 #[derive(Debug)]
 struct FreePool {
     dir: PathBuf,
-    files: Mutex<Vec<PathBuf>>,
+    files: Mutex<Vec<FreeFile>>,
+}
+
+/// A file in the pool: where it is, open for reading and writing, and its length.
+#[derive(Debug)]
+struct FreeFile {
+    path: PathBuf,
+    file: Arc<File>,
+    len: u64,
 }
 
 impl FreePool {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<FreeFile>> {
         // A panic while holding the lock leaves at worst a file the pool forgot.
         self.files.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes `path` (a queue file or temp file that is done with) out of the way: moved to
-    /// the pool, its contents overwritten with zeros (no message lingers there), while the
-    /// pool has room and the file is small; else deleted. Not fsync'd: what the pool holds
-    /// needs no durability, and a crash at worst leaves the file where it was.
-    fn put(&self, path: &Path, id: &QueueId) -> io::Result<()> {
-        let len = fs::symlink_metadata(path)?.len();
+    /// Takes `path` (a queue file or temp file that is done with; `open` is its descriptor
+    /// when the caller has one) out of the way: moved to the pool, its contents overwritten
+    /// with zeros (no message lingers there), while the pool has room and the file is small;
+    /// else deleted. Not fsync'd: what the pool holds needs no durability, and a crash at
+    /// worst leaves the file where it was.
+    fn put(&self, path: &Path, id: &QueueId, open: Option<&Arc<File>>) -> io::Result<()> {
+        let file = match open {
+            Some(file) => file.clone(),
+            None => Arc::new(OpenOptions::new().read(true).write(true).open(path)?),
+        };
+        let len = file.metadata()?.len();
         if len > FREE_FILE_MAX || self.lock().len() >= FREE_POOL {
             return fs::remove_file(path);
         }
-        let free = self.dir.join(id.as_str());
-        fs::rename(path, &free)?;
-        let zeroed = OpenOptions::new()
-            .write(true)
-            .open(&free)
-            .and_then(|file| file.write_all_at(&vec![0; len as usize], 0));
-        match zeroed {
-            Ok(()) => self.lock().push(free),
+        let free = if path.parent() == Some(self.dir.as_path()) {
+            // Taken from the pool and given back unqueued (`Incoming::recycle`).
+            path.to_path_buf()
+        } else {
+            let free = self.dir.join(id.as_str());
+            match rename_noreplace(path, &free) {
+                Ok(()) => free,
+                // The name is taken (a clashing id): not worth keeping.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return fs::remove_file(path);
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        match zero_fill(&file, len) {
+            Ok(()) => self.lock().push(FreeFile {
+                path: free,
+                file,
+                len,
+            }),
             Err(e) => {
                 log::warn!("queue: cannot clear {}: {e}", free.display());
                 fs::remove_file(&free)?;
@@ -253,28 +318,42 @@ impl FreePool {
         Ok(())
     }
 
-    /// A pooled file renamed to `to` (which must not exist), opened for writing, with its
-    /// current length; `None` when the pool is empty or the file is unusable.
-    fn take(&self, to: &Path) -> Option<(File, u64)> {
-        let free = self.lock().pop()?;
-        if let Err(e) = rename_noreplace(&free, to) {
-            log::warn!("queue: cannot reuse {}: {e}", free.display());
-            let _ = fs::remove_file(&free);
-            return None;
-        }
-        // Readable too: `Incoming::read_data` reads the message back through it.
-        let file = OpenOptions::new().read(true).write(true).open(to).ok()?;
-        match file.metadata() {
-            Ok(m) if m.is_file() => Some((file, m.len())),
-            _ => None,
-        }
+    /// A pooled file for a new message; `None` when the pool is empty.
+    fn take(&self) -> Option<FreeFile> {
+        self.lock().pop()
     }
+
+    /// Forgets every pooled file and deletes whatever is in `free/`: at start-up, where a
+    /// file may hold part of a message that was being received when the last run ended.
+    fn clear(&self) -> io::Result<()> {
+        self.lock().clear();
+        for entry in fs::read_dir(&self.dir)? {
+            let path = entry?.path();
+            if let Err(e) = fs::remove_file(&path) {
+                log::warn!("queue: cannot remove {}: {e}", path.display());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Overwrites the first `len` bytes of `file` with zeros.
+fn zero_fill(file: &File, len: u64) -> io::Result<()> {
+    const ZEROS: [u8; 8192] = [0; 8192];
+    let mut at = 0;
+    while at < len {
+        let n = (len - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }
 
 /// A recycled file's old tail up to this long is overwritten with empty lines rather than
 /// cut off (see `Incoming::finish_file`); a longer one is cut off.
 const MAX_PADDING: u64 = 4096;
-/// Recycled files kept at most (about the number of messages received at once).
+/// Recycled files kept at most (about the number of messages received at once). Each holds
+/// a descriptor open.
 const FREE_POOL: usize = 256;
 /// Larger files are deleted, not pooled: the pool must not hold on to much disk.
 const FREE_FILE_MAX: u64 = 256 * 1024;
@@ -317,10 +396,11 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 #[derive(Debug)]
 pub struct Incoming {
     id: QueueId,
-    tmp_path: PathBuf,
+    /// Where the file is while it is written: `tmp/<id>`, or a recycled file in `free/`.
+    path: PathBuf,
     queue_dir: PathBuf,
     free: Arc<FreePool>,
-    out: BufWriter<File>,
+    out: BufWriter<SharedFile>,
     data_len: u64,
     /// Length of the recycled file's old contents: commit cuts off whatever of it is left
     /// past the new message.
@@ -329,23 +409,39 @@ pub struct Incoming {
     done: bool,
 }
 
+/// The file an [`Incoming`] writes, shared with the [`Item`] it becomes at commit. Written
+/// at its own offset (pwrite), not the descriptor's: a recycled file's descriptor is left
+/// wherever its previous message ended.
+#[derive(Debug)]
+struct SharedFile {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl Write for SharedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Queue {
     /// Opens (creating, mode 0700) `data_dir/queue`.
     pub fn open(data_dir: &Path) -> io::Result<Queue> {
         let dir = data_dir.join("queue");
         crate::fsutil::create_private_dir_all(&dir.join("tmp"))?;
         crate::fsutil::create_private_dir_all(&dir.join("free"))?;
-        let free_dir = dir.join("free");
-        let files = fs::read_dir(&free_dir)?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .take(FREE_POOL)
-            .collect();
         Ok(Queue {
-            dir,
             free: Arc::new(FreePool {
-                dir: free_dir,
-                files: Mutex::new(files),
+                dir: dir.join("free"),
+                files: Mutex::new(Vec::new()),
             }),
+            dir,
         })
     }
 
@@ -363,13 +459,13 @@ impl Queue {
 
     /// Starts a new message; allocates its id.
     pub fn incoming(&self) -> io::Result<Incoming> {
-        let (id, tmp_path, file, stale_len) = self.create_temp()?;
+        let (id, path, file, stale_len) = self.create_temp()?;
         let mut incoming = Incoming {
             id,
-            tmp_path,
+            path,
             queue_dir: self.dir.clone(),
             free: self.free.clone(),
-            out: BufWriter::with_capacity(WRITE_BUFFER, file),
+            out: BufWriter::with_capacity(WRITE_BUFFER, SharedFile { file, pos: 0 }),
             data_len: 0,
             stale_len,
             done: false,
@@ -379,40 +475,35 @@ impl Queue {
         Ok(incoming)
     }
 
-    /// Creates `tmp/<id>` exclusively (a recycled file when the pool has one, with the length
-    /// of its old contents), with an id that no committed message has either.
+    /// A file to write a new message into, with a fresh id: a recycled file when the pool
+    /// has one (with the length of its old contents), else `tmp/<id>`, created exclusively.
     ///
-    /// The check against `queue/<id>` comes after the exclusive create: a message is always
-    /// under one of its two names (rename is atomic), so once we own `tmp/<id>` a clash can
-    /// only be with a file already in `queue/`, which the check sees. Commit may then rename
-    /// without fear of replacing someone else's message.
-    fn create_temp(&self) -> io::Result<(QueueId, PathBuf, File, u64)> {
+    /// The id is not checked against `queue/` here: commit renames without ever replacing,
+    /// so a clash (same millisecond and 20 equal random bits) fails that commit, and the
+    /// client sends the message again, rather than overwriting a queued message.
+    fn create_temp(&self) -> io::Result<(QueueId, PathBuf, Arc<File>, u64)> {
+        if let Some(free) = self.free.take() {
+            return Ok((QueueId::generate(), free.path, free.file, free.len));
+        }
         for _ in 0..ID_ATTEMPTS {
             let id = QueueId::generate();
-            let tmp_path = self.tmp_dir().join(id.as_str());
-            let (file, stale_len) = match self.free.take(&tmp_path) {
-                Some(reused) => reused,
-                None => match create_exclusive(&tmp_path) {
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                    other => (other?, 0),
-                },
-            };
-            if fs::symlink_metadata(self.path_of(&id)).is_ok() {
-                drop(file);
-                fs::remove_file(&tmp_path)?;
-                continue;
+            let path = self.tmp_dir().join(id.as_str());
+            match create_exclusive(&path) {
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                created => return Ok((id, path, Arc::new(created?), 0)),
             }
-            return Ok((id, tmp_path, file, stale_len));
         }
         Err(io::Error::other("could not allocate a free queue id"))
     }
 
-    /// Loads every complete message; removes stale temp files. Errors on one file are logged
-    /// and that file is left in place.
+    /// Loads every complete message; removes stale temp files and the pool of recycled
+    /// files. Errors on one file are logged and that file is left in place.
     ///
-    /// Call at start-up, before any [`Incoming`] exists: it deletes everything in `tmp/`.
+    /// Call at start-up, before any [`Incoming`] exists: it deletes everything in `tmp/` and
+    /// `free/`.
     pub fn load_all(&self) -> io::Result<Vec<Item>> {
         self.clean_tmp()?;
+        self.free.clear()?;
         self.list()
     }
 
@@ -488,7 +579,10 @@ impl Queue {
 
     /// Makes the status records written so far durable.
     pub fn sync(&self, item: &Item) -> io::Result<()> {
-        File::open(self.path_of(&item.id))?.sync_data()
+        match &item.file {
+            Some(file) => file.sync_data(),
+            None => File::open(self.path_of(&item.id))?.sync_data(),
+        }
     }
 
     /// Removes a finished message from the queue. Its file is moved to `free/` for reuse
@@ -501,7 +595,10 @@ impl Queue {
     /// one between the peer's 250 and our status record: RFC 5321 §6.1 prefers a duplicate
     /// to a loss.
     pub fn remove(&self, item: &Item) -> io::Result<()> {
-        match self.free.put(&self.path_of(&item.id), &item.id) {
+        match self
+            .free
+            .put(&self.path_of(&item.id), &item.id, item.file.as_ref())
+        {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -555,7 +652,10 @@ impl Incoming {
         let len = usize::try_from(self.data_len)
             .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large"))?;
         let mut data = vec![0; len];
-        self.out.get_ref().read_exact_at(&mut data, HEADER_LEN)?;
+        self.out
+            .get_ref()
+            .file
+            .read_exact_at(&mut data, HEADER_LEN)?;
         Ok(data)
     }
 
@@ -567,9 +667,10 @@ impl Incoming {
         Ok(Item {
             id: self.id.clone(),
             envelope: envelope.clone(),
-            path: self.tmp_path.clone(),
+            path: self.path.clone(),
             data_offset: HEADER_LEN,
             data_len: self.data_len,
+            file: Some(self.out.get_ref().file.clone()),
         })
     }
 
@@ -577,20 +678,27 @@ impl Incoming {
     /// temp file goes to the pool of reusable files.
     pub fn recycle(mut self) {
         self.done = true;
-        if let Err(e) = self.free.put(&self.tmp_path, &self.id) {
-            log::warn!("queue: cannot recycle {}: {e}", self.tmp_path.display());
-            let _ = fs::remove_file(&self.tmp_path);
+        let file = self.out.get_ref().file.clone();
+        if let Err(e) = self.free.put(&self.path, &self.id, Some(&file)) {
+            log::warn!("queue: cannot recycle {}: {e}", self.path.display());
+            let _ = fs::remove_file(&self.path);
         }
     }
 
     /// Writes the envelope, fsyncs, renames into place, fsyncs the folder. When this returns
     /// Ok, the message is durable: this is what a 250 after DATA waits for.
     ///
-    /// On error the temp file is removed and nothing is queued.
+    /// On error the temp file is removed and nothing is queued. The rename never replaces
+    /// a file: a message already queued under the same id makes this commit fail.
     pub fn commit(mut self, envelope: Envelope) -> io::Result<Item> {
         self.finish_file(&envelope)?;
         let path = self.queue_dir.join(self.id.as_str());
-        fs::rename(&self.tmp_path, &path)?;
+        rename_noreplace(&self.path, &path).map_err(|e| match e.kind() {
+            io::ErrorKind::AlreadyExists => {
+                io::Error::new(e.kind(), format!("queue id {} is already in use", self.id))
+            }
+            _ => e,
+        })?;
         self.done = true;
         if let Err(e) = crate::fsutil::fsync_dir_shared(&self.queue_dir) {
             // Not acknowledged, so the client will send it again: a copy that reappears after
@@ -604,20 +712,21 @@ impl Incoming {
             path,
             data_offset: HEADER_LEN,
             data_len: self.data_len,
+            file: Some(self.out.get_ref().file.clone()),
         })
     }
 
     /// Flushes the data, fills in its length, appends the envelope line, fsyncs.
     fn finish_file(&mut self, envelope: &Envelope) -> io::Result<()> {
         self.out.flush()?;
-        let file = self.out.get_ref();
+        let file: &File = &self.out.get_ref().file;
         let header = format!("{MAGIC}{:0width$}\n", self.data_len, width = LEN_DIGITS);
         file.write_all_at(header.as_bytes(), 0)?;
         // serde_json escapes control characters, so the envelope is exactly one line.
         let mut line = serde_json::to_vec(envelope).map_err(io::Error::other)?;
         line.push(b'\n');
-        // pwrite left the file position at the end of the data.
-        let end = HEADER_LEN + self.data_len + line.len() as u64;
+        let data_end = HEADER_LEN + self.data_len;
+        let end = data_end + line.len() as u64;
         let stale = self.stale_len.saturating_sub(end);
         if stale > 0 && stale <= MAX_PADDING {
             // A recycled file's old contents go a little past ours: blank them out with
@@ -625,8 +734,7 @@ impl Incoming {
             // change and the fdatasync below writes the data alone, not the inode too.
             line.resize(line.len() + stale as usize, b'\n');
         }
-        let mut file: &File = file;
-        file.write_all(&line)?;
+        file.write_all_at(&line, data_end)?;
         if stale > MAX_PADDING {
             file.set_len(end)?;
         }
@@ -647,9 +755,9 @@ impl Drop for Incoming {
             return;
         }
         self.done = true;
-        match fs::remove_file(&self.tmp_path) {
+        match fs::remove_file(&self.path) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                log::warn!("queue: cannot remove {}: {e}", self.tmp_path.display());
+                log::warn!("queue: cannot remove {}: {e}", self.path.display());
             }
             _ => {}
         }
@@ -675,6 +783,7 @@ fn load_file(id: QueueId, path: &Path) -> Result<Item, LoadError> {
         path: path.to_path_buf(),
         data_offset: HEADER_LEN,
         data_len,
+        file: None,
     };
     Ok(item)
 }
@@ -1066,6 +1175,71 @@ mod tests {
     }
 
     #[test]
+    fn a_recycled_file_is_written_where_it_lies_and_renamed_once() {
+        use std::os::unix::fs::MetadataExt;
+        let (_tmp, queue) = queue();
+        let first = put(&queue, &[b'a'; 2000], envelope(1));
+        let inode = fs::metadata(&first.path).unwrap().ino();
+        queue.remove(&first).unwrap();
+        let free = queue.dir().join("free");
+        assert_eq!(names(&free), [first.id.as_str()]);
+
+        let mut b = queue.incoming().unwrap();
+        b.write(b"second").unwrap();
+        // Written in `free/`, under its old name: nothing went to `tmp/`.
+        assert_eq!(names(&queue.dir().join("tmp")), Vec::<String>::new());
+        assert_eq!(names(&free), [first.id.as_str()]);
+        assert_ne!(b.id(), &first.id);
+        let second = b.commit(envelope(1)).unwrap();
+        assert_eq!(names(&free), Vec::<String>::new());
+        assert_eq!(second.path, queue.dir().join(second.id.as_str()));
+        assert_eq!(fs::metadata(&second.path).unwrap().ino(), inode);
+        // The committed item reads through the descriptor it was written with.
+        assert!(second.file.is_some());
+        assert_eq!(read_data(&second), b"second");
+        let loaded = queue.list().unwrap();
+        assert_eq!(read_data(&loaded[0]), b"second");
+        assert!(loaded[0].file.is_none());
+    }
+
+    #[test]
+    fn commit_never_replaces_a_queued_message() {
+        let (_tmp, queue) = queue();
+        let mut a = queue.incoming().unwrap();
+        a.write(b"newcomer").unwrap();
+        // A message already queued under the same id (a clash of ids).
+        let queued = queue.dir().join(a.id().as_str());
+        fs::write(&queued, b"already queued").unwrap();
+        let err = a.commit(envelope(1)).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(err.to_string().contains("already in use"), "{err}");
+        assert_eq!(fs::read(&queued).unwrap(), b"already queued");
+        assert_eq!(names(&queue.dir().join("tmp")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn start_up_empties_the_pool() {
+        let (_tmp, queue) = queue();
+        let first = put(&queue, b"done", envelope(1));
+        queue.remove(&first).unwrap();
+        // As if the process died while receiving into the recycled file.
+        let mut crashed = queue.incoming().unwrap();
+        crashed.write(b"never acknowledged").unwrap();
+        std::mem::forget(crashed);
+        let free = queue.dir().join("free");
+        assert_eq!(names(&free).len(), 1);
+
+        let restarted = Queue::open(queue.dir().parent().unwrap()).unwrap();
+        assert!(restarted.load_all().unwrap().is_empty());
+        assert_eq!(names(&free), Vec::<String>::new());
+        // And the pool works again from empty.
+        let next = put(&restarted, b"next", envelope(1));
+        assert_eq!(read_data(&restarted.list().unwrap()[0]), b"next");
+        restarted.remove(&next).unwrap();
+        assert_eq!(names(&free), [next.id.as_str()]);
+    }
+
+    #[test]
     fn a_long_old_tail_is_cut_off() {
         let (_tmp, queue) = queue();
         let mut a = queue.incoming().unwrap();
@@ -1130,7 +1304,7 @@ mod tests {
         a.recycle();
         assert!(!view.path.exists(), "temp file left behind");
         assert!(
-            queue.load_all().unwrap().is_empty(),
+            queue.list().unwrap().is_empty(),
             "recycled message was queued"
         );
         let recycled = queue.dir().join("free").join(view.id.as_str());

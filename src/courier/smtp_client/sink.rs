@@ -365,5 +365,6 @@ pub fn item(dir: &Path, data: &[u8]) -> Item {
         path,
         data_offset: 0,
         data_len: data.len() as u64,
+        file: None,
     }
 }
