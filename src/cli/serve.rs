@@ -20,6 +20,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub fn run(config_dir: &Path) -> Result<(), CliError> {
+    // First, so every thread started from here on inherits it.
+    batch_scheduling();
     let settings =
         Arc::new(Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?);
     let domains = Domains::load(&settings.config_dir, settings.normalization())
@@ -220,6 +222,23 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Maildir writes), which is most of a mail server's CPU; more executor threads than that
 /// only add wake-ups between them. Measured with benches/ on 2 cores: one executor thread
 /// took 10–20% less CPU per message than two, at the same throughput.
+/// Puts this thread, and so every thread and child process it starts later, under
+/// `SCHED_BATCH` (sched(7)): a woken thread no longer preempts the one running. A mail server
+/// is throughput work, not interactive; without this, every fsync finished on a blocking
+/// thread and every reply a peer sends would preempt the executor thread mid-task. Measured
+/// on the forwarding benchmark: about a fifth less CPU per message. Latency to a reply grows
+/// by at most a scheduler slice (a few ms) on a busy CPU. Needs no privilege (nice is kept).
+fn batch_scheduling() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a valid sched_param for the calling thread (pid 0).
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        log::warn!(
+            "cannot switch to SCHED_BATCH scheduling: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn executor_threads() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores / 2).max(1)
