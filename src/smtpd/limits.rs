@@ -152,9 +152,10 @@ impl Connections {
     }
 }
 
-/// File descriptors needed beyond one per connection: listeners, queue files, outbound SMTP
-/// and DNS sockets, hooks' pipes, logs.
-pub const FD_MARGIN: u64 = 256;
+/// File descriptors needed beyond one per connection: listeners, queue files (those being
+/// written and delivered, and the pool of recycled ones, `queue::store::FREE_POOL`),
+/// outbound SMTP and DNS sockets, hooks' pipes, logs.
+pub const FD_MARGIN: u64 = 256 + crate::queue::store::FREE_POOL as u64;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, as Go does for every program at start
 /// (and so chasquid): the default soft limit of 1024 would end a flood in EMFILE on accept
