@@ -327,14 +327,22 @@ impl FreePool {
     /// file may hold part of a message that was being received when the last run ended.
     fn clear(&self) -> io::Result<()> {
         self.lock().clear();
-        for entry in fs::read_dir(&self.dir)? {
-            let path = entry?.path();
-            if let Err(e) = fs::remove_file(&path) {
-                log::warn!("queue: cannot remove {}: {e}", path.display());
-            }
-        }
-        Ok(())
+        remove_files_in(&self.dir).map(drop)
     }
+}
+
+/// Deletes every file in `dir` and returns their paths; a file that cannot be deleted is
+/// logged and left.
+fn remove_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir)? {
+        let path = entry?.path();
+        match fs::remove_file(&path) {
+            Ok(()) => removed.push(path),
+            Err(e) => log::warn!("queue: cannot remove {}: {e}", path.display()),
+        }
+    }
+    Ok(removed)
 }
 
 /// Overwrites the first `len` bytes of `file` with zeros.
@@ -531,12 +539,8 @@ impl Queue {
 
     /// Deletes what a crash left in `tmp/`: none of it was ever acknowledged.
     fn clean_tmp(&self) -> io::Result<()> {
-        for entry in fs::read_dir(self.tmp_dir())? {
-            let path = entry?.path();
-            match fs::remove_file(&path) {
-                Ok(()) => log::info!("queue: removed uncommitted {}", path.display()),
-                Err(e) => log::warn!("queue: cannot remove {}: {e}", path.display()),
-            }
+        for path in remove_files_in(&self.tmp_dir())? {
+            log::info!("queue: removed uncommitted {}", path.display());
         }
         Ok(())
     }
