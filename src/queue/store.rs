@@ -656,10 +656,7 @@ impl Incoming {
         let len = usize::try_from(self.data_len)
             .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large"))?;
         let mut data = vec![0; len];
-        self.out
-            .get_ref()
-            .file
-            .read_exact_at(&mut data, HEADER_LEN)?;
+        self.file().read_exact_at(&mut data, HEADER_LEN)?;
         Ok(data)
     }
 
@@ -668,21 +665,31 @@ impl Incoming {
     /// is committed, recycled or dropped.
     pub fn view(&mut self, envelope: &Envelope) -> io::Result<Item> {
         self.out.flush()?;
-        Ok(Item {
+        Ok(self.item(self.path.clone(), envelope.clone()))
+    }
+
+    /// The message as an [`Item`] whose file is at `path`, read through the open file.
+    fn item(&self, path: PathBuf, envelope: Envelope) -> Item {
+        Item {
             id: self.id.clone(),
-            envelope: envelope.clone(),
-            path: self.path.clone(),
+            envelope,
+            path,
             data_offset: HEADER_LEN,
             data_len: self.data_len,
-            file: Some(self.out.get_ref().file.clone()),
-        })
+            file: Some(self.file().clone()),
+        }
+    }
+
+    /// The file being written.
+    fn file(&self) -> &Arc<File> {
+        &self.out.get_ref().file
     }
 
     /// Done with a message that never needs the queue (delivered before it was queued): the
     /// temp file goes to the pool of reusable files.
     pub fn recycle(mut self) {
         self.done = true;
-        let file = self.out.get_ref().file.clone();
+        let file = self.file().clone();
         if let Err(e) = self.free.put(&self.path, &self.id, Some(&file)) {
             log::warn!("queue: cannot recycle {}: {e}", self.path.display());
             let _ = fs::remove_file(&self.path);
@@ -710,20 +717,13 @@ impl Incoming {
             let _ = fs::remove_file(&path);
             return Err(e);
         }
-        Ok(Item {
-            id: self.id.clone(),
-            envelope,
-            path,
-            data_offset: HEADER_LEN,
-            data_len: self.data_len,
-            file: Some(self.out.get_ref().file.clone()),
-        })
+        Ok(self.item(path, envelope))
     }
 
     /// Flushes the data, fills in its length, appends the envelope line, fsyncs.
     fn finish_file(&mut self, envelope: &Envelope) -> io::Result<()> {
         self.out.flush()?;
-        let file: &File = &self.out.get_ref().file;
+        let file: &File = self.file();
         let header = format!("{MAGIC}{:0width$}\n", self.data_len, width = LEN_DIGITS);
         file.write_all_at(header.as_bytes(), 0)?;
         // serde_json escapes control characters, so the envelope is exactly one line.
