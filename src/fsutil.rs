@@ -1,12 +1,12 @@
 //! The one durable-write helper: temp file, fsync, rename, fsync the directory (STYLE habit 9).
 
-use std::collections::HashMap;
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
-use std::time::Duration;
+
+mod dir_sync;
+pub use dir_sync::{DirTicket, SOON, fsync_dir_shared, fsync_dir_soon};
 
 /// How many temp names to try before giving up (a clash needs the same pid and 64 random bits).
 const TEMP_ATTEMPTS: usize = 8;
@@ -32,154 +32,6 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// fsyncs a directory, so a rename or create inside it survives a crash.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
-}
-
-/// fsyncs a directory, sharing the work with every other thread that asks for the same
-/// directory at the same time (group commit): a caller returns once an fsync that *started
-/// after its call* has completed, so whatever it renamed or unlinked before calling is
-/// durable. Under load one fsync covers many sessions' renames instead of one each.
-pub fn fsync_dir_shared(dir: &Path) -> io::Result<()> {
-    dir_syncer(dir).sync(dir)
-}
-
-/// Asks for `dir` to be fsync'd soon, without waiting for it: for changes whose durability
-/// nobody waits on (a finished message leaving the queue). The next [`fsync_dir_shared`] of
-/// the same directory covers them, as does a background fsync at most [`SOON`] later, so
-/// under load they cost no fsync of their own.
-pub fn fsync_dir_soon(dir: &Path) {
-    let syncer = dir_syncer(dir);
-    let mut state = syncer.lock();
-    if state.soon {
-        // Already asked for, and not started yet: that fsync will cover this change too.
-        return;
-    }
-    state.soon = true;
-    if !state.flusher {
-        state.flusher = true;
-        let (flusher, owned) = (syncer.clone(), dir.to_path_buf());
-        let spawned = std::thread::Builder::new()
-            .name("dir-sync".into())
-            .spawn(move || flusher.flush_soon_forever(&owned));
-        if let Err(e) = spawned {
-            // Left to the next shared fsync and the kernel's own writeback.
-            log::warn!(
-                "cannot start the background fsync of {}: {e}",
-                dir.display()
-            );
-        }
-    }
-    syncer.soon_requested.notify_all();
-}
-
-/// The most a change passed to [`fsync_dir_soon`] waits for its fsync.
-pub const SOON: Duration = Duration::from_secs(1);
-
-/// One coalescer per directory path, created on first use and kept (a mail server has few
-/// directories that see renames: the queue, and one `new/` per mailbox).
-fn dir_syncer(dir: &Path) -> Arc<DirSyncer> {
-    static SYNCERS: OnceLock<Mutex<HashMap<PathBuf, Arc<DirSyncer>>>> = OnceLock::new();
-    let map = SYNCERS.get_or_init(Default::default);
-    let mut map = map.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(syncer) = map.get(dir) {
-        return syncer.clone();
-    }
-    map.entry(dir.to_path_buf()).or_default().clone()
-}
-
-#[derive(Default)]
-struct DirSyncer {
-    state: Mutex<SyncState>,
-    done: Condvar,
-    /// Wakes the background thread of [`fsync_dir_soon`].
-    soon_requested: Condvar,
-}
-
-struct FailedBatch {
-    after: u64,
-    upto: u64,
-    kind: io::ErrorKind,
-    msg: String,
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// Callers so far (a caller's ticket is the value after its increment).
-    requested: u64,
-    /// Every ticket up to this one is covered by a completed fsync.
-    completed: u64,
-    /// The tickets of the latest failed batch (`after < ticket <= upto`), and its error.
-    failed: Option<FailedBatch>,
-    running: bool,
-    /// Changes passed to `fsync_dir_soon` wait for an fsync that has not started yet.
-    soon: bool,
-    /// The background thread for `soon` is running.
-    flusher: bool,
-}
-
-impl DirSyncer {
-    fn lock(&self) -> std::sync::MutexGuard<'_, SyncState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The background thread of [`fsync_dir_soon`]: once asked, waits [`SOON`] (a commit's
-    /// fsync may cover the request meanwhile), then fsyncs if nobody has.
-    fn flush_soon_forever(&self, dir: &Path) {
-        loop {
-            let mut state = self.lock();
-            while !state.soon {
-                state = self
-                    .soon_requested
-                    .wait(state)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-            drop(state);
-            std::thread::sleep(SOON);
-            if self.lock().soon
-                && let Err(e) = self.sync(dir)
-            {
-                log::warn!("background fsync of {} failed: {e}", dir.display());
-            }
-        }
-    }
-
-    fn sync(&self, dir: &Path) -> io::Result<()> {
-        let mut state = self.lock();
-        state.requested += 1;
-        let ticket = state.requested;
-        loop {
-            if state.completed >= ticket {
-                return match &state.failed {
-                    Some(f) if f.after < ticket && ticket <= f.upto => {
-                        Err(io::Error::new(f.kind, f.msg.clone()))
-                    }
-                    _ => Ok(()),
-                };
-            }
-            if state.running {
-                state = self.done.wait(state).unwrap_or_else(|p| p.into_inner());
-                continue;
-            }
-            // Lead a batch: it covers every ticket issued so far, and every change passed to
-            // `fsync_dir_soon` before now.
-            state.running = true;
-            state.soon = false;
-            let (after, batch) = (state.completed, state.requested);
-            drop(state);
-            let result = fsync_dir(dir);
-            state = self.lock();
-            state.running = false;
-            state.completed = batch;
-            if let Err(e) = result {
-                state.failed = Some(FailedBatch {
-                    after,
-                    upto: batch,
-                    kind: e.kind(),
-                    msg: e.to_string(),
-                });
-            }
-            self.done.notify_all();
-        }
-    }
 }
 
 /// `mkdir -p` with mode 0700 for every folder it creates (SPEC §11: folders 0700).
@@ -336,61 +188,5 @@ mod tests {
         fs::write(&file, b"").unwrap();
         assert!(create_private_dir_all(&file).is_err());
         assert!(create_private_dir_all(&file.join("sub")).is_err());
-    }
-
-    /// Fsyncs of `dir` completed so far (tickets served).
-    fn completed(dir: &Path) -> u64 {
-        dir_syncer(dir).lock().completed
-    }
-
-    #[test]
-    fn soon_sync_runs_in_the_background_or_rides_on_a_shared_one() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        fs::write(dir.join("a"), b"x").unwrap();
-        fsync_dir_soon(&dir);
-        assert!(dir_syncer(&dir).lock().soon, "request noted");
-        let deadline = std::time::Instant::now() + SOON * 5;
-        while completed(&dir) == 0 {
-            assert!(std::time::Instant::now() < deadline, "no background fsync");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        assert!(!dir_syncer(&dir).lock().soon);
-
-        // A shared fsync that starts after the request covers it: none runs later.
-        fs::write(dir.join("b"), b"x").unwrap();
-        fsync_dir_soon(&dir);
-        fsync_dir_shared(&dir).unwrap();
-        let after_shared = completed(&dir);
-        assert!(!dir_syncer(&dir).lock().soon, "covered by the shared fsync");
-        std::thread::sleep(SOON + Duration::from_millis(300));
-        assert_eq!(
-            completed(&dir),
-            after_shared,
-            "no redundant background fsync"
-        );
-    }
-
-    #[test]
-    fn shared_dir_sync_serves_concurrent_callers_and_reports_errors() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        let threads: Vec<_> = (0..16)
-            .map(|i| {
-                let dir = dir.clone();
-                std::thread::spawn(move || {
-                    fs::write(dir.join(format!("f{i}")), b"x").unwrap();
-                    fsync_dir_shared(&dir)
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap().unwrap();
-        }
-        let missing = tmp.path().join("missing");
-        assert!(fsync_dir_shared(&missing).is_err());
-        // A later success is not spoiled by the earlier failure, and vice versa.
-        fs::create_dir(&missing).unwrap();
-        fsync_dir_shared(&missing).unwrap();
     }
 }

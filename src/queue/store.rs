@@ -701,7 +701,13 @@ impl Incoming {
     ///
     /// On error the temp file is removed and nothing is queued. The rename never replaces
     /// a file: a message already queued under the same id makes this commit fail.
-    pub fn commit(mut self, envelope: Envelope) -> io::Result<Item> {
+    pub fn commit(self, envelope: Envelope) -> io::Result<Item> {
+        self.commit_unsynced(envelope)?.wait()
+    }
+
+    /// [`Incoming::commit`] up to the folder's fsync, which the returned [`Unsynced`] waits
+    /// for: blocking, or as a task that holds no thread meanwhile.
+    pub fn commit_unsynced(mut self, envelope: Envelope) -> io::Result<Unsynced> {
         self.finish_file(&envelope)?;
         let path = self.queue_dir.join(self.id.as_str());
         rename_noreplace(&self.path, &path).map_err(|e| match e.kind() {
@@ -711,13 +717,12 @@ impl Incoming {
             _ => e,
         })?;
         self.done = true;
-        if let Err(e) = crate::fsutil::fsync_dir_shared(&self.queue_dir) {
-            // Not acknowledged, so the client will send it again: a copy that reappears after
-            // a crash would be delivered twice. Best effort; the fsync error is what matters.
-            let _ = fs::remove_file(&path);
-            return Err(e);
-        }
-        Ok(self.item(path, envelope))
+        // Taken after the rename: the fsync that serves it started after the rename.
+        let folder = crate::fsutil::DirTicket::take(&self.queue_dir);
+        Ok(Unsynced {
+            item: self.item(path, envelope),
+            folder,
+        })
     }
 
     /// Flushes the data, fills in its length, appends the envelope line, fsyncs.
@@ -750,6 +755,37 @@ impl Incoming {
     /// Drops the temp file (message refused).
     pub fn abort(self) {
         // Drop does the work.
+    }
+}
+
+/// A message renamed into the queue whose folder is not fsync'd yet: not to be acknowledged
+/// before [`Unsynced::wait`] or [`Unsynced::durable`] says Ok.
+pub struct Unsynced {
+    item: Item,
+    folder: crate::fsutil::DirTicket,
+}
+
+impl Unsynced {
+    /// Blocks until the queue folder's fsync covers the rename.
+    pub fn wait(self) -> io::Result<Item> {
+        let outcome = self.folder.wait();
+        Self::conclude(self.item, outcome)
+    }
+
+    /// Waits, as a task, until the queue folder's fsync covers the rename.
+    pub async fn durable(self) -> io::Result<Item> {
+        let outcome = self.folder.durable().await;
+        Self::conclude(self.item, outcome)
+    }
+
+    fn conclude(item: Item, outcome: io::Result<()>) -> io::Result<Item> {
+        if let Err(e) = outcome {
+            // Not acknowledged, so the client will send it again: a copy that reappears after
+            // a crash would be delivered twice. Best effort; the fsync error is what matters.
+            let _ = fs::remove_file(&item.path);
+            return Err(e);
+        }
+        Ok(item)
     }
 }
 
@@ -1219,6 +1255,29 @@ mod tests {
         assert!(err.to_string().contains("already in use"), "{err}");
         assert_eq!(fs::read(&queued).unwrap(), b"already queued");
         assert_eq!(names(&queue.dir().join("tmp")), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_commit_can_wait_for_its_folder_fsync_as_a_task() {
+        let (_tmp, queue) = queue();
+        let items: Vec<Item> = smol::block_on(async {
+            let mut unsynced = Vec::new();
+            for i in 0..8u8 {
+                let mut incoming = queue.incoming().unwrap();
+                incoming.write(&[b'a' + i; 10]).unwrap();
+                unsynced.push(incoming.commit_unsynced(envelope(1)).unwrap());
+            }
+            let mut items = Vec::new();
+            for u in unsynced {
+                items.push(u.durable().await.unwrap());
+            }
+            items
+        });
+        let loaded = queue.load_all().unwrap();
+        assert_eq!(loaded.len(), 8);
+        for (i, item) in items.iter().enumerate() {
+            assert_eq!(read_data(item), vec![b'a' + i as u8; 10]);
+        }
     }
 
     #[test]

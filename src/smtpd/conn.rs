@@ -706,9 +706,11 @@ impl Conn {
                 .map_err(|e| e.to_string())?;
             return Ok(self.log_direct(outcome));
         }
-        let item = smol::unblock(move || incoming.commit(envelope))
+        let unsynced = smol::unblock(move || incoming.commit_unsynced(envelope))
             .await
             .map_err(|e| e.to_string())?;
+        // The queue folder's shared fsync is waited for here, not on the blocking thread.
+        let item = unsynced.durable().await.map_err(|e| e.to_string())?;
         let id = item.id.to_string();
         self.log_received(&item);
         self.server.deliveries.submit(item);
