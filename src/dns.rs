@@ -4,7 +4,8 @@
 //! inside `async_compat::Compat` (STACK.md), so callers just await it under smol.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_compat::Compat;
 use mail_auth::hickory_resolver::config::{
@@ -14,6 +15,8 @@ use mail_auth::hickory_resolver::net::{DnsError as HickoryDnsError, NetError};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::hickory_resolver::proto::rr::{RData, RecordType};
 use rand::seq::SliceRandom;
+
+use crate::ttl_cache::TtlCache;
 
 /// Per-query deadline; with `ATTEMPTS` the worst case stays well under a minute.
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -41,13 +44,17 @@ impl DnsError {
 pub struct Dns {
     auth: mail_auth::MessageAuthenticator,
     txt_cache: crate::mailauth::txt_cache::TxtCache,
+    /// Answers of [`Dns::query`] for their TTL. hickory caches them too, but asking it
+    /// (under a tokio reactor, parsing the name, copying the records) costs more than the
+    /// rest of planning a delivery, and a forwarder asks the same few names for every message.
+    answers: TtlCache<(RecordType, Box<str>), Answer>,
 }
 
 /// What one query said: the records of the asked type (none at all is NODATA), or that the
 /// name does not exist.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Answer {
-    Records(Vec<RData>),
+    Records(Arc<[RData]>),
     NxDomain,
 }
 
@@ -69,6 +76,7 @@ impl Dns {
         Ok(Dns {
             auth,
             txt_cache: Default::default(),
+            answers: Default::default(),
         })
     }
     /// For SPF / DKIM / DMARC / ARC (their calls must also run inside `Compat`).
@@ -88,7 +96,7 @@ impl Dns {
             Answer::Records(records) => records,
         };
         let mxs = records
-            .into_iter()
+            .iter()
             .filter_map(|r| match r {
                 RData::MX(mx) => Some((mx.preference, host_name(&mx.exchange.to_ascii()))),
                 _ => None,
@@ -108,7 +116,7 @@ impl Dns {
         for answer in [v6, v4] {
             match answer {
                 Ok(Answer::Records(records)) => {
-                    ips.extend(records.into_iter().filter_map(|r| match r {
+                    ips.extend(records.iter().filter_map(|r| match r {
                         RData::AAAA(a) => Some(IpAddr::V6(a.0)),
                         RData::A(a) => Some(IpAddr::V4(a.0)),
                         _ => None,
@@ -130,7 +138,7 @@ impl Dns {
         match self.query(name, RecordType::TXT).await? {
             Answer::NxDomain => Err(DnsError::NotFound(name.to_string())),
             Answer::Records(records) => Ok(records
-                .into_iter()
+                .iter()
                 .filter_map(|r| match r {
                     // RFC 7208 §3.3 / RFC 6376 §3.6.2.2: a record's strings are concatenated
                     // without separator.
@@ -149,7 +157,7 @@ impl Dns {
         match self.query(&name, RecordType::PTR).await? {
             Answer::NxDomain => Err(DnsError::NotFound(name)),
             Answer::Records(records) => Ok(records
-                .into_iter()
+                .iter()
                 .filter_map(|r| match r {
                     RData::PTR(ptr) => Some(host_name(&ptr.0.to_ascii())),
                     _ => None,
@@ -158,17 +166,25 @@ impl Dns {
         }
     }
 
-    /// One query of `rtype` for the absolute name `name`, under a tokio reactor.
+    /// One query of `rtype` for the absolute name `name`: from the answer cache, else from
+    /// hickory under a tokio reactor.
     async fn query(&self, name: &str, rtype: RecordType) -> Result<Answer, DnsError> {
         // The trailing dot makes the name absolute, so resolv.conf's search list never applies.
-        let fqdn = format!("{}.", name.trim_end_matches('.'));
-        let result = Compat::new(self.auth.resolver().lookup(fqdn.as_str(), rtype)).await;
-        match result {
-            Ok(lookup) => Ok(Answer::Records(
-                lookup.answers().iter().map(|r| r.data.clone()).collect(),
-            )),
-            Err(e) => classify_error(name, e),
+        let fqdn = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
+        let key = (rtype, fqdn.into_boxed_str());
+        if let Some(answer) = self.answers.get(&key) {
+            return Ok(answer);
         }
+        let result = Compat::new(self.auth.resolver().lookup(&*key.1, rtype)).await;
+        let (answer, valid_until) = match result {
+            Ok(lookup) => (
+                Answer::Records(lookup.answers().iter().map(|r| r.data.clone()).collect()),
+                lookup.valid_until(),
+            ),
+            Err(e) => classify_error(name, e)?,
+        };
+        self.answers.insert(key, answer.clone(), valid_until);
+        Ok(answer)
     }
 }
 
@@ -197,15 +213,19 @@ fn explicit_opts() -> ResolverOpts {
     opts
 }
 
-/// NXDOMAIN and NODATA are answers; everything else (SERVFAIL, REFUSED, timeouts, I/O) may
-/// pass, so it is temporary.
-fn classify_error(name: &str, err: NetError) -> Result<Answer, DnsError> {
+/// NXDOMAIN and NODATA are answers, kept for the zone's negative TTL (RFC 2308 §5) when it
+/// sent one; everything else (SERVFAIL, REFUSED, timeouts, I/O) may pass, so it is temporary.
+fn classify_error(name: &str, err: NetError) -> Result<(Answer, Instant), DnsError> {
     match &err {
-        NetError::Dns(HickoryDnsError::NoRecordsFound(no)) => match no.response_code {
-            ResponseCode::NXDomain => Ok(Answer::NxDomain),
-            ResponseCode::NoError => Ok(Answer::Records(Vec::new())),
-            _ => Err(DnsError::Temporary(name.to_string(), err.to_string())),
-        },
+        NetError::Dns(HickoryDnsError::NoRecordsFound(no)) => {
+            let answer = match no.response_code {
+                ResponseCode::NXDomain => Answer::NxDomain,
+                ResponseCode::NoError => Answer::Records(Arc::new([])),
+                _ => return Err(DnsError::Temporary(name.to_string(), err.to_string())),
+            };
+            let ttl = Duration::from_secs(no.negative_ttl.unwrap_or(0).into());
+            Ok((answer, Instant::now() + ttl))
+        }
         _ => Err(DnsError::Temporary(name.to_string(), err.to_string())),
     }
 }
@@ -387,6 +407,30 @@ mod tests {
         // Case and trailing dot of the query do not matter.
         let mx = run(dns.mx("EXAMPLE.test.")).unwrap();
         assert_eq!(mx.len(), 3);
+    }
+
+    #[test]
+    fn answers_are_kept_for_their_ttl_only() {
+        let Some(kept) =
+            test_server::start(&["--local-ttl=300", "--mx-host=kept.test,mx.kept.test,10"])
+        else {
+            return;
+        };
+        let dns = Dns::new(&[kept.addr]).expect("resolver");
+        assert_eq!(run(dns.mx("kept.test")).unwrap(), ["mx.kept.test"]);
+        assert!(run(dns.mx("none.kept.test")).is_err());
+        // The answer is kept for its TTL; dnsmasq's NXDOMAIN comes without an SOA, so
+        // without a negative TTL, and is not kept (RFC 2308 §5).
+        assert_eq!(dns.answers.len(), 1);
+        drop(kept);
+        assert_eq!(run(dns.mx("Kept.Test.")).unwrap(), ["mx.kept.test"]);
+
+        // TTL 0 (dnsmasq's default): nothing is kept.
+        let Some((_server, dns)) = server() else {
+            return;
+        };
+        run(dns.mx("example.test")).unwrap();
+        assert_eq!(dns.answers.len(), 0);
     }
 
     #[test]

@@ -35,4 +35,5 @@ pub mod proto;
 pub mod queue;
 pub mod smtpd;
 pub mod tls;
+pub mod ttl_cache;
 pub mod userdb;
