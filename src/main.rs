@@ -26,10 +26,25 @@ fn main() -> ExitCode {
     // opportunistic STARTTLS that is normal, and the courier logs the TLS level it got. The
     // module filter comes first, so RUST_LOG=info keeps it and RUST_LOG naming the module
     // overrides it.
+    //
+    // The lines look like env_logger's default ones, without colour: a mail log goes to a file
+    // or a journal, and plain lines need no escape-code stripping on each write.
     env_logger::Builder::new()
         .filter_level(log::LevelFilter::Info)
         .filter_module("rustls_platform_verifier", log::LevelFilter::Off)
         .parse_env(env_logger::Env::default())
+        .format(|buf, record| {
+            use std::io::Write as _;
+            writeln!(
+                buf,
+                "[{} {:<5} {}] {}",
+                buf.timestamp(),
+                record.level(),
+                record.target(),
+                record.args()
+            )
+        })
+        .write_style(env_logger::WriteStyle::Always)
         .init();
     match tambo::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
