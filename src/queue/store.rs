@@ -60,8 +60,9 @@ const LEN_DIGITS: usize = 20;
 const HEADER_LEN: u64 = (MAGIC.len() + LEN_DIGITS + 1) as u64;
 /// Written until commit; it does not parse, so a half-written file can never pass for whole.
 const PLACEHOLDER: &[u8] = b"TAMBO-QUEUE 1 --------------------\n";
-/// Buffer for streaming message data to the temp file.
-const WRITE_BUFFER: usize = 64 * 1024;
+/// Buffer for streaming message data to the temp file: most messages fit, and a larger one
+/// costs a few more writes rather than every message a large allocation.
+const WRITE_BUFFER: usize = 16 * 1024;
 /// Id clashes need the same millisecond and 20 equal random bits; a few retries suffice.
 const ID_ATTEMPTS: usize = 16;
 const FILE_MODE: u32 = 0o600;
@@ -177,6 +178,10 @@ pub struct Item {
     /// disk; the runner drops it before a message waits for a retry, so the number of
     /// descriptors held stays that of the messages in flight.
     pub file: Option<Arc<File>>,
+    /// The file's other name, in `queue/free/`, when it was written there (a recycled file,
+    /// linked into `queue/` at commit): removing the message then only unlinks its queue
+    /// name, and the file is back in the pool under this one.
+    pub pool_name: Option<PathBuf>,
 }
 
 /// The message as couriers see it: the header lines added after it was read (envelope
@@ -277,20 +282,33 @@ impl FreePool {
     }
 
     /// Takes `path` (a queue file or temp file that is done with; `open` is its descriptor
-    /// when the caller has one) out of the way: moved to the pool, its contents overwritten
-    /// with zeros (no message lingers there), while the pool has room and the file is small;
-    /// else deleted. Not fsync'd: what the pool holds needs no durability, and a crash at
-    /// worst leaves the file where it was.
-    fn put(&self, path: &Path, id: &QueueId, open: Option<&Arc<File>>) -> io::Result<()> {
+    /// when the caller has one, `pool_name` its name in `free/` when it has one) out of the
+    /// way: back to the pool, its contents overwritten with zeros (no message lingers there),
+    /// while the pool has room and the file is small; else deleted. A file with a pool name
+    /// only loses its queue name; another is moved to `free/`. Not fsync'd: what the pool
+    /// holds needs no durability, and a crash at worst leaves the file where it was.
+    fn put(
+        &self,
+        path: &Path,
+        id: &QueueId,
+        open: Option<&Arc<File>>,
+        pool_name: Option<&Path>,
+    ) -> io::Result<()> {
         let file = match open {
             Some(file) => file.clone(),
             None => Arc::new(OpenOptions::new().read(true).write(true).open(path)?),
         };
         let len = file.metadata()?.len();
         if len > FREE_FILE_MAX || self.lock().len() >= FREE_POOL {
+            if let Some(name) = pool_name {
+                remove_if_there(name)?;
+            }
             return fs::remove_file(path);
         }
-        let free = if path.parent() == Some(self.dir.as_path()) {
+        let free = if let Some(name) = pool_name {
+            fs::remove_file(path)?;
+            name.to_path_buf()
+        } else if path.parent() == Some(self.dir.as_path()) {
             // Taken from the pool and given back unqueued (`Incoming::recycle`).
             path.to_path_buf()
         } else {
@@ -343,6 +361,14 @@ fn remove_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {
         }
     }
     Ok(removed)
+}
+
+/// Deletes `path`; already gone is fine.
+fn remove_if_there(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// Overwrites the first `len` bytes of `file` with zeros.
@@ -599,10 +625,12 @@ impl Queue {
     /// one between the peer's 250 and our status record: RFC 5321 §6.1 prefers a duplicate
     /// to a loss.
     pub fn remove(&self, item: &Item) -> io::Result<()> {
-        match self
-            .free
-            .put(&self.path_of(&item.id), &item.id, item.file.as_ref())
-        {
+        match self.free.put(
+            &self.path_of(&item.id),
+            &item.id,
+            item.file.as_ref(),
+            item.pool_name.as_deref(),
+        ) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
@@ -677,6 +705,7 @@ impl Incoming {
             data_offset: HEADER_LEN,
             data_len: self.data_len,
             file: Some(self.file().clone()),
+            pool_name: None,
         }
     }
 
@@ -690,7 +719,7 @@ impl Incoming {
     pub fn recycle(mut self) {
         self.done = true;
         let file = self.file().clone();
-        if let Err(e) = self.free.put(&self.path, &self.id, Some(&file)) {
+        if let Err(e) = self.free.put(&self.path, &self.id, Some(&file), None) {
             log::warn!("queue: cannot recycle {}: {e}", self.path.display());
             let _ = fs::remove_file(&self.path);
         }
@@ -710,19 +739,36 @@ impl Incoming {
     pub fn commit_unsynced(mut self, envelope: Envelope) -> io::Result<Unsynced> {
         self.finish_file(&envelope)?;
         let path = self.queue_dir.join(self.id.as_str());
-        rename_noreplace(&self.path, &path).map_err(|e| match e.kind() {
+        let pool_name = self.enter_queue(&path).map_err(|e| match e.kind() {
             io::ErrorKind::AlreadyExists => {
                 io::Error::new(e.kind(), format!("queue id {} is already in use", self.id))
             }
             _ => e,
         })?;
         self.done = true;
-        // Taken after the rename: the fsync that serves it started after the rename.
+        // Taken after the link or rename: the fsync that serves it started after it.
         let folder = crate::fsutil::DirTicket::take(&self.queue_dir);
-        Ok(Unsynced {
-            item: self.item(path, envelope),
-            folder,
-        })
+        let mut item = self.item(path, envelope);
+        item.pool_name = pool_name;
+        Ok(Unsynced { item, folder })
+    }
+
+    /// Gives the written file its name in `queue/`, never replacing a file there: a link when
+    /// it lies in the pool (it keeps its pool name, returned), else a rename.
+    ///
+    /// A link leaves `free/` untouched. On ext4 without a journal that matters: a file renamed
+    /// into a folder has its next fdatasync write that folder too (`ext4_sync_parent`), and
+    /// `free/` changes with every removal, so each commit paid two more disk writes for it.
+    fn enter_queue(&self, path: &Path) -> io::Result<Option<PathBuf>> {
+        if self.path.parent() == Some(self.free.dir.as_path()) {
+            match fs::hard_link(&self.path, path) {
+                Ok(()) => return Ok(Some(self.path.clone())),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+                // A filesystem without hard links: rename, as for a new file.
+                Err(_) => {}
+            }
+        }
+        rename_noreplace(&self.path, path).map(|()| None)
     }
 
     /// Flushes the data, fills in its length, appends the envelope line, fsyncs.
@@ -824,6 +870,7 @@ fn load_file(id: QueueId, path: &Path) -> Result<Item, LoadError> {
         data_offset: HEADER_LEN,
         data_len,
         file: None,
+        pool_name: None,
     };
     Ok(item)
 }
@@ -1189,7 +1236,9 @@ mod tests {
             inode,
             "same inode reused"
         );
-        assert!(!recycled.exists());
+        // Linked into the queue, it keeps its pool name (the same file).
+        assert_eq!(next.pool_name.as_deref(), Some(recycled.as_path()));
+        assert_eq!(fs::metadata(&recycled).unwrap().ino(), inode);
         let raw = fs::read(&next.path).unwrap();
         assert_eq!(raw.len() as u64, old_len, "size kept");
         let end = HEADER_LEN as usize + 3 + serde_json::to_vec(&envelope(1)).unwrap().len() + 1;
@@ -1198,7 +1247,7 @@ mod tests {
             "old tail blanked out"
         );
         queue.record(&next, 0, &RcptState::Delivered, None).unwrap();
-        let loaded = queue.load_all().unwrap();
+        let loaded = queue.list().unwrap();
         assert_eq!(loaded.len(), 1);
         assert_eq!(loaded[0].envelope.rcpts.len(), 1);
         assert_eq!(loaded[0].envelope.rcpts[0].state, RcptState::Delivered);
@@ -1211,11 +1260,11 @@ mod tests {
         c.write(&[b'l'; 5000]).unwrap();
         let longer = c.commit(envelope(2)).unwrap();
         assert_eq!(fs::metadata(&longer.path).unwrap().ino(), inode);
-        assert_eq!(read_data(&queue.load_all().unwrap()[0]), vec![b'l'; 5000]);
+        assert_eq!(read_data(&queue.list().unwrap()[0]), vec![b'l'; 5000]);
     }
 
     #[test]
-    fn a_recycled_file_is_written_where_it_lies_and_renamed_once() {
+    fn a_recycled_file_is_written_where_it_lies_and_linked_into_the_queue() {
         use std::os::unix::fs::MetadataExt;
         let (_tmp, queue) = queue();
         let first = put(&queue, &[b'a'; 2000], envelope(1));
@@ -1231,15 +1280,47 @@ mod tests {
         assert_eq!(names(&free), [first.id.as_str()]);
         assert_ne!(b.id(), &first.id);
         let second = b.commit(envelope(1)).unwrap();
-        assert_eq!(names(&free), Vec::<String>::new());
+        // A second name in `queue/`; `free/` itself is left as it was.
+        assert_eq!(names(&free), [first.id.as_str()]);
         assert_eq!(second.path, queue.dir().join(second.id.as_str()));
         assert_eq!(fs::metadata(&second.path).unwrap().ino(), inode);
+        assert_eq!(fs::metadata(&second.path).unwrap().nlink(), 2);
         // The committed item reads through the descriptor it was written with.
         assert!(second.file.is_some());
         assert_eq!(read_data(&second), b"second");
         let loaded = queue.list().unwrap();
+        assert_eq!(loaded.len(), 1);
         assert_eq!(read_data(&loaded[0]), b"second");
         assert!(loaded[0].file.is_none());
+
+        // Removal drops the queue name only: the file is back in the pool, cleared.
+        queue.remove(&second).unwrap();
+        assert!(!second.path.exists());
+        assert_eq!(names(&free), [first.id.as_str()]);
+        let pooled = free.join(first.id.as_str());
+        assert_eq!(fs::metadata(&pooled).unwrap().nlink(), 1);
+        assert_cleared(&pooled);
+        assert!(queue.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_restart_keeps_messages_linked_from_the_pool() {
+        let (_tmp, queue) = queue();
+        let first = put(&queue, b"first", envelope(1));
+        queue.remove(&first).unwrap();
+        let queued = put(&queue, b"still queued", envelope(1));
+        assert!(queued.pool_name.is_some());
+
+        // A restart deletes the pool's names; the queued message keeps its own.
+        let restarted = Queue::open(queue.dir().parent().unwrap()).unwrap();
+        let loaded = restarted.load_all().unwrap();
+        assert_eq!(names(&queue.dir().join("free")), Vec::<String>::new());
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(read_data(&loaded[0]), b"still queued");
+        assert!(loaded[0].pool_name.is_none());
+        // Its removal moves it to the pool, as for any file without a pool name.
+        restarted.remove(&loaded[0]).unwrap();
+        assert_eq!(names(&queue.dir().join("free")), [loaded[0].id.as_str()]);
     }
 
     #[test]

@@ -366,5 +366,6 @@ pub fn item(dir: &Path, data: &[u8]) -> Item {
         data_offset: 0,
         data_len: data.len() as u64,
         file: None,
+        pool_name: None,
     }
 }
