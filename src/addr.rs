@@ -42,13 +42,27 @@ impl Domain {
     pub fn parse(s: &str) -> Result<Domain, AddrError> {
         let bad = |why| AddrError::BadDomain(s.to_string(), why);
         check_domain_syntax(s).map_err(bad)?;
-        let ascii = to_ace(s).ok_or_else(|| bad("not a valid host name (IDNA / LDH rules)"))?;
-        check_ace_lengths(&ascii).map_err(bad)?;
-        if ascii.parse::<std::net::Ipv4Addr>().is_ok() {
+        let domain = match plain_ldh(s) {
+            // What UTS 46 would make of it, without the cost of running it (domains are
+            // parsed several times per message).
+            Some(plain) => Domain {
+                unicode: plain.clone(),
+                ascii: plain,
+            },
+            None => Domain::from_uts46(s).map_err(bad)?,
+        };
+        check_ace_lengths(&domain.ascii).map_err(bad)?;
+        if domain.ascii.parse::<std::net::Ipv4Addr>().is_ok() {
             // RFC 1123 §2.1: a host name never has the dotted-decimal form.
             return Err(bad("IP addresses are not domain names"));
         }
-        let unicode = to_unicode(&ascii).ok_or_else(|| bad("invalid IDNA label"))?;
+        Ok(domain)
+    }
+
+    /// Both forms through UTS 46 (IDNA): mapping, validity, ACE encoding and decoding.
+    fn from_uts46(s: &str) -> Result<Domain, &'static str> {
+        let ascii = to_ace(s).ok_or("not a valid host name (IDNA / LDH rules)")?;
+        let unicode = to_unicode(&ascii).ok_or("invalid IDNA label")?;
         Ok(Domain { unicode, ascii })
     }
     /// Unicode lower-case form (folder names, lookups, logs).
@@ -119,6 +133,24 @@ fn check_ace_lengths(ascii: &str) -> Result<(), &'static str> {
 /// because `ab--cd` labels exist in the wild (RFC 5891 §4.2.3.1 applies to U-labels we
 /// produce, not to the names other people picked). Lengths are checked by the caller so
 /// that the error says which limit was hit.
+/// `s` in lower case when it is a plain ASCII host name, whose UTS 46 processing is only
+/// that: letters, digits and hyphens (RFC 1123 §2.1), no label starting or ending with a
+/// hyphen, none in ACE form (`xn--`, which UTS 46 must decode and check). Empty labels are
+/// refused before this is called.
+fn plain_ldh(s: &str) -> Option<String> {
+    let ldh = s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if !ldh {
+        return None;
+    }
+    let lower = s.to_ascii_lowercase();
+    let plain = lower.split('.').all(|label| {
+        !label.starts_with('-') && !label.ends_with('-') && !label.starts_with("xn--")
+    });
+    plain.then_some(lower)
+}
+
 fn to_ace(s: &str) -> Option<String> {
     Uts46::new()
         .to_ascii(
@@ -536,6 +568,15 @@ mod tests {
             }
             if let Ok(d) = Domain::parse(&s) {
                 assert_path_safe(d.as_str());
+            }
+        }
+
+        #[test]
+        fn plain_host_names_need_no_uts46(s in "[a-zA-Z0-9-]{1,12}(\\.[a-zA-Z0-9-]{1,12}){0,3}") {
+            if let Some(plain) = plain_ldh(&s) {
+                let full = Domain::from_uts46(&s).expect("UTS 46 accepts a plain host name");
+                prop_assert_eq!(&full.ascii, &plain);
+                prop_assert_eq!(&full.unicode, &plain);
             }
         }
 

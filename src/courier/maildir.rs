@@ -130,7 +130,7 @@ fn create_own(path: &Path) -> io::Result<File> {
 
 /// Writes headers and converted data, then fsyncs; returns the number of bytes written.
 fn write_message(
-    mut file: &File,
+    file: &File,
     path: &Path,
     headers: &[u8],
     item: &Item,
@@ -138,11 +138,14 @@ fn write_message(
     let mut data = item
         .open_data()
         .map_err(|e| io_error("cannot read", &item.path, &e))?;
-    file.write_all(headers)
-        .map_err(|e| io_error("cannot write", path, &e))?;
-    let mut written = headers.len() as u64;
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut out = Vec::with_capacity(COPY_BUFFER + 1);
+    // Buffers no larger than the message, and the headers in the same write as the data:
+    // a small message is one write.
+    let chunk =
+        usize::try_from(item.message_len()).map_or(COPY_BUFFER, |n| n.clamp(1, COPY_BUFFER));
+    let mut buf = vec![0u8; chunk];
+    let mut out = Vec::with_capacity(headers.len() + chunk + 1);
+    out.extend_from_slice(headers);
+    let mut written = 0;
     let mut crlf = CrlfToLf::default();
     loop {
         let n = match data.read(&mut buf) {
@@ -151,11 +154,12 @@ fn write_message(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(io_error("cannot read", &item.path, &e)),
         };
-        out.clear();
         crlf.convert(&buf[..n], &mut out);
-        written += write_chunk(file, path, &out)?;
+        if out.len() >= COPY_BUFFER {
+            written += write_chunk(file, path, &out)?;
+            out.clear();
+        }
     }
-    out.clear();
     crlf.finish(&mut out);
     written += write_chunk(file, path, &out)?;
     // fdatasync: data and size; the name is made durable by the fsync of new/.
@@ -221,16 +225,30 @@ struct CrlfToLf {
 }
 
 impl CrlfToLf {
-    fn convert(&mut self, input: &[u8], out: &mut Vec<u8>) {
-        for &b in input {
-            if self.pending_cr && b != b'\n' {
-                out.push(b'\r');
+    /// Copies `input` to `out` with every CR that is followed by LF left out; a CR at the
+    /// end of `input` waits for the next call (or [`CrlfToLf::finish`]) to know.
+    fn convert(&mut self, mut input: &[u8], out: &mut Vec<u8>) {
+        out.reserve(input.len() + 1);
+        if std::mem::take(&mut self.pending_cr) && input.first() != Some(&b'\n') {
+            if input.is_empty() {
+                self.pending_cr = true;
+                return;
             }
-            self.pending_cr = b == b'\r';
-            if !self.pending_cr {
-                out.push(b);
-            }
+            out.push(b'\r');
         }
+        while let Some(cr) = memchr::memchr(b'\r', input) {
+            out.extend_from_slice(&input[..cr]);
+            match input.get(cr + 1) {
+                Some(b'\n') => {}
+                Some(_) => out.push(b'\r'),
+                None => {
+                    self.pending_cr = true;
+                    return;
+                }
+            }
+            input = &input[cr + 1..];
+        }
+        out.extend_from_slice(input);
     }
 
     fn finish(&mut self, out: &mut Vec<u8>) {
@@ -370,7 +388,9 @@ mod tests {
 
     #[test]
     fn crlf_conversion_any_chunking() {
-        let cases: [(&[u8], &[u8]); 7] = [
+        let cases: [(&[u8], &[u8]); 9] = [
+            (b"\r\r\r", b"\r\r\r"),
+            (b"\ra\r\n\r", b"\ra\n\r"),
             (b"a\r\nb\r\n", b"a\nb\n"),
             (b"\r\n\r\n", b"\n\n"),
             (b"a\rb", b"a\rb"),

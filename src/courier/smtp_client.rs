@@ -28,6 +28,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The message is read from the queue file and written out in pieces of this size.
 const CHUNK: usize = 64 * 1024;
+/// One read of replies at most.
+const REPLY_READ: usize = 4096;
 
 /// How long any one step may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +208,8 @@ async fn with_deadline<T>(d: Duration, fut: impl Future<Output = io::Result<T>>)
 pub struct Client {
     stream: Box<dyn Io>,
     parser: ReplyParser,
+    /// Where replies are read into; kept for the session's next reply.
+    read_buf: Box<[u8]>,
     peer: String,
     deadlines: Deadlines,
     protocol: Protocol,
@@ -251,6 +255,7 @@ impl Client {
         Client {
             stream,
             parser: ReplyParser::new(),
+            read_buf: vec![0u8; REPLY_READ].into_boxed_slice(),
             peer,
             deadlines,
             protocol: Protocol::Smtp,
@@ -568,35 +573,39 @@ impl Client {
             .open_data()
             .map_err(|e| self.error(Stage::Body, ErrorKind::Queue(e)))?;
         let mut stuffer = DotStuffer::new();
-        let mut out = Vec::with_capacity(CHUNK + CHUNK / 4);
+        // Buffers no larger than the message: a small one is then neither zeroed nor
+        // allocated at full chunk size for every message.
+        let chunk = usize::try_from(item.message_len()).map_or(CHUNK, |len| len.clamp(1, CHUNK));
+        let mut out = Vec::with_capacity(prepend.len() + chunk + chunk / 4 + 8);
         stuffer.encode(prepend, &mut out);
         if item.message_len() <= INLINE_READ {
             // Just written to the queue, so in the page cache: reading it here costs less
             // than handing it to a blocking thread and back.
             let mut file = file;
-            self.pump(&mut SyncSource(&mut file), &mut stuffer, &mut out)
+            self.pump(&mut SyncSource(&mut file), chunk, &mut stuffer, &mut out)
                 .await?;
         } else {
             // A large message is read on a blocking thread, so a slow disk never stalls the
             // executor.
             let mut file = smol::Unblock::with_capacity(CHUNK, file);
-            self.pump(&mut file, &mut stuffer, &mut out).await?;
+            self.pump(&mut file, CHUNK, &mut stuffer, &mut out).await?;
         }
         out.extend_from_slice(stuffer.finish());
         self.write(&out, Stage::Body).await
     }
 
-    /// Copies `source` to the peer through the dot-stuffer, a chunk at a time. What is left
-    /// in `out` at the end (less than a chunk) goes out with the terminator, so a small
-    /// message is one write, not one per read (our added headers and the data are two
-    /// reads): on loopback each write is a segment the peer has to take in.
+    /// Copies `source` to the peer through the dot-stuffer, reading `chunk` bytes at a time
+    /// and writing [`CHUNK`] at a time. What is left in `out` at the end goes out with the
+    /// terminator, so a small message is one write, not one per read (our added headers and
+    /// the data are two reads): on loopback each write is a segment the peer has to take in.
     async fn pump(
         &mut self,
         source: &mut (impl AsyncRead + Unpin),
+        chunk: usize,
         stuffer: &mut DotStuffer,
         out: &mut Vec<u8>,
     ) -> Result<(), ClientError> {
-        let mut buf = vec![0u8; CHUNK];
+        let mut buf = vec![0u8; chunk];
         loop {
             let n = match source.read(&mut buf).await {
                 Ok(n) => n,
@@ -663,7 +672,6 @@ impl Client {
     }
 
     async fn read_reply(&mut self, stage: Stage) -> Result<ServerReply, ClientError> {
-        let mut buf = [0u8; 4096];
         loop {
             match self.parser.next_reply() {
                 Ok(Some(reply)) => {
@@ -673,13 +681,13 @@ impl Client {
                 Ok(None) => {}
                 Err(e) => return Err(self.error(stage, ErrorKind::Garbage(e))),
             }
-            let n = with_deadline(self.deadlines.io, self.stream.read(&mut buf))
+            let n = with_deadline(self.deadlines.io, self.stream.read(&mut self.read_buf))
                 .await
                 .map_err(|e| io_error(self.peer.clone(), stage, e))?;
             if n == 0 {
                 return Err(self.error(stage, ErrorKind::Closed));
             }
-            self.parser.feed(&buf[..n]);
+            self.parser.feed(&self.read_buf[..n]);
         }
     }
 }

@@ -286,7 +286,7 @@ impl DotStuffer {
 
     /// Copies ordinary bytes up to a CR or LF, which is handled too; returns the count used.
     fn copy_run(&mut self, input: &[u8], out: &mut Vec<u8>) -> usize {
-        match input.iter().position(|&b| b == b'\r' || b == b'\n') {
+        match memchr::memchr2(b'\r', b'\n', input) {
             None => {
                 out.extend_from_slice(input);
                 input.len()

@@ -97,7 +97,7 @@ impl DataReader {
     /// Copies ordinary line bytes in one slice, up to and including a CR (which is kept
     /// pending) or an LF (which is bare). Returns how many bytes were consumed.
     fn scan_line(&mut self, input: &[u8], out: &mut Vec<u8>) -> usize {
-        let end = input.iter().position(|&b| b == b'\r' || b == b'\n');
+        let end = memchr::memchr2(b'\r', b'\n', input);
         let Some(end) = end else {
             self.emit(input, out);
             return input.len();
@@ -181,7 +181,7 @@ impl HeaderCounter {
         while let Some((&b, rest)) = bytes.split_first() {
             match self.state {
                 HeaderState::Body => return,
-                HeaderState::Rest => match bytes.iter().position(|&b| b == b'\n') {
+                HeaderState::Rest => match memchr::memchr(b'\n', bytes) {
                     // Skip the uninteresting rest of the line in one go.
                     Some(n) => {
                         self.state = HeaderState::LineStart;

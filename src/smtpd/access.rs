@@ -290,6 +290,10 @@ impl Envelope {
 }
 
 fn first_match<'a>(rules: &'a [(AddrPattern, Action)], addr: &str) -> Option<&'a Action> {
+    if rules.is_empty() {
+        // The common case: no rules of this kind, so the address need not be parsed.
+        return None;
+    }
     let envelope = Envelope::parse(addr);
     rules
         .iter()

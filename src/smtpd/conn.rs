@@ -292,7 +292,10 @@ impl Conn {
             let left = limit.saturating_sub(answered_at.elapsed());
             let mut buf = Vec::new();
             let n = match with_timeout(left, self.read_chunk(&mut buf)).await {
-                Ok(0) => return Ok(()),
+                Ok(0) => {
+                    read_buffers::give_back(buf);
+                    return Ok(());
+                }
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
                     self.session.timed_out();
@@ -304,17 +307,18 @@ impl Conn {
             };
             crate::monitoring::metrics::bytes_in(n);
             self.session.feed(&buf[..n]);
+            read_buffers::give_back(buf);
         }
     }
 
-    /// Reads what the client sent into `buf`. On a plain connection the buffer is allocated
+    /// Reads what the client sent into `buf`. On a plain connection the buffer is taken
     /// only once the socket is readable, so an idle connection holds no read buffer (memory
     /// per idle connection is what a flood or a slow client costs us).
     async fn read_chunk(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
         if let Stream::Plain(s) = &self.stream {
             s.readable().await?;
         }
-        buf.resize(READ_CHUNK, 0);
+        *buf = read_buffers::take();
         self.stream.read(buf).await
     }
 
@@ -824,5 +828,38 @@ fn forward_path_text(fp: &ForwardPath) -> String {
     match fp {
         ForwardPath::Postmaster => "postmaster".into(),
         ForwardPath::Addr(a) => a.to_string(),
+    }
+}
+
+/// Read buffers handed from one read to the next: a connection holds one only from the
+/// moment its socket is readable until the bytes are fed to its session, and a fresh buffer
+/// for every read would be allocated and zeroed each time.
+mod read_buffers {
+    use std::cell::RefCell;
+
+    /// Spare buffers kept per executor thread; more are dropped.
+    const SPARE: usize = 8;
+
+    thread_local! {
+        static SPARES: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// A buffer of `READ_CHUNK` bytes.
+    pub fn take() -> Vec<u8> {
+        SPARES
+            .with(|spares| spares.borrow_mut().pop())
+            .unwrap_or_else(|| vec![0; super::READ_CHUNK])
+    }
+
+    pub fn give_back(buf: Vec<u8>) {
+        if buf.len() != super::READ_CHUNK {
+            return;
+        }
+        SPARES.with(|spares| {
+            let mut spares = spares.borrow_mut();
+            if spares.len() < SPARE {
+                spares.push(buf);
+            }
+        });
     }
 }
