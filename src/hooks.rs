@@ -175,8 +175,13 @@ impl PostDataHook {
     /// The hook of `config_dir`, when present and executable; looked up per message.
     /// The time limit is [`DEFAULT_LIMIT`], or [`LIMIT_ENV`] when set.
     pub fn find(config_dir: &Path) -> Option<PostDataHook> {
-        // Absolute, because the child's working directory is the folder itself.
-        let dir = std::path::absolute(config_dir).ok()?;
+        // Absolute, because the child's working directory is the folder itself (the server's
+        // config folder already is).
+        let dir = if config_dir.is_absolute() {
+            config_dir.to_path_buf()
+        } else {
+            std::path::absolute(config_dir).ok()?
+        };
         let path = dir.join(HOOK_PATH);
         let meta = std::fs::metadata(&path).ok()?;
         if !meta.is_file() {

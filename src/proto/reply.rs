@@ -49,8 +49,11 @@ impl Reply {
     /// CR and LF inside a text are replaced, so a reply is always exactly its lines.
     pub fn encode(&self, out: &mut Vec<u8>) {
         let last = self.lines.len().saturating_sub(1);
+        let code = self.code.to_string();
+        let per_line = code.len() + self.enhanced.len() + 4;
+        out.reserve(self.lines.iter().map(|l| l.len() + per_line).sum());
         for (i, line) in self.lines.iter().enumerate() {
-            out.extend_from_slice(self.code.to_string().as_bytes());
+            out.extend_from_slice(code.as_bytes());
             out.push(if i == last { b' ' } else { b'-' });
             if !self.enhanced.is_empty() {
                 out.extend_from_slice(self.enhanced.as_bytes());
