@@ -34,14 +34,16 @@
 //!
 //! While being received, a message lives in a file outside `queue/` proper (same filesystem):
 //! a recycled file in `queue/free/` (see `FreePool`), or `queue/tmp/<id>` when the pool is
-//! empty. Commit flushes, writes the length and the envelope, fsyncs the file, renames it to
-//! `queue/<id>` (never replacing a file there), then fsyncs the folder: only then is the
-//! message acknowledged (250 after DATA). A file in `queue/` is therefore always complete, and
-//! anything left in `queue/tmp/` or `queue/free/` after a crash was never acknowledged, so
-//! [`Queue::load_all`] deletes it.
+//! empty. Commit flushes, writes the length and the envelope, fsyncs the file, gives it the
+//! name `queue/<id>` (never replacing a file there: a hard link for a pooled file, which keeps
+//! its pool name, else a rename), then fsyncs the folder: only then is the message
+//! acknowledged (250 after DATA). A file in `queue/` is therefore always complete, and
+//! anything named only in `queue/tmp/` or `queue/free/` after a crash was never
+//! acknowledged, so [`Queue::load_all`] deletes those names (a queued message linked from
+//! `free/` keeps its queue name).
 //!
 //! Many sessions commit at once, each with its own [`Incoming`]; the folder fsyncs of
-//! concurrent commits are shared (`fsutil::fsync_dir_shared`): one fsync covers every rename
+//! concurrent commits are shared (`fsutil::DirTicket`): one fsync covers every link or rename
 //! made before it started.
 
 use crate::aliases::Recipient;
@@ -258,8 +260,9 @@ pub struct Queue {
 /// empty still cost a third more than overwriting.
 ///
 /// The pool keeps each file open, and a new message is written where the file lies, in
-/// `free/`: taking a file costs no system call, and commit's rename into `queue/` is the only
-/// one it makes. The pool starts empty at each start ([`Queue::load_all`] deletes what is in
+/// `free/`: taking a file costs no system call. Commit links it into `queue/` and removal
+/// unlinks that name again, so `free/` itself does not change per message (see
+/// `Incoming::enter_queue` for why that matters). The pool starts empty at each start ([`Queue::load_all`] deletes what is in
 /// `free/`), so it only ever holds files this process has written and cleared.
 #[derive(Debug)]
 struct FreePool {
@@ -439,7 +442,7 @@ pub struct Incoming {
     /// Length of the recycled file's old contents: commit cuts off whatever of it is left
     /// past the new message.
     stale_len: u64,
-    /// Set once the temp file has been renamed away (or removed): Drop leaves it alone.
+    /// Set once the file has its queue name (or was removed): Drop leaves it alone.
     done: bool,
 }
 
@@ -512,7 +515,7 @@ impl Queue {
     /// A file to write a new message into, with a fresh id: a recycled file when the pool
     /// has one (with the length of its old contents), else `tmp/<id>`, created exclusively.
     ///
-    /// The id is not checked against `queue/` here: commit renames without ever replacing,
+    /// The id is not checked against `queue/` here: commit never replaces a queued file,
     /// so a clash (same millisecond and 20 equal random bits) fails that commit, and the
     /// client sends the message again, rather than overwriting a queued message.
     fn create_temp(&self) -> io::Result<(QueueId, PathBuf, Arc<File>, u64)> {
@@ -615,12 +618,13 @@ impl Queue {
         }
     }
 
-    /// Removes a finished message from the queue. Its file is moved to `free/` for reuse
-    /// while the pool has room, else deleted.
+    /// Removes a finished message from the queue. Its file goes back to the pool while the
+    /// pool has room (losing its queue name, or moved to `free/` if it has no name there),
+    /// else it is deleted.
     ///
     /// The folder is fsync'd soon, not before this returns (`fsutil::fsync_dir_soon`):
     /// nobody waits on a removal, and under load the next commit's fsync of the same folder
-    /// covers it. A crash of tambo changes nothing (the rename is done); a crash of the
+    /// covers it. A crash of tambo changes nothing (the unlink or rename is done); a crash of the
     /// machine within that second can bring the message back, to be delivered again, as can
     /// one between the peer's 250 and our status record: RFC 5321 §6.1 prefers a duplicate
     /// to a loss.
@@ -725,10 +729,10 @@ impl Incoming {
         }
     }
 
-    /// Writes the envelope, fsyncs, renames into place, fsyncs the folder. When this returns
+    /// Writes the envelope, fsyncs, names it in `queue/`, fsyncs the folder. When this returns
     /// Ok, the message is durable: this is what a 250 after DATA waits for.
     ///
-    /// On error the temp file is removed and nothing is queued. The rename never replaces
+    /// On error the temp file is removed and nothing is queued. The new name never replaces
     /// a file: a message already queued under the same id makes this commit fail.
     pub fn commit(self, envelope: Envelope) -> io::Result<Item> {
         self.commit_unsynced(envelope)?.wait()
@@ -794,7 +798,7 @@ impl Incoming {
             file.set_len(end)?;
         }
         // fdatasync covers the data and the size (what reading the file back needs);
-        // the name is made durable by the folder's fsync after the rename.
+        // the name is made durable by the folder's fsync after the link or rename.
         file.sync_data()
     }
 
@@ -804,7 +808,7 @@ impl Incoming {
     }
 }
 
-/// A message renamed into the queue whose folder is not fsync'd yet: not to be acknowledged
+/// A message named in the queue whose folder is not fsync'd yet: not to be acknowledged
 /// before [`Unsynced::wait`] or [`Unsynced::durable`] says Ok.
 pub struct Unsynced {
     item: Item,
