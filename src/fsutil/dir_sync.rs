@@ -27,11 +27,7 @@ pub const SOON: Duration = Duration::from_secs(1);
 /// whatever the caller renamed or unlinked before calling is durable.
 pub fn fsync_dir_shared(dir: &Path) -> io::Result<()> {
     let syncer = dir_syncer(dir);
-    let ticket = {
-        let mut state = syncer.lock();
-        state.requested += 1;
-        state.requested
-    };
+    let ticket = syncer.lock().take_ticket();
     syncer.wait_blocking(dir, ticket)
 }
 
@@ -69,8 +65,7 @@ impl DirTicket {
     pub fn take(dir: &Path) -> DirTicket {
         let syncer = dir_syncer(dir);
         let mut state = syncer.lock();
-        state.requested += 1;
-        let ticket = state.requested;
+        let ticket = state.take_ticket();
         let led = syncer.ensure_leader(&mut state, dir);
         let idle = !state.running;
         drop(state);
@@ -159,6 +154,12 @@ struct SyncState {
 }
 
 impl SyncState {
+    /// A new request's ticket: served by the first fsync that starts after this.
+    fn take_ticket(&mut self) -> u64 {
+        self.requested += 1;
+        self.requested
+    }
+
     /// The outcome for `ticket`, once an fsync covering it has completed.
     fn outcome(&self, ticket: u64) -> Option<io::Result<()>> {
         if self.completed < ticket {
