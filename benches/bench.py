@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -43,8 +44,11 @@ def parse_args():
     p.add_argument("--idle-connections", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=3,
                    help="load rounds per server, interleaved; the table shows medians")
-    p.add_argument("--no-build", action="store_true", help="use target/release/tambo as is")
+    p.add_argument("--no-build", action="store_true",
+                   help="use target/release/tambo and tambo-bench as they are")
     p.add_argument("--tambo-bin", default=os.path.join(REPO, "target", "release", "tambo"))
+    p.add_argument("--bench-bin", default=os.path.join(REPO, "target", "release", "tambo-bench"),
+                   help="the load generator and sink (benches/tambo-bench)")
     p.add_argument("--tmpdir", default=os.environ.get("BENCH_TMPDIR", "/var/tmp"),
                    help="where the temp folders go; must be a real disk (fsync is measured)")
     p.add_argument("--json", default=os.path.join(REPO, "target", "bench-results.json"))
@@ -53,7 +57,10 @@ def parse_args():
     return p.parse_args()
 
 
-def preflight():
+def preflight(args):
+    if args.no_build and not os.access(args.bench_bin, os.X_OK):
+        sys.exit(f"bench: {args.bench_bin} is missing; build it (cargo build --release) "
+                 "or leave out --no-build")
     if os.geteuid() != 0:
         sys.exit("bench: must run as root (unshare -m, bind mount, DNS on port 53)")
     missing = [t for t in ("chasquid", "chasquid-util", "unshare", "cc", "openssl")
@@ -68,9 +75,10 @@ def preflight():
 
 
 def build_tambo(log):
-    print("building tambo (cargo build --release) ...", flush=True)
+    print("building tambo and tambo-bench (cargo build --release) ...", flush=True)
     start = time.monotonic()
-    r = subprocess.run(["cargo", "build", "--release", "--bin", "tambo"], cwd=REPO,
+    r = subprocess.run(["cargo", "build", "--release", "--bin", "tambo", "--bin", "tambo-bench"],
+                       cwd=REPO,
                        stdout=log, stderr=log, timeout=900)
     if r.returncode != 0:
         raise RuntimeError(f"cargo build --release failed (see {log.name})")
@@ -115,11 +123,25 @@ def percentile(values, q):
 
 
 def load(server, rcpt, args):
-    stats, start = asyncio.run(smtpload.send_load(
-        "127.0.0.1", server.port, args.messages, args.connections, args.size, SENDER, rcpt,
-        deadline_s=240,
-    ))
-    return stats, start
+    """Runs `tambo-bench load`; returns its figures and the instant it started (both on
+    CLOCK_MONOTONIC, the clock of time.perf_counter)."""
+    deadline_s = 240
+    argv = [args.bench_bin, "load", "--server", f"127.0.0.1:{server.port}",
+            "--messages", str(args.messages), "--connections", str(args.connections),
+            "--size", str(args.size), "--from", SENDER, "--to", rcpt,
+            "--deadline-s", str(deadline_s)]
+    r = subprocess.run(argv, capture_output=True, timeout=deadline_s + 30)
+    if r.returncode != 0:
+        raise RuntimeError(f"load generator: {r.stderr.decode(errors='replace').strip()}")
+    out = json.loads(r.stdout)
+    stats = types.SimpleNamespace(
+        accepted=out["accepted"],
+        last_250=out["last_250"],
+        latencies=out["latencies_s"],
+        temp_failures=out["temp_failures"],
+        first_temp_failure=out["first_temp_failure"],
+    )
+    return stats, out["start"]
 
 
 def latency_figures(stats):
@@ -134,17 +156,23 @@ def latency_figures(stats):
 
 
 class CpuWindow:
-    """CPU used by the server (with its children) and by this load generator over a phase."""
+    """CPU used by the server (with its children), by the load generator (our reaped child)
+    and by the sink over a phase."""
 
-    def __init__(self, pid):
+    def __init__(self, pid, sink=None):
         self.pid = pid
+        self.sink = sink
         self.server0 = servers.cpu_times(pid)
         self.client0 = self._client()
+        self.sink0 = self._sink()
 
     @staticmethod
     def _client():
-        r = resource.getrusage(resource.RUSAGE_SELF)
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
         return r.ru_utime + r.ru_stime
+
+    def _sink(self):
+        return sum(servers.cpu_times(self.sink.pid)) if self.sink else 0.0
 
     def figures(self, messages, complete):
         user, sys_ = (b - a for a, b in zip(self.server0, servers.cpu_times(self.pid)))
@@ -155,6 +183,7 @@ class CpuWindow:
             "cpu_sys_s": sys_,
             "cpu_s_per_1000": cpu / messages * 1000 if complete else None,
             "loadgen_cpu_s": self._client() - self.client0,
+            "sink_cpu_s": self._sink() - self.sink0 if self.sink else None,
         }
 
 
@@ -193,7 +222,7 @@ def measure_inbound(server, args):
 def measure_forward(server, sink, args):
     rcpt = f"{servers.FORWARD_ALIAS}@{servers.DOMAIN}"
     sink.reset()
-    cpu = CpuWindow(server.proc.pid)
+    cpu = CpuWindow(server.proc.pid, sink)
     stats, start = load(server, rcpt, args)
     done, n = wait_count(sink.count, args.messages, 120, stall_s=15)
     time.sleep(1.0)
@@ -355,7 +384,7 @@ def environment(root):
 
 def main():
     args = parse_args()
-    preflight()
+    preflight(args)
     smtpload.raise_fd_limit(args.idle_connections + 1024)
     # Ctrl-C and SIGTERM unwind through the finally below, which stops every child.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -376,7 +405,8 @@ def main():
             mda = build_mda(root, log)
             resolv = servers.write_resolv_conf(root)
             procs.append(servers.start_dns(root))
-            sink = Sink(servers.SINK_IP, servers.free_port(servers.SINK_IP))
+            sink = Sink(args.bench_bin, servers.SINK_IP, servers.free_port(servers.SINK_IP),
+                        os.path.join(root, "sink.log"))
             sink.start()
             results["environment"] = environment(root)
             # Write back what earlier work left dirty (a previous run's cleanup above all), so

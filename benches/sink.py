@@ -1,140 +1,67 @@
-"""A minimal SMTP sink for the forwarding benchmark: accepts everything, keeps nothing.
+"""The sink MTA of the forwarding benchmark: `tambo-bench sink` (benches/tambo-bench/sink.rs).
 
-It must never be the bottleneck, so it is an asyncio Protocol (no stream wrappers), answers
-pipelined command groups in one write (RFC 2920), offers no STARTTLS (both servers then send
-in plain text, so TLS cost does not blur the comparison) and only counts messages.
+It accepts everything and keeps nothing; we ask it how many messages it has received over
+its stdin (`count`, `reset`), and it exits when its stdin closes. It runs in its own process
+group, so a Ctrl-C to the bench reaches the bench only, which then stops it.
 """
 
-import asyncio
-import multiprocessing
 import os
+import select
 import signal
-
-EHLO_REPLY = (
-    b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
-    b"250-ENHANCEDSTATUSCODES\r\n250 SIZE 104857600\r\n"
-)
-END_OF_DATA = b"\r\n.\r\n"
-
-
-class SinkProtocol(asyncio.Protocol):
-    def __init__(self, counter):
-        self.counter = counter
-        self.buf = b""
-        self.in_data = False
-        self.scan_from = 0
-        self.transport = None
-
-    def connection_made(self, transport):
-        self.transport = transport
-        transport.write(b"220 sink.test ESMTP bench sink\r\n")
-
-    def data_received(self, data):
-        self.buf += data
-        out = []
-        while self.buf:
-            if self.in_data:
-                if not self._take_data(out):
-                    break
-            elif not self._take_command(out):
-                break
-        if out:
-            self.transport.write(b"".join(out))
-
-    def _take_data(self, out):
-        # RFC 5321 §4.1.1.4: the data ends with CRLF.CRLF; the CRLF right after DATA's 354
-        # counts as the first CRLF, hence the check for a leading ".\r\n".
-        if self.buf.startswith(b".\r\n"):
-            end = 0
-            cut = 3
-        else:
-            end = self.buf.find(END_OF_DATA, self.scan_from)
-            cut = end + len(END_OF_DATA)
-        if end < 0:
-            self.scan_from = max(0, len(self.buf) - len(END_OF_DATA))
-            return False
-        self.buf = self.buf[cut:]
-        self.scan_from = 0
-        self.in_data = False
-        with self.counter.get_lock():
-            self.counter.value += 1
-        out.append(b"250 2.0.0 OK discarded\r\n")
-        return True
-
-    def _take_command(self, out):
-        end = self.buf.find(b"\r\n")
-        if end < 0:
-            return False
-        line = self.buf[:end]
-        self.buf = self.buf[end + 2 :]
-        verb = line[:4].upper()
-        if verb == b"EHLO":
-            out.append(EHLO_REPLY)
-        elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
-            out.append(b"250 2.0.0 OK\r\n")
-        elif verb == b"DATA":
-            out.append(b"354 go ahead\r\n")
-            self.in_data = True
-        elif verb == b"QUIT":
-            out.append(b"221 2.0.0 bye\r\n")
-            self.transport.write(b"".join(out))
-            out.clear()
-            self.transport.close()
-            self.buf = b""
-        else:
-            out.append(b"502 5.5.1 not implemented\r\n")
-        return True
-
-
-async def _serve(host, port, counter, ready):
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SinkProtocol(counter), host, port, backlog=1024, reuse_address=True
-    )
-    ready.set()
-    async with server:
-        await server.serve_forever()
-
-
-def _main(host, port, counter, ready):
-    # The parent stops us with SIGTERM (the default action: forked from a parent whose own
-    # handler would unwind its cleanup here); Ctrl-C goes to the parent, which cleans up.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_serve(host, port, counter, ready))
+import subprocess
 
 
 class Sink:
-    """The sink in its own process, so its work does not share the load generator's loop."""
-
-    def __init__(self, host, port):
+    def __init__(self, binary, host, port, log_path):
+        self.binary = binary
         self.host = host
         self.port = port
-        self.counter = multiprocessing.Value("q", 0)
+        self.log_path = log_path
         self.proc = None
 
+    @property
+    def pid(self):
+        return self.proc.pid
+
     def start(self, deadline_s=10):
-        ready = multiprocessing.Event()
-        self.proc = multiprocessing.Process(
-            target=_main, args=(self.host, self.port, self.counter, ready), daemon=True
-        )
-        self.proc.start()
-        if not ready.wait(deadline_s):
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "sink", "--listen", f"{self.host}:{self.port}"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                start_new_session=True,
+            )
+        line = self._line(deadline_s)
+        if line != "ready":
             self.stop()
-            raise RuntimeError(f"sink did not start on {self.host}:{self.port}")
+            raise RuntimeError(f"sink did not start on {self.host}:{self.port} "
+                               f"(said {line!r}; see {self.log_path})")
+
+    def _ask(self, question, deadline_s=5):
+        self.proc.stdin.write(question.encode() + b"\n")
+        self.proc.stdin.flush()
+        return self._line(deadline_s)
+
+    def _line(self, deadline_s):
+        ready, _, _ = select.select([self.proc.stdout], [], [], deadline_s)
+        if not ready:
+            raise RuntimeError(f"sink did not answer within {deadline_s}s")
+        return self.proc.stdout.readline().decode().strip()
 
     def count(self):
-        return self.counter.value
+        return int(self._ask("count"))
 
     def reset(self):
-        with self.counter.get_lock():
-            self.counter.value = 0
+        if self._ask("reset") != "ok":
+            raise RuntimeError("sink did not reset its count")
 
     def stop(self):
-        if self.proc is not None and self.proc.is_alive():
-            os.kill(self.proc.pid, signal.SIGTERM)
-            self.proc.join(5)
-            if self.proc.is_alive():
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.join(5)
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = None
+            return
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(5)
+        except (OSError, subprocess.TimeoutExpired):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
         self.proc = None
