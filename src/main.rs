@@ -28,7 +28,8 @@ fn main() -> ExitCode {
     // overrides it.
     //
     // The lines look like env_logger's default ones, without colour: a mail log goes to a file
-    // or a journal, and plain lines need no escape-code stripping on each write.
+    // or a journal. env_logger is built without its colour features, so a line is written as
+    // is, with no escape-code stripping and no isatty() per line.
     env_logger::Builder::new()
         .filter_level(log::LevelFilter::Info)
         .filter_module("rustls_platform_verifier", log::LevelFilter::Off)
@@ -44,7 +45,6 @@ fn main() -> ExitCode {
                 record.args()
             )
         })
-        .write_style(env_logger::WriteStyle::Always)
         .init();
     match tambo::cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,

@@ -262,7 +262,10 @@ fn run_executor(
         async_signal::Signal::Hup,
     ])
     .map_err(|e| CliError::failure(format!("cannot install signal handlers: {e}")))?;
-    smol::block_on(ex.run(async {
+    // A task of its own: the future given to `run` is polled on every wake-up of this
+    // thread, and polling the signal stream there cost a recvfrom() each time; a task is only
+    // polled when its signal socket is readable.
+    let stopping = ex.spawn(async move {
         wait_for_stop(signals, server.clone()).await;
         // SPEC §11: stop accepting (the listeners close with their tasks), let open sessions
         // finish for a few seconds. Nothing acknowledged can be lost whenever we stop: a 250
@@ -271,7 +274,8 @@ fn run_executor(
             task.cancel().await;
         }
         drain(&server).await;
-    }));
+    });
+    smol::block_on(ex.run(stopping));
     drop(stop_tx);
     Ok(())
 }
