@@ -12,6 +12,7 @@ use crate::courier::domaininfo::{DomainInfo, TlsLevel};
 use crate::courier::mta_sts::{Mode, MtaSts, Policy};
 use crate::courier::smtp_client::{Client, ClientError, Deadlines, Protocol, Stage, TlsMode};
 use crate::dns::{Dns, DnsError};
+use crate::monitoring::metrics;
 use crate::queue::store::Item;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -325,7 +326,13 @@ impl Send<'_> {
     ) -> Result<Client, ClientError> {
         let c = self.courier;
         let mut client = Client::connect_tcp(&host.name, addr, c.bind, self.deadlines).await?;
-        client.hello(Protocol::Smtp, &c.hostname, tls).await?;
+        if let Err(e) = client.hello(Protocol::Smtp, &c.hostname, tls).await {
+            if e.stage == Stage::StartTls {
+                metrics::outbound_tls_failed();
+            }
+            return Err(e);
+        }
+        metrics::outbound_session(level_name(client.tls_level()));
         Ok(client)
     }
 

@@ -37,6 +37,8 @@ const DKIM_RESULTS: &[&str] = &[
 const DMARC_RESULTS: &[&str] = &["pass", "fail", "none", "temperror", "permerror", "other"];
 const HOOK_OUTCOMES: &[&str] = &["accept", "reject", "tempfail", "other"];
 const AUTH_FAILURES: &[&str] = &["password", "blocked"];
+/// The TLS levels of the courier (`courier::domaininfo::TlsLevel`), lowest first.
+const OUTBOUND_TLS: &[&str] = &["plain", "insecure", "verified"];
 /// The one "value" of a metric without labels.
 const UNLABELED: &[&str] = &[""];
 
@@ -164,6 +166,8 @@ pub struct Metrics {
     hooks: Metric,
     bytes_in: Metric,
     bytes_out: Metric,
+    outbound_sessions: Metric,
+    outbound_tls_failures: Metric,
 }
 
 impl Metrics {
@@ -252,10 +256,21 @@ impl Metrics {
                 "tambo_smtp_bytes_sent_total",
                 "Bytes written to SMTP clients (before TLS encryption).",
             ),
+            outbound_sessions: Metric::labeled(
+                "tambo_outbound_sessions_total",
+                "SMTP sessions opened to remote servers, by the TLS level reached \
+                 (plain, insecure: certificate not verified, verified).",
+                "tls",
+                OUTBOUND_TLS,
+            ),
+            outbound_tls_failures: Metric::counter(
+                "tambo_outbound_tls_handshake_failures_total",
+                "STARTTLS handshakes with remote servers that failed or timed out.",
+            ),
         }
     }
 
-    fn all(&self) -> [&Metric; 17] {
+    fn all(&self) -> [&Metric; 19] {
         [
             &self.connections,
             &self.connections_open,
@@ -274,6 +289,8 @@ impl Metrics {
             &self.hooks,
             &self.bytes_in,
             &self.bytes_out,
+            &self.outbound_sessions,
+            &self.outbound_tls_failures,
         ]
     }
 
@@ -397,6 +414,17 @@ pub fn bytes_out(n: usize) {
     METRICS.bytes_out.add_at(0, n as u64);
 }
 
+/// An SMTP session to a remote server is ready for mail at this TLS level (`plain`,
+/// `insecure`, `verified`).
+pub fn outbound_session(tls_level: &str) {
+    METRICS.outbound_sessions.add(tls_level, 1);
+}
+
+/// A STARTTLS handshake with a remote server failed (or timed out).
+pub fn outbound_tls_failed() {
+    METRICS.outbound_tls_failures.inc();
+}
+
 /// One message's inbound authentication results on port 25 (SPF, each DKIM signature's
 /// results joined, DMARC), as the words of RFC 8601 (`pass`, `fail`, `none`, ...). A message
 /// without DKIM signatures counts as one DKIM `none`.
@@ -490,6 +518,9 @@ mod tests {
         m.record_auth("softfail", &[], "weird");
         m.hooks.add("tempfail", 1);
         m.hooks.add("accept", 2);
+        m.outbound_sessions.add("verified", 1);
+        m.outbound_sessions.add("plain", 1);
+        m.outbound_sessions.add("plain", 1);
         let text = m.render(&QueueStats::default());
         let cases = [
             ("tambo_spf_results_total{result=\"pass\"}", 1),
@@ -503,6 +534,9 @@ mod tests {
             ("tambo_hook_results_total{outcome=\"accept\"}", 2),
             ("tambo_hook_results_total{outcome=\"tempfail\"}", 1),
             ("tambo_hook_results_total{outcome=\"reject\"}", 0),
+            ("tambo_outbound_sessions_total{tls=\"plain\"}", 2),
+            ("tambo_outbound_sessions_total{tls=\"insecure\"}", 0),
+            ("tambo_outbound_sessions_total{tls=\"verified\"}", 1),
         ];
         for (series, want) in cases {
             assert_eq!(value(&text, series), Some(want), "{series}");

@@ -24,6 +24,7 @@ over). A restart attempts every queued message at once: it forces the retries.
 from __future__ import annotations
 
 import json
+import ssl
 import time
 
 import pytest
@@ -348,3 +349,39 @@ def test_mta_sts_testing_mode_delivers_despite_invalid_certificate(tenv, sts):
     notes = [l for l in log_lines(tenv, "ststest.test") if "testing" in l.lower()]
     assert notes, f"no log line reports the policy failure in testing mode:\n{tenv.log()}"
     wait_level(tenv, "ststest.test", "insecure")
+
+
+# --------------------------------------------------------------------------------------------
+# /metrics: outbound sessions by TLS level
+# --------------------------------------------------------------------------------------------
+
+
+def test_outbound_sessions_are_counted_by_tls_level_in_metrics(tenv, sts, tmp_path):
+    from test_monitoring import Scrape, start_monitored
+    from peers import sink_tls_context
+
+    # ststest's sink offers STARTTLS but cannot complete a handshake (TLS 1.2 with only an
+    # RSA key exchange CBC suite, which rustls does not offer): one failed handshake, then
+    # plain text, which the domain's testing-mode policy lets through.
+    broken = sink_tls_context(*self_signed_cert(tmp_path, "mx.ststest.test"))
+    broken.maximum_version = ssl.TLSVersion.TLSv1_2
+    broken.set_ciphers("AES128-SHA")
+    sts.sink("ststest").tls_context = broken
+    start_monitored(tenv)
+    before = Scrape(tenv)
+    for rcpt, sink in (("m1@lvl.test", "lvl"), ("m2@wrongname.test", "wrongname"),
+                       ("m3@ststest.test", "ststest")):
+        qid, msgid = send(tenv, rcpt)
+        sts.sink(sink).wait(1, msgid, deadline=15, tambo=tenv)
+        wait_log_lines(tenv, "event=delivered", f"id={qid}", f"to=<{rcpt}>")
+    [t] = sts.sink("ststest").transactions
+    assert not t.tls, sts.sink("ststest").story()
+    after = Scrape(tenv)
+
+    def delta(sample, **labels):
+        return after.value(sample, **labels) - before.value(sample, **labels)
+
+    assert delta("tambo_outbound_sessions_total", tls="verified") == 1, after.text
+    assert delta("tambo_outbound_sessions_total", tls="insecure") == 1, after.text
+    assert delta("tambo_outbound_sessions_total", tls="plain") == 1, after.text
+    assert delta("tambo_outbound_tls_handshake_failures_total") == 1, after.text
