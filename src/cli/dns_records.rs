@@ -10,6 +10,7 @@ mod judge;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 
 use async_compat::Compat;
 use mail_auth::SpfResult;
@@ -19,12 +20,13 @@ use crate::addr::Domain;
 use crate::cli::CliError;
 use crate::config::Settings;
 use crate::config::domains::domain_dir;
+use crate::courier::mta_sts::{self, PolicyFetcher};
 use crate::dns::{Dns, reverse_name};
 use crate::mailauth::dkim;
 use argh::FromArgs;
 use judge::{
-    Answer, Finding, Verdict, judge_dkim, judge_dmarc, judge_mta_sts, judge_mx, judge_ptr,
-    judge_spf, judge_tls_rpt, no_address,
+    Answer, Finding, Verdict, judge_dkim, judge_dmarc, judge_mta_sts, judge_mta_sts_policy,
+    judge_mx, judge_ptr, judge_spf, judge_tls_rpt, no_address,
 };
 
 /// Print every DNS record the domain needs (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, PTR).
@@ -64,22 +66,31 @@ pub fn records(settings: &Settings, c: DnsRecords) -> Result<(), CliError> {
 
 pub fn check(settings: &Settings, c: DnsCheck) -> Result<(), CliError> {
     let local = LocalDomain::load(settings, &c.domain)?;
-    let dns = resolver(settings)?;
+    let dns = Arc::new(resolver(settings)?);
+    // The system's trust store, as the courier uses when it fetches other domains' policies.
+    let fetcher = PolicyFetcher::new(dns.clone(), None)
+        .map_err(|e| CliError::failure(format!("dns-check: TLS set-up: {e}")))?;
     let findings = smol::block_on(async {
         let addresses = server_addresses(settings, &dns, &local.hostname).await;
-        check_all(&dns, &Needs::new(local, addresses)).await
+        check_all(&dns, &fetcher, &Needs::new(local, addresses)).await
     });
     for finding in &findings {
         println!("{finding}");
     }
-    let bad = findings.iter().filter(|f| f.verdict != Verdict::Ok).count();
+    let judged = findings
+        .iter()
+        .filter(|f| f.verdict != Verdict::Note)
+        .count();
+    let bad = findings
+        .iter()
+        .filter(|f| matches!(f.verdict, Verdict::Missing | Verdict::Wrong))
+        .count();
     if bad == 0 {
-        println!("all {} records ok", findings.len());
+        println!("all {judged} records ok");
         Ok(())
     } else {
         Err(CliError::failure(format!(
-            "dns-check: {bad} of {} records are missing or wrong",
-            findings.len()
+            "dns-check: {bad} of {judged} records are missing or wrong"
         )))
     }
 }
@@ -410,7 +421,7 @@ fn txt_data(value: &str) -> String {
 
 // ---- dns-check -----------------------------------------------------------------------------
 
-async fn check_all(dns: &Dns, needs: &Needs) -> Vec<Finding> {
+async fn check_all(dns: &Dns, fetcher: &PolicyFetcher, needs: &Needs) -> Vec<Finding> {
     let d = needs.domain();
     let host = needs.hostname();
     let mut out = vec![judge_mx(&dns.mx(d).await, d, host)];
@@ -425,11 +436,11 @@ async fn check_all(dns: &Dns, needs: &Needs) -> Vec<Finding> {
     let name = format!("_dmarc.{d}");
     out.push(judge_dmarc(&name, &dns.txt(&name).await, &needs.dmarc()));
     let name = format!("_mta-sts.{d}");
-    out.push(judge_mta_sts(
-        &name,
-        &dns.txt(&name).await,
-        &needs.mta_sts_txt(),
-    ));
+    let sts_txt = dns.txt(&name).await;
+    out.push(judge_mta_sts(&name, &sts_txt, &needs.mta_sts_txt()));
+    if let Some(id) = sts_txt.as_ref().ok().and_then(|r| mta_sts::select_txt(r)) {
+        out.push(check_mta_sts_policy(fetcher, needs, &id).await);
+    }
     let name = format!("_smtp._tls.{d}");
     out.push(judge_tls_rpt(
         &name,
@@ -443,6 +454,17 @@ async fn check_all(dns: &Dns, needs: &Needs) -> Vec<Finding> {
         out.push(judge_ptr(ip, &dns.ptr(ip).await, &host_ips, host));
     }
     out
+}
+
+/// The policy a sender would fetch for the domain's published `_mta-sts` record.
+async fn check_mta_sts_policy(fetcher: &PolicyFetcher, needs: &Needs, id: &str) -> Finding {
+    let d = needs.domain();
+    let url = format!("https://mta-sts.{d}/.well-known/mta-sts.txt");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.as_secs());
+    let fetched = fetcher.fetch(d, id, now).await;
+    judge_mta_sts_policy(&url, &fetched, needs.hostname(), needs.local.mta_sts_mode)
 }
 
 /// The addresses whose PTR matters: the MX's (hostname's) and `outbound_bind`.
@@ -607,6 +629,58 @@ mod tests {
             mta_sts::parse_txt(&a.mta_sts_txt()).unwrap(),
             "and only then"
         );
+    }
+
+    /// dns-check fetches the policy of a published `_mta-sts` record as a sender would: from
+    /// a real HTTPS server (a test CA), found through a real DNS server (dnsmasq).
+    #[test]
+    fn the_served_mta_sts_policy_is_fetched_and_judged() {
+        use crate::courier::mta_sts::tests::fixture::{self, TestCa, reply};
+        const IP: [u8; 4] = [127, 0, 8, 9];
+        let ca = TestCa::new();
+        let Some(server) = fixture::start(IP, &ca.leaf("mta-sts.example.test")) else {
+            return;
+        };
+        let Some(dns_server) =
+            crate::dns::test_server::start(&["--address=/mta-sts.example.test/127.0.8.9"])
+        else {
+            return;
+        };
+        let dns = Arc::new(Dns::new(&[dns_server.addr]).unwrap());
+        let fetcher = PolicyFetcher::new(dns, Some(ca.roots())).unwrap();
+        let n = needs(Addresses::Configured(vec![]), vec![], "enforce");
+        let ours = "version: STSv1\nmode: enforce\nmx: mx.example.test\nmax_age: 604800\n";
+        // Another MX only: senders that enforce would refuse us.
+        let other = "version: STSv1\nmode: enforce\nmx: mx1.example.test\nmax_age: 86400\n";
+        let cases = [
+            (
+                reply("200 OK", "text/plain", ours),
+                Verdict::Ok,
+                "mode enforce, mx mx.example.test",
+            ),
+            (
+                reply("200 OK", "text/plain", other),
+                Verdict::Wrong,
+                "does not cover mx.example.test",
+            ),
+            (
+                reply("200 OK", "text/plain", "version: STSv1\nmode: sometimes\n"),
+                Verdict::Wrong,
+                "invalid mode",
+            ),
+            (
+                reply("404 Not Found", "text/plain", "no"),
+                Verdict::Note,
+                "404",
+            ),
+        ];
+        for (body, verdict, text) in cases {
+            server.set(body);
+            let f = smol::block_on(check_mta_sts_policy(&fetcher, &n, "1"));
+            assert_eq!(f.verdict, verdict, "{f}");
+            assert!(f.to_string().contains(text), "{f}");
+        }
+        assert_eq!(server.hits(), 4);
     }
 
     #[test]

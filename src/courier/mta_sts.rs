@@ -215,7 +215,7 @@ pub fn parse_txt(record: &str) -> Option<String> {
 
 /// RFC 8461 §3.1: records not starting with `v=STSv1;` are discarded; anything but exactly
 /// one valid record left means "no policy".
-fn select_txt(records: &[String]) -> Option<String> {
+pub fn select_txt(records: &[String]) -> Option<String> {
     let mut sts = records.iter().filter(|r| r.starts_with("v=STSv1;"));
     let record = sts.next()?;
     if sts.next().is_some() {
@@ -227,7 +227,8 @@ fn select_txt(records: &[String]) -> Option<String> {
 /// Why a policy fetch failed (logged; the delivery goes on as RFC 8461 §5.1 says).
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
-    #[error("{host}: {source}")]
+    /// The DNS error names the host already.
+    #[error("{source}")]
     Dns {
         host: String,
         source: crate::dns::DnsError,
@@ -252,10 +253,16 @@ pub enum FetchError {
     Timeout { host: String },
 }
 
+/// Fetches policies over verified HTTPS (RFC 8461 §3.3); no cache (see [`MtaSts`]).
+pub struct PolicyFetcher {
+    dns: Arc<Dns>,
+    tls: Arc<ClientConfig>,
+}
+
 pub struct MtaSts {
     dir: PathBuf,
     dns: Arc<Dns>,
-    tls: Arc<ClientConfig>,
+    fetcher: PolicyFetcher,
     /// Policies read or fetched so far, by ACE domain; filled lazily from the files.
     /// Per domain: its cached policy, or `None` once the disk was found to have none.
     cache: Mutex<HashMap<String, Option<Policy>>>,
@@ -273,8 +280,8 @@ impl MtaSts {
         fsutil::create_private_dir_all(&dir)?;
         Ok(MtaSts {
             dir,
+            fetcher: PolicyFetcher::new(dns.clone(), roots).map_err(io::Error::other)?,
             dns,
-            tls: Arc::new(client_config(roots).map_err(io::Error::other)?),
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -293,7 +300,7 @@ impl MtaSts {
         if let Some(policy) = cached.as_ref().filter(|p| p.id == id) {
             return Some(policy.clone());
         }
-        match self.fetch(&key, &id, now_secs).await {
+        match self.fetcher.fetch(&key, &id, now_secs).await {
             Ok(policy) => {
                 self.store(&key, &policy);
                 Some(policy)
@@ -317,52 +324,6 @@ impl MtaSts {
                 None
             }
         }
-    }
-
-    /// Fetches the policy over HTTPS (RFC 8461 §3.3), under one deadline.
-    async fn fetch(&self, key: &str, id: &str, now_secs: u64) -> Result<Policy, FetchError> {
-        let host = format!("mta-sts.{key}");
-        let timeout = async {
-            smol::Timer::after(FETCH_DEADLINE).await;
-            Err(FetchError::Timeout { host: host.clone() })
-        };
-        let body = smol::future::or(self.fetch_body(&host), timeout).await?;
-        parse_policy(&body, id, now_secs).map_err(|source| FetchError::Policy { host, source })
-    }
-
-    async fn fetch_body(&self, host: &str) -> Result<String, FetchError> {
-        let tcp = self.connect(host).await?;
-        let name = ServerName::try_from(host.to_string()).map_err(|_| FetchError::ServerName {
-            host: host.to_string(),
-        })?;
-        let tls = futures_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|source| FetchError::Tls {
-                host: host.to_string(),
-                source,
-            })?;
-        http_get(host, FuturesIo::new(tls)).await
-    }
-
-    /// A TCP connection to the first address of `host` that answers.
-    async fn connect(&self, host: &str) -> Result<TcpStream, FetchError> {
-        let ips = self.dns.ips(host).await.map_err(|source| FetchError::Dns {
-            host: host.to_string(),
-            source,
-        })?;
-        let mut last = None;
-        for ip in ips {
-            let addr = SocketAddr::new(ip, HTTPS_PORT);
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(source) => last = Some(FetchError::Connect { addr, source }),
-            }
-        }
-        // `ips` never returns an empty list (that is DnsError::NotFound).
-        Err(last.unwrap_or_else(|| FetchError::Timeout {
-            host: host.to_string(),
-        }))
     }
 
     /// The cached policy of `key`; the disk is read once per domain per process, "none on
@@ -409,6 +370,67 @@ impl MtaSts {
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Option<Policy>>> {
         // A panic while holding the lock leaves the map consistent (single inserts).
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl PolicyFetcher {
+    /// `roots` None: the system's trust store (rustls-platform-verifier); Some: exactly those
+    /// roots (tests).
+    pub fn new(
+        dns: Arc<Dns>,
+        roots: Option<Arc<rustls::RootCertStore>>,
+    ) -> Result<PolicyFetcher, rustls::Error> {
+        Ok(PolicyFetcher {
+            dns,
+            tls: Arc::new(client_config(roots)?),
+        })
+    }
+
+    /// Fetches the policy of `key` (the domain in ASCII, A-labels) over HTTPS (RFC 8461
+    /// §3.3), under one deadline; `id` is the one of its `_mta-sts` TXT record.
+    pub async fn fetch(&self, key: &str, id: &str, now_secs: u64) -> Result<Policy, FetchError> {
+        let host = format!("mta-sts.{key}");
+        let timeout = async {
+            smol::Timer::after(FETCH_DEADLINE).await;
+            Err(FetchError::Timeout { host: host.clone() })
+        };
+        let body = smol::future::or(self.fetch_body(&host), timeout).await?;
+        parse_policy(&body, id, now_secs).map_err(|source| FetchError::Policy { host, source })
+    }
+
+    async fn fetch_body(&self, host: &str) -> Result<String, FetchError> {
+        let tcp = self.connect(host).await?;
+        let name = ServerName::try_from(host.to_string()).map_err(|_| FetchError::ServerName {
+            host: host.to_string(),
+        })?;
+        let tls = futures_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|source| FetchError::Tls {
+                host: host.to_string(),
+                source,
+            })?;
+        http_get(host, FuturesIo::new(tls)).await
+    }
+
+    /// A TCP connection to the first address of `host` that answers.
+    async fn connect(&self, host: &str) -> Result<TcpStream, FetchError> {
+        let ips = self.dns.ips(host).await.map_err(|source| FetchError::Dns {
+            host: host.to_string(),
+            source,
+        })?;
+        let mut last = None;
+        for ip in ips {
+            let addr = SocketAddr::new(ip, HTTPS_PORT);
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(source) => last = Some(FetchError::Connect { addr, source }),
+            }
+        }
+        // `ips` never returns an empty list (that is DnsError::NotFound).
+        Err(last.unwrap_or_else(|| FetchError::Timeout {
+            host: host.to_string(),
+        }))
     }
 }
 
@@ -494,4 +516,4 @@ fn check_content_type(host: &str, value: Option<&header::HeaderValue>) -> Result
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -183,6 +183,13 @@ def test_dns_check_all_ok_with_the_printed_zone(tambo, zones):
                  f"PTR 5.{REVERSE_ZONE} (192.0.2.5)"):
         assert what in whats, f"no verdict for {what}:\n{r.stdout}"
     assert len(verdicts) == 7, r.stdout
+    assert "all 7 records ok" in r.stdout, r.stdout
+    # The _mta-sts record is published, so the policy is fetched as a sender would; nothing
+    # serves it here (mta-sts.example.test has no address), which is said but not counted.
+    policy = f"https://mta-sts.{DOMAIN}/.well-known/mta-sts.txt"
+    assert re.search(rf"^note    MTA-STS policy {re.escape(policy)}: not served \(mta-sts\."
+                     rf"{re.escape(DOMAIN)}: .*\); senders apply no policy until it is$",
+                     r.stdout, re.M), r.stdout
 
 
 def test_dns_check_reports_missing_and_wrong(tambo, zones):

@@ -17,6 +17,8 @@ pub(super) enum Verdict {
     Ok,
     Missing,
     Wrong,
+    /// Worth knowing, not a record that is missing or wrong (not counted either way).
+    Note,
 }
 
 /// One record's verdict, with what was found and (when not ok) what is expected.
@@ -42,6 +44,7 @@ impl std::fmt::Display for Finding {
                 "wrong   {}: found {}; expected {}",
                 self.what, self.found, self.expected
             ),
+            Verdict::Note => write!(f, "note    {}: {}", self.what, self.found),
         }
     }
 }
@@ -266,6 +269,54 @@ pub(super) fn judge_mta_sts(name: &str, found: &Answer<String>, ours: &str) -> F
     }
 }
 
+/// The policy served for a published `_mta-sts` record (RFC 8461 §3.2–3.3, §4.1), fetched
+/// as senders fetch it. Not served: a note only, since senders then apply no policy (§5.1)
+/// and `dns-check` judges DNS records. Served: it must parse, list our MX host name (or
+/// senders that enforce it refuse to deliver to us), and not be `enforce` while we present
+/// a self-signed certificate (`ours_mode` "testing").
+pub(super) fn judge_mta_sts_policy(
+    url: &str,
+    fetched: &Result<mta_sts::Policy, mta_sts::FetchError>,
+    host: &str,
+    ours_mode: &str,
+) -> Finding {
+    let what = format!("MTA-STS policy {url}");
+    let expected = format!("mode: {ours_mode}, mx: {host}");
+    let policy = match fetched {
+        Ok(policy) => policy,
+        // Served, but not as a policy senders can use.
+        Err(
+            why @ (mta_sts::FetchError::Policy { .. } | mta_sts::FetchError::ContentType { .. }),
+        ) => return finding(Verdict::Wrong, &what, why.to_string(), &expected),
+        Err(why) => {
+            let found = format!("not served ({why}); senders apply no policy until it is");
+            return finding(Verdict::Note, &what, found, &expected);
+        }
+    };
+    let mode = match policy.mode {
+        mta_sts::Mode::Enforce => "enforce",
+        mta_sts::Mode::Testing => "testing",
+        mta_sts::Mode::None => "none",
+    };
+    let found = format!(
+        "mode {mode}, mx {}, max_age {}",
+        policy.mx.join(" "),
+        policy.max_age
+    );
+    if !policy.mx_allowed(host) {
+        let found = format!("{found} (does not cover {host}: senders that enforce refuse us)");
+        return finding(Verdict::Wrong, &what, found, &expected);
+    }
+    if policy.enforced() && ours_mode != "enforce" {
+        let found = format!(
+            "{found} (enforce, but without a certificate under conf/certs/ we present a \
+             self-signed one, which senders that enforce refuse)"
+        );
+        return finding(Verdict::Wrong, &what, found, &expected);
+    }
+    finding(Verdict::Ok, &what, found, &expected)
+}
+
 /// RFC 8460 §3: exactly one `v=TLSRPTv1` record whose `rua` lists `mailto:` or `https:`
 /// URIs.
 pub(super) fn judge_tls_rpt(name: &str, found: &Answer<String>, ours: &str) -> Finding {
@@ -363,6 +414,74 @@ mod tests {
     }
 
     const RSA_P: &str = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA";
+
+    #[test]
+    fn judge_mta_sts_policy_table() {
+        use mta_sts::{FetchError, Mode, Policy, PolicyError};
+        let policy = |mode, mx: &[&str]| {
+            Ok(Policy {
+                id: "1".into(),
+                mode,
+                mx: mx.iter().map(|m| m.to_string()).collect(),
+                max_age: 604_800,
+                fetched_at: 0,
+            })
+        };
+        let host = "mx.example.test";
+        let url = "https://mta-sts.example.test/.well-known/mta-sts.txt";
+        let cases: Vec<(Result<Policy, FetchError>, &str, Verdict)> = vec![
+            (policy(Mode::Enforce, &[host]), "enforce", Verdict::Ok),
+            (
+                policy(Mode::Enforce, &["*.example.test"]),
+                "enforce",
+                Verdict::Ok,
+            ),
+            (policy(Mode::Testing, &[host]), "testing", Verdict::Ok),
+            (policy(Mode::Testing, &[host]), "enforce", Verdict::Ok),
+            // Senders that enforce would refuse our MX, or our self-signed certificate.
+            (
+                policy(Mode::Enforce, &["mx.other.test"]),
+                "enforce",
+                Verdict::Wrong,
+            ),
+            (
+                policy(Mode::Testing, &["*.other.test"]),
+                "testing",
+                Verdict::Wrong,
+            ),
+            (policy(Mode::Enforce, &[host]), "testing", Verdict::Wrong),
+            (
+                Err(FetchError::Policy {
+                    host: "mta-sts.example.test".into(),
+                    source: PolicyError::Missing("mode"),
+                }),
+                "enforce",
+                Verdict::Wrong,
+            ),
+            (
+                Err(FetchError::Timeout {
+                    host: "mta-sts.example.test".into(),
+                }),
+                "enforce",
+                Verdict::Note,
+            ),
+        ];
+        for (fetched, ours, want) in &cases {
+            let got = judge_mta_sts_policy(url, fetched, host, ours);
+            assert_eq!(got.verdict, *want, "{got}");
+        }
+        let ok = judge_mta_sts_policy(url, &cases[0].0, host, "enforce").to_string();
+        assert_eq!(
+            ok,
+            format!("ok      MTA-STS policy {url}: mode enforce, mx {host}, max_age 604800")
+        );
+        let note = judge_mta_sts_policy(url, &cases[8].0, host, "enforce").to_string();
+        assert!(note.starts_with("note    MTA-STS policy"), "{note}");
+        assert!(
+            note.contains("senders apply no policy until it is"),
+            "{note}"
+        );
+    }
 
     #[test]
     fn judge_mx_table() {

@@ -189,8 +189,9 @@ fn content_type_table() {
     }
 }
 
-/// A CA, a leaf certificate issued by it, and a tiny HTTPS responder.
-mod fixture {
+/// A CA, a leaf certificate issued by it, and a tiny HTTPS responder (also used by
+/// `dns-check`'s tests).
+pub(crate) mod fixture {
     use super::*;
     use futures_rustls::TlsAcceptor;
     use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
