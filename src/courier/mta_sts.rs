@@ -261,7 +261,7 @@ pub struct PolicyFetcher {
 
 pub struct MtaSts {
     dir: PathBuf,
-    dns: Arc<Dns>,
+    /// Also the resolver of the `_mta-sts` TXT lookups.
     fetcher: PolicyFetcher,
     /// Policies read or fetched so far, by ACE domain; filled lazily from the files.
     /// Per domain: its cached policy, or `None` once the disk was found to have none.
@@ -280,8 +280,7 @@ impl MtaSts {
         fsutil::create_private_dir_all(&dir)?;
         Ok(MtaSts {
             dir,
-            fetcher: PolicyFetcher::new(dns.clone(), roots).map_err(io::Error::other)?,
-            dns,
+            fetcher: PolicyFetcher::new(dns, roots).map_err(io::Error::other)?,
             cache: Mutex::new(HashMap::new()),
         })
     }
@@ -315,7 +314,7 @@ impl MtaSts {
 
     /// The id of the domain's `_mta-sts` TXT record, if it has exactly one valid one.
     async fn txt_id(&self, key: &str) -> Option<String> {
-        match self.dns.txt(&format!("_mta-sts.{key}")).await {
+        match self.fetcher.dns.txt(&format!("_mta-sts.{key}")).await {
             Ok(records) => select_txt(&records),
             Err(e) => {
                 if !e.is_permanent() {

@@ -303,7 +303,8 @@ pub(super) fn judge_mta_sts_policy(
         policy.mx.join(" "),
         policy.max_age
     );
-    if !policy.mx_allowed(host) {
+    // Mode none withdraws the policy (RFC 8461 §5): its mx lines no longer matter.
+    if policy.mode != mta_sts::Mode::None && !policy.mx_allowed(host) {
         let found = format!("{found} (does not cover {host}: senders that enforce refuse us)");
         return finding(Verdict::Wrong, &what, found, &expected);
     }
@@ -438,6 +439,11 @@ mod tests {
             ),
             (policy(Mode::Testing, &[host]), "testing", Verdict::Ok),
             (policy(Mode::Testing, &[host]), "enforce", Verdict::Ok),
+            (
+                policy(Mode::None, &["mx.other.test"]),
+                "enforce",
+                Verdict::Ok,
+            ),
             // Senders that enforce would refuse our MX, or our self-signed certificate.
             (
                 policy(Mode::Enforce, &["mx.other.test"]),
@@ -475,7 +481,7 @@ mod tests {
             ok,
             format!("ok      MTA-STS policy {url}: mode enforce, mx {host}, max_age 604800")
         );
-        let note = judge_mta_sts_policy(url, &cases[8].0, host, "enforce").to_string();
+        let note = judge_mta_sts_policy(url, &cases[9].0, host, "enforce").to_string();
         assert!(note.starts_with("note    MTA-STS policy"), "{note}");
         assert!(
             note.contains("senders apply no policy until it is"),
