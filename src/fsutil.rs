@@ -29,6 +29,17 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Whether `e` says the file system is full (ENOSPC) or the user's quota on it is used up
+/// (EDQUOT): the mail is then refused for now (RFC 3463 §3.4, X.3.1) rather than as a local
+/// error, and the log says so.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        || matches!(
+            e.kind(),
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+        )
+}
+
 /// fsyncs a directory, so a rename or create inside it survives a crash.
 pub fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -30,6 +30,7 @@ pub mod jsontext;
 pub mod listenfds;
 pub mod mailauth;
 pub mod maillog;
+pub mod message;
 pub mod monitoring;
 pub mod proto;
 pub mod queue;

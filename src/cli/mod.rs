@@ -69,3 +69,21 @@ pub fn run(args: Args) -> Result<(), CliError> {
         Command::Util(u) => util::run(&args.config_dir, u.command),
     }
 }
+
+/// The config folder must exist: a mistyped `-C` would otherwise create a `data/` folder
+/// somewhere and serve no domain at all. Commands that make a config folder (`util
+/// import-chasquid`) do not call this.
+pub fn existing_config_dir(dir: &std::path::Path) -> Result<(), CliError> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(CliError::usage(format!(
+            "{}: not a folder (the config folder, -C)",
+            dir.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CliError::usage(format!(
+            "{}: no such config folder (-C)",
+            dir.display()
+        ))),
+        Err(e) => Err(CliError::usage(format!("{}: {e}", dir.display()))),
+    }
+}

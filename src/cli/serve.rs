@@ -22,10 +22,17 @@ use std::sync::Arc;
 pub fn run(config_dir: &Path) -> Result<(), CliError> {
     // First, so every thread started from here on inherits it.
     batch_scheduling();
+    super::existing_config_dir(config_dir)?;
     let settings =
         Arc::new(Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?);
     let domains = Domains::load(&settings.config_dir, settings.normalization())
         .map_err(|e| CliError::usage(e.to_string()))?;
+    if domains.is_empty() {
+        log::warn!(
+            "no domain to serve: {} has no domain folder, so every recipient will be refused",
+            settings.config_dir.join("domains").display()
+        );
+    }
     let data_dir = &settings.data_dir;
     crate::fsutil::create_private_dir_all(data_dir)
         .map_err(|e| CliError::failure(format!("{}: {e}", data_dir.display())))?;
@@ -78,6 +85,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         dns: couriers_dns,
         access: Live::new(access),
         auth_limit: Default::default(),
+        password_checks: Default::default(),
         connections: Default::default(),
     });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
@@ -208,11 +216,32 @@ fn activated(
 }
 
 fn bind(addr: SocketAddr) -> Result<smol::Async<std::net::TcpListener>, CliError> {
-    let std_listener = std::net::TcpListener::bind(addr)
-        .map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))?;
+    let std_listener =
+        listen(addr).map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))?;
     smol::Async::new(std_listener)
         .map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))
 }
+
+/// A listening TCP socket on `addr`. An IPv6 socket is IPv6 only (`IPV6_V6ONLY`, as Postfix
+/// and Dovecot set it): with Linux's default `net.ipv6.bindv6only=0`, `[::]:25` would also
+/// take IPv4 and collide with `0.0.0.0:25`, and SPEC §3's default listeners are that pair.
+pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // As std's TcpListener::bind: a restart must not wait for old connections in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// The accept queue: as long as the kernel allows (it clamps the value to
+/// `net.core.somaxconn`), so that a burst of connections waits to be answered by the caps
+/// instead of being dropped by the kernel.
+const LISTEN_BACKLOG: i32 = i32::MAX;
 
 /// How long open sessions may go on after SIGTERM (SPEC §11: "a few seconds").
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);

@@ -109,6 +109,7 @@ pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
         UtilCommand::ImportChasquid(c) => return super::import_chasquid::run(config_dir, c),
         other => other,
     };
+    super::existing_config_dir(config_dir)?;
     let settings = Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?;
     match command {
         UtilCommand::UserAdd(c) => user_add(&settings, c),

@@ -67,6 +67,11 @@ impl Domains {
         self.map.iter()
     }
 
+    /// No domain folder at all: nothing would be accepted on port 25.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     pub fn normalization(&self) -> &Normalization {
         &self.norm
     }

@@ -18,12 +18,14 @@
 //! The existing chain is verified by mail-auth (`verify_arc`) to choose `cv=`.
 
 use crate::dns::Dns;
+use crate::mailauth::body_hash;
 use crate::mailauth::dkim::{DkimError, DkimKey, KeyKind};
 use async_compat::Compat;
 use base64::Engine as _;
-use mail_auth::common::crypto::{Algorithm, SigningKey as _};
+use mail_auth::common::crypto::{Algorithm, HashAlgorithm, SigningKey as _};
 use mail_auth::dkim::Canonicalization;
 use mail_auth::{AuthenticatedMessage, DkimResult};
+use std::io::Read;
 
 /// RFC 8617 §4.2.1: instances run from 1 to 50.
 const MAX_INSTANCE: u32 = 50;
@@ -66,6 +68,8 @@ pub enum ArcError {
     BadResults(String),
     #[error("no DKIM key to seal with")]
     NoKey,
+    #[error("reading the message body: {0}")]
+    Read(std::io::Error),
     #[error(transparent)]
     Key(#[from] DkimError),
     #[error("signing with {domain} selector {selector}: {msg}")]
@@ -108,12 +112,16 @@ pub struct Chain {
 pub fn seal(
     dns: &Dns,
     keys: &[DkimKey],
-    message: &[u8],
+    header: &[u8],
+    body: impl Read,
     auth_results: &str,
     now: u64,
 ) -> Result<String, ArcError> {
     let key = pick_key(keys).ok_or(ArcError::NoKey)?;
-    let parsed = AuthenticatedMessage::parse(message).ok_or(ArcError::Unparseable)?;
+    let mut parsed = AuthenticatedMessage::parse(header).ok_or(ArcError::Unparseable)?;
+    // One pass over the body: the hashes the existing chain's signatures need, and ours.
+    let ours = body_hash::fill(&mut parsed, &[AMS_BODY], body).map_err(ArcError::Read)?;
+    let body_hash = ours.first().map(Vec::as_slice).unwrap_or_default();
     let chain = match highest_instance(&parsed) {
         None => Chain {
             instance: 1,
@@ -130,8 +138,12 @@ pub fn seal(
             }
         }
     };
-    sign_set(key, &parsed, auth_results, chain, now)
+    sign_set(key, &parsed, body_hash, auth_results, chain, now)
 }
+
+/// The body hash of the ARC-Message-Signature we write: `c=relaxed/simple` (simple body), and
+/// SHA-256, which both of our key types sign with.
+pub const AMS_BODY: body_hash::Request = (Canonicalization::Simple, HashAlgorithm::Sha256, 0);
 
 /// The key to seal with: one set per instance (RFC 8617 §4.2.1), so one key. RSA first:
 /// rsa-sha256 is the algorithm every ARC verifier knows; dkimpy, for one, rejects
@@ -204,6 +216,7 @@ fn tag(value: &[u8], name: &str) -> Option<String> {
 pub fn sign_set(
     key: &DkimKey,
     parsed: &AuthenticatedMessage<'_>,
+    body_hash: &[u8],
     auth_results: &str,
     chain: Chain,
     now: u64,
@@ -218,8 +231,7 @@ pub fn sign_set(
     );
 
     // RFC 8617 §4.1.2: the AMS is a DKIM signature (RFC 6376 §3.7) with i= and without v=.
-    let body = Canonicalization::Simple.canonical_body(parsed.raw_body(), 0);
-    let bh = b64(signer.hash(body).as_ref());
+    let bh = b64(body_hash);
     let signed = signed_headers(parsed);
     let names: Vec<&[u8]> = signed.iter().map(|(name, _)| *name).collect();
     let ams_head = format!(
@@ -462,6 +474,12 @@ mod tests {
         smol::block_on(resolver.verify_arc(params)).result().clone()
     }
 
+    /// [`seal`] of a message in memory, split as a stored one is.
+    fn seal_whole(dns: &Dns, keys: &[DkimKey], message: &[u8]) -> Result<String, ArcError> {
+        let split = crate::message::split(message).expect("split");
+        seal(dns, keys, &split.header, split.body, RESULTS, NOW)
+    }
+
     /// Seals as [`seal`] does, with the chain verified against in-memory records.
     fn seal_offline(key: &DkimKey, known: &[&DkimKey], message: &str) -> Result<String, ArcError> {
         let parsed = AuthenticatedMessage::parse(message.as_bytes()).expect("parse");
@@ -478,7 +496,8 @@ mod tests {
                 }
             }
         };
-        let set = sign_set(key, &parsed, RESULTS, chain, NOW)?;
+        let body_hash = body_hash::compute(&[AMS_BODY], parsed.raw_body()).expect("hash");
+        let set = sign_set(key, &parsed, &body_hash[0], RESULTS, chain, NOW)?;
         Ok(format!("{set}{message}"))
     }
 
@@ -706,22 +725,22 @@ print(reason)
         };
         let dns = Dns::new(&[server.addr]).expect("resolver");
         let once = seal_offline(&first[1], &[&first[1]], MESSAGE).expect("first seal");
-        let twice = seal(&dns, &second, once.as_bytes(), RESULTS, NOW).expect("seal");
+        let twice = seal_whole(&dns, &second, once.as_bytes()).expect("seal");
         assert!(
             twice.starts_with("ARC-Seal: i=2; a=rsa-sha256; "),
             "{twice}"
         );
         assert!(twice.contains("cv=pass;"), "{twice}");
         let broken = once.replacen("Hello,", "Jello,", 1);
-        let failed = seal(&dns, &second, broken.as_bytes(), RESULTS, NOW).expect("seal");
+        let failed = seal_whole(&dns, &second, broken.as_bytes()).expect("seal");
         assert!(failed.contains("cv=fail;"), "{failed}");
-        let fresh = seal(&dns, &second, MESSAGE.as_bytes(), RESULTS, NOW).expect("seal");
+        let fresh = seal_whole(&dns, &second, MESSAGE.as_bytes()).expect("seal");
         assert!(
             fresh.starts_with("ARC-Seal: i=1; a=rsa-sha256; "),
             "{fresh}"
         );
         assert!(matches!(
-            seal(&dns, &[], MESSAGE.as_bytes(), RESULTS, NOW),
+            seal_whole(&dns, &[], MESSAGE.as_bytes()),
             Err(ArcError::NoKey)
         ));
     }

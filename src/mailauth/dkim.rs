@@ -135,9 +135,30 @@ pub fn load_keys(domain_dir: &Path, domain: &str) -> Result<Vec<DkimKey>, DkimEr
 /// The `DKIM-Signature:` header lines (CRLF-terminated) for `message` (headers + body, CRLF),
 /// one per key.
 pub fn sign(keys: &[DkimKey], message: &[u8]) -> Result<String, DkimError> {
+    let split = crate::message::split(message).map_err(|e| DkimError::Sign(e.to_string()))?;
+    sign_stream(keys, &split.header, split.body)
+}
+
+/// [`sign`] for a message given as its header section (see [`crate::message::split`]) and
+/// its body, which is read once, in chunks, for all keys at the same time.
+pub fn sign_stream(
+    keys: &[DkimKey],
+    header: &[u8],
+    body: impl std::io::Read,
+) -> Result<String, DkimError> {
+    let mut streams: Vec<_> = keys.iter().map(|key| key.signer.sign_streaming()).collect();
+    for stream in &mut streams {
+        stream.write(header);
+    }
+    crate::message::for_each_chunk(body, |chunk| {
+        for stream in &mut streams {
+            stream.write(chunk);
+        }
+    })
+    .map_err(|e| DkimError::Sign(format!("reading the message: {e}")))?;
     let mut headers = String::new();
-    for key in keys {
-        let signature = key.signer.sign(message).map_err(|e| {
+    for (key, stream) in keys.iter().zip(streams) {
+        let signature = stream.finish().map_err(|e| {
             DkimError::Sign(format!("{} selector {}: {e}", key.domain, key.selector))
         })?;
         // Folded by mail-auth with CRLF + TAB, and ends in CRLF.

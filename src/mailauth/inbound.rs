@@ -4,6 +4,7 @@
 //! the caller's; this module only says what happened.
 
 use std::fmt;
+use std::io::Read;
 use std::net::IpAddr;
 
 use async_compat::Compat;
@@ -12,6 +13,7 @@ use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, AuthenticationResults, DkimOutput, DmarcOutput, SpfOutput};
 
 use crate::dns::Dns;
+use crate::mailauth::body_hash;
 
 /// The SMTP transaction a message arrived in.
 #[derive(Debug, Clone, Copy)]
@@ -108,12 +110,42 @@ impl Verdict {
     }
 }
 
-/// Runs SPF, DKIM and DMARC on a message received as `ctx` describes. Never fails: DNS
-/// problems become `temperror` results and an unparseable message has no DKIM or DMARC result.
-pub async fn check(dns: &Dns, ctx: &Inbound<'_>, message: &[u8]) -> Verdict {
+/// Bodies up to this size are hashed right on the executor (they were just written, so they
+/// come from the page cache, and a hand-off to a blocking thread costs more); larger ones on
+/// a blocking thread.
+const INLINE_BODY: u64 = 256 * 1024;
+
+/// Runs SPF, DKIM and DMARC on a message received as `ctx` describes, given as its header
+/// section (see [`crate::message::split`]) and its body of `body_len` octets, which is read
+/// once, in chunks, when a signature needs its hash. Never fails: DNS problems become
+/// `temperror` results, an unparseable message has no DKIM or DMARC result, and a body that
+/// cannot be read fails its signatures.
+pub async fn check<B: Read + Send + 'static>(
+    dns: &Dns,
+    ctx: &Inbound<'_>,
+    header_section: &[u8],
+    body: B,
+    body_len: u64,
+) -> Verdict {
     let auth = dns.authenticator();
     let spf = check_spf(dns, ctx).await;
-    let parsed = AuthenticatedMessage::parse(message);
+    let mut parsed = AuthenticatedMessage::parse(header_section);
+    if let Some(parsed) = &mut parsed {
+        let requests = body_hash::requests(parsed);
+        if !requests.is_empty() {
+            let hash = move || body_hash::compute(&requests, body);
+            let hashes = if body_len <= INLINE_BODY {
+                hash()
+            } else {
+                smol::unblock(hash).await
+            };
+            match hashes {
+                Ok(hashes) => body_hash::set(parsed, hashes),
+                // The hashes stay those of an empty body: the signatures fail.
+                Err(e) => log::error!("reading a message body for DKIM: {e}"),
+            }
+        }
+    }
     let (dkim, dmarc, dkim_clauses, dmarc_clause) = match &parsed {
         Some(parsed) => {
             // Every mail-auth DNS call needs a tokio reactor (STACK.md).
@@ -481,6 +513,13 @@ impl fmt::Display for DmarcPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `check` of a message held in memory, split as the SMTP driver splits a stored one.
+    async fn check_whole(dns: &Dns, ctx: &Inbound<'_>, message: &[u8]) -> Verdict {
+        let split = crate::message::split(std::io::Cursor::new(message.to_vec())).unwrap();
+        let body_len = (message.len() - split.header.len()) as u64;
+        check(dns, ctx, &split.header, split.body, body_len).await
+    }
     use crate::dns::test_server::{self, DnsServer};
     use std::future::Future;
     use std::process::Command;
@@ -712,7 +751,7 @@ sys.stdout.buffer.write(sig + msg)
             ),
         ];
         for (ip, helo, from, want) in cases {
-            let verdict = run(check(&dns, &ctx(ip, helo, from), MESSAGE.as_bytes()));
+            let verdict = run(check_whole(&dns, &ctx(ip, helo, from), MESSAGE.as_bytes()));
             assert_eq!(verdict.spf, want, "{ip} {helo} <{from}>");
             assert_eq!(verdict.spf_failed(), want == SpfResult::Fail);
             assert_well_formed(&verdict.header);
@@ -737,7 +776,7 @@ sys.stdout.buffer.write(sig + msg)
         let Some((_server, dns)) = server(None) else {
             return;
         };
-        let verdict = run(check(
+        let verdict = run(check_whole(
             &dns,
             &ctx("127.0.0.2", "client.test", "user@sender.test"),
             MESSAGE.as_bytes(),
@@ -769,7 +808,7 @@ sys.stdout.buffer.write(sig + msg)
         let Some((_server, dns)) = server(None) else {
             return;
         };
-        let verdict = run(check(
+        let verdict = run(check_whole(
             &dns,
             &ctx("127.0.0.1", "client.test", "bounce@sender.test"),
             MESSAGE.as_bytes(),
@@ -778,7 +817,7 @@ sys.stdout.buffer.write(sig + msg)
         assert!(!verdict.dmarc_reject());
 
         let message = MESSAGE.replace("alice@sender.test", "alice@quar.test");
-        let verdict = run(check(
+        let verdict = run(check_whole(
             &dns,
             &ctx("127.0.0.2", "client.test", "user@quar.test"),
             message.as_bytes(),
@@ -794,7 +833,7 @@ sys.stdout.buffer.write(sig + msg)
             return;
         };
         let message = MESSAGE.replace("alice@sender.test", "alice@nospf.test");
-        let verdict = run(check(
+        let verdict = run(check_whole(
             &dns,
             &ctx("127.0.0.2", "client.test", "user@sender.test"),
             message.as_bytes(),
@@ -819,7 +858,7 @@ sys.stdout.buffer.write(sig + msg)
         let signed = dkimpy_sign(pem, "sender.test", MESSAGE);
         // SPF fails (client not listed), so only the DKIM signature can make DMARC pass.
         let envelope = ctx("127.0.0.2", "client.test", "user@sender.test");
-        let verdict = run(check(&dns, &envelope, &signed));
+        let verdict = run(check_whole(&dns, &envelope, &signed));
         let pass = DkimCheck {
             domain: "sender.test".into(),
             selector: "sel".into(),
@@ -852,7 +891,7 @@ sys.stdout.buffer.write(sig + msg)
         let mut tampered = signed.clone();
         let at = tampered.len() - 3;
         tampered[at] = b'?';
-        let verdict = run(check(&dns, &envelope, &tampered));
+        let verdict = run(check_whole(&dns, &envelope, &tampered));
         assert_eq!(verdict.dkim.len(), 1);
         assert_eq!(verdict.dkim[0].result, DkimResult::Fail);
         assert_eq!(verdict.dmarc.result, DmarcResult::Fail);
@@ -861,7 +900,7 @@ sys.stdout.buffer.write(sig + msg)
 
         // A valid signature of another domain does not align with From: sender.test.
         let foreign = dkimpy_sign(pem, "other.test", MESSAGE);
-        let verdict = run(check(&dns, &envelope, &foreign));
+        let verdict = run(check_whole(&dns, &envelope, &foreign));
         assert_eq!(verdict.dkim.len(), 1);
         assert_eq!(verdict.dkim[0].domain, "other.test");
         assert_ne!(verdict.dkim[0].result, DkimResult::Pass);
@@ -881,7 +920,7 @@ sys.stdout.buffer.write(sig + msg)
             b"From: a@sender.test, b@other.test\r\n\r\nx\r\n",
         ];
         for message in cases {
-            let verdict = run(check(
+            let verdict = run(check_whole(
                 &dns,
                 &ctx("127.0.0.1", "client.test", "user@sender.test"),
                 message,
@@ -910,7 +949,7 @@ sys.stdout.buffer.write(sig + msg)
         let Some((_server, dns)) = server(None) else {
             return;
         };
-        let verdict = run(check(
+        let verdict = run(check_whole(
             &dns,
             &ctx("127.0.0.1", "evil\r\nX-Injected: 1", ""),
             MESSAGE.as_bytes(),

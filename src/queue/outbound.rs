@@ -9,9 +9,9 @@ use crate::dns::Dns;
 use crate::mailauth::arc;
 use crate::mailauth::dkim::{self, DkimKey};
 use crate::mailauth::srs::Srs;
-use crate::queue::store::{Item, now_secs};
+use crate::message;
+use crate::queue::store::{Item, MessageReader, now_secs};
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::sync::{Arc, Mutex};
 
 /// The envelope sender for a copy sent to another domain on behalf of `original_rcpt` (the
@@ -78,24 +78,31 @@ pub fn arc_keys(domains: &Domains, domain_ace: &str) -> Option<Arc<[DkimKey]>> {
 }
 
 /// The ARC set (RFC 8617) to prepend to a copy forwarded by the owner of `keys`, carrying
-/// `auth_results` (our Authentication-Results value). Like [`sign`], reads the message whole
-/// for the signing step only. Blocking (an existing chain is verified through `dns`).
+/// `auth_results` (our Authentication-Results value). Reads the header section, then the
+/// body in chunks. Blocking (an existing chain is verified through `dns`).
 pub fn seal(
     dns: &Dns,
     keys: &[DkimKey],
     item: &Item,
     auth_results: &str,
 ) -> Result<Vec<u8>, String> {
-    let data = read_whole(item)?;
-    arc::seal(dns, keys, &data, auth_results, now_secs())
-        .map(String::into_bytes)
-        .map_err(|e| format!("ARC sealing: {e}"))
+    let split = split(item)?;
+    arc::seal(
+        dns,
+        keys,
+        &split.header,
+        split.body,
+        auth_results,
+        now_secs(),
+    )
+    .map(String::into_bytes)
+    .map_err(|e| format!("ARC sealing: {e}"))
 }
 
 /// The DKIM keys to sign this message with: those of its From: domain when that is local
 /// and has keys; `None` otherwise. Reads only the header section.
 pub fn signing_keys(domains: &Domains, item: &Item) -> Result<Option<Arc<[DkimKey]>>, String> {
-    let header = read_header_section(item).map_err(|e| read_error(item, e))?;
+    let header = split(item)?.header;
     let Some(domain) = from_domain(&header) else {
         return Ok(None);
     };
@@ -105,54 +112,28 @@ pub fn signing_keys(domains: &Domains, item: &Item) -> Result<Option<Arc<[DkimKe
         .map(|local| local.dkim.clone()))
 }
 
-/// `DKIM-Signature:` lines to prepend, one per key. mail-auth signs a message in memory, so
-/// a message to be signed is read whole, once per attempt; forwarded mail from outside (the
-/// bulk of a forwarder's traffic) has no keys and is never read whole. Blocking.
+/// `DKIM-Signature:` lines to prepend, one per key. Reads the header section, then the body
+/// in chunks; forwarded mail from outside (the bulk of a forwarder's traffic) has no keys and
+/// is never read past its header section. Blocking.
 pub fn sign(keys: &[DkimKey], item: &Item) -> Result<Vec<u8>, String> {
-    let data = read_whole(item)?;
-    dkim::sign(keys, &data)
+    let split = split(item)?;
+    dkim::sign_stream(keys, &split.header, split.body)
         .map(String::into_bytes)
         .map_err(|e| format!("DKIM signing: {e}"))
 }
 
-/// The message as couriers send it (added headers, then the data), in memory.
-fn read_whole(item: &Item) -> Result<Vec<u8>, String> {
-    let mut data = Vec::with_capacity(item.message_len().min(1 << 20) as usize);
-    item.open_data()
-        .and_then(|mut r| r.read_to_end(&mut data))
-        .map_err(|e| read_error(item, e))?;
-    Ok(data)
+/// The message as couriers send it (added headers, then the data), split after its header
+/// section.
+fn split(item: &Item) -> Result<message::Split<MessageReader>, String> {
+    let reader = item.open_data().map_err(|e| read_error(item, e))?;
+    message::split(reader).map_err(|e| match e {
+        message::HeaderError::Io(e) => read_error(item, e),
+        too_large => format!("{}: {too_large}", item.path.display()),
+    })
 }
 
 fn read_error(item: &Item, e: std::io::Error) -> String {
     format!("reading {}: {e}", item.path.display())
-}
-
-/// The message up to and including the blank line that ends its header section (RFC 5322
-/// §2.1), at most [`MAX_HEADER_SECTION`] bytes.
-fn read_header_section(item: &Item) -> std::io::Result<Vec<u8>> {
-    let mut reader = item.open_data()?.take(MAX_HEADER_SECTION);
-    let mut header = Vec::with_capacity(8 * 1024);
-    let mut chunk = [0u8; 8 * 1024];
-    loop {
-        let n = reader.read(&mut chunk)?;
-        if n == 0 {
-            return Ok(header);
-        }
-        let from = header.len().saturating_sub(3);
-        header.extend_from_slice(&chunk[..n]);
-        if let Some(end) = find(&header[from..], b"\r\n\r\n") {
-            header.truncate(from + end + 4);
-            return Ok(header);
-        }
-    }
-}
-
-/// Enough for any real header section; a From: beyond it is not looked for.
-const MAX_HEADER_SECTION: u64 = 256 * 1024;
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The domain of the first address of the From: header.
@@ -208,7 +189,7 @@ mod tests {
             incoming.write(chunk).unwrap();
         }
         let item = incoming.commit(Default::default()).unwrap();
-        let header = read_header_section(&item).unwrap();
+        let header = split(&item).unwrap().header;
         assert_eq!(header, &body[..header_len]);
         assert_eq!(from_domain(&header).unwrap().as_str(), "example.test");
     }

@@ -650,7 +650,7 @@ impl Queue {
 
 fn create_exclusive(path: &Path) -> io::Result<File> {
     OpenOptions::new()
-        .read(true) // `Incoming::read_data` reads the message back through it.
+        .read(true) // `Incoming::data_reader` reads the message back through it.
         .write(true)
         .create_new(true) // O_EXCL: never reuse or follow an existing file.
         .mode(FILE_MODE)
@@ -681,15 +681,16 @@ impl Incoming {
         self.data_len
     }
 
-    /// The data written so far, read back from the temp file (in the page cache: it was just
-    /// written), for the checks that need the whole message: DKIM, the post-data hook.
-    pub fn read_data(&mut self) -> io::Result<Vec<u8>> {
+    /// The data written so far, to read back in pieces from the temp file (in the page cache:
+    /// it was just written), for the checks that read the message: DKIM, the post-data hook.
+    /// The message is never read whole into memory.
+    pub fn data_reader(&mut self) -> io::Result<FileRange> {
         self.out.flush()?;
-        let len = usize::try_from(self.data_len)
-            .map_err(|_| io::Error::new(io::ErrorKind::OutOfMemory, "message too large"))?;
-        let mut data = vec![0; len];
-        self.file().read_exact_at(&mut data, HEADER_LEN)?;
-        Ok(data)
+        Ok(FileRange {
+            file: self.file().clone(),
+            pos: HEADER_LEN,
+            end: HEADER_LEN + self.data_len,
+        })
     }
 
     /// The message as received so far, for a courier that delivers it before it is queued

@@ -38,6 +38,27 @@ struct Window {
     failures: u32,
 }
 
+/// Password checks running at once: at most one per core. A check of a hash of the default
+/// cost (SPEC §5: scrypt `ln=15, r=8`, as chasquid) takes 32 MiB and tens of milliseconds of
+/// CPU; without this bound, every connection sending AUTH at the same moment would add its
+/// 32 MiB, and a stranger with 50 connections could make us allocate gigabytes. More checks
+/// at once would not finish sooner either: they are bound by the cores.
+pub struct PasswordChecks(smol::lock::Semaphore);
+
+impl Default for PasswordChecks {
+    fn default() -> PasswordChecks {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        PasswordChecks(smol::lock::Semaphore::new(cores))
+    }
+}
+
+impl PasswordChecks {
+    /// Waits for a slot; the check runs while the guard lives.
+    pub async fn slot(&self) -> smol::lock::SemaphoreGuard<'_> {
+        self.0.acquire().await
+    }
+}
+
 #[derive(Default)]
 pub struct AuthLimit {
     windows: Mutex<HashMap<Key, Window>>,

@@ -23,6 +23,7 @@ use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use std::net::SocketAddr;
 use std::net::TcpStream;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -135,17 +136,61 @@ async fn with_timeout<T>(
 /// The message being received, and whether writing it has failed.
 struct Receiving {
     incoming: Option<Incoming>,
-    failed: Option<String>,
+    failed: Option<std::io::Error>,
     /// Drops forged Authentication-Results headers from the header section as it streams.
     filter: ForgedResultsFilter,
 }
 
 /// Why a message was not accepted at the end of DATA.
 enum Refusal {
-    /// Our own failure (disk, queue): 451, the client tries again.
-    Local(String),
+    /// Our own failure (disk, queue): a 4xx, the client tries again.
+    Local(LocalFailure),
     /// A decision about the message (authentication policy, hook): this reply.
     Policy(Reply),
+}
+
+/// Our own failure to take a message: what failed, for the log, and whether it is a full
+/// disk, which gets its own reply (RFC 3463 §3.4: X.3.1, mail system full).
+struct LocalFailure {
+    what: String,
+    /// The folder whose file system is full (ENOSPC) or over quota (EDQUOT).
+    full: Option<PathBuf>,
+}
+
+impl LocalFailure {
+    /// A failure that is not about the disk.
+    fn other(what: impl Into<String>) -> LocalFailure {
+        LocalFailure {
+            what: what.into(),
+            full: None,
+        }
+    }
+
+    /// `doing` failed with `e` on a file in `folder`.
+    fn io(doing: &str, folder: &Path, e: &std::io::Error) -> LocalFailure {
+        LocalFailure {
+            what: format!("{doing}: {e}"),
+            full: crate::fsutil::is_disk_full(e).then(|| folder.to_path_buf()),
+        }
+    }
+
+    fn reply(&self) -> Reply {
+        match self.full {
+            Some(_) => Reply::new(452, "4.3.1", "Insufficient system storage, try again later"),
+            None => Reply::new(451, "4.3.0", "Local error, please try again later"),
+        }
+    }
+
+    fn log(&self, peer: SocketAddr) {
+        match &self.full {
+            Some(folder) => log::error!(
+                "disk full: cannot take a message from {peer} into {}: {}",
+                folder.display(),
+                self.what
+            ),
+            None => log::error!("cannot take a message from {peer}: {}", self.what),
+        }
+    }
 }
 
 /// One connection, from accept to close.
@@ -418,6 +463,7 @@ impl Conn {
             return self.session.auth_refused(reply);
         }
         let domains = self.server.domains();
+        let slot = self.server.password_checks.slot().await;
         let verified = smol::unblock(move || {
             let user = domains.canonical_user(&login)?;
             let data = domains.get(user.domain())?;
@@ -426,6 +472,7 @@ impl Conn {
                 .then(|| user.to_string())
         })
         .await;
+        drop(slot);
         match &verified {
             Some(_) => limit.succeeded(ip),
             None => {
@@ -446,13 +493,13 @@ impl Conn {
                 let failed = incoming.write(header.as_bytes()).err();
                 Receiving {
                     incoming: Some(incoming),
-                    failed: failed.map(|e| e.to_string()),
+                    failed,
                     filter,
                 }
             }
             Err(e) => Receiving {
                 incoming: None,
-                failed: Some(e.to_string()),
+                failed: Some(e),
                 filter,
             },
         };
@@ -496,13 +543,15 @@ impl Conn {
             incoming.write(&kept)
         };
         if let Err(e) = written {
-            r.failed = Some(e.to_string());
+            r.failed = Some(e);
         }
     }
 
     /// The message is complete: check it, commit it durably (off the executor), and only
     /// then answer.
     async fn data_end(&mut self) {
+        let queue_dir = self.server.queue.dir().to_path_buf();
+        let writing = |e: &std::io::Error| LocalFailure::io("writing it", &queue_dir, e);
         let result = match self.receiving.take() {
             Some(Receiving {
                 incoming: Some(mut incoming),
@@ -517,7 +566,7 @@ impl Conn {
                     Ok(()) => Box::pin(self.accept(incoming)).await,
                     Err(e) => {
                         incoming.abort();
-                        Err(Refusal::Local(e.to_string()))
+                        Err(Refusal::Local(writing(&e)))
                     }
                 }
             }
@@ -527,14 +576,19 @@ impl Conn {
                 if let Some(i) = incoming {
                     i.abort();
                 }
-                Err(Refusal::Local(failed.unwrap_or_default()))
+                Err(Refusal::Local(match failed {
+                    Some(e) => writing(&e),
+                    None => LocalFailure::other("no message file"),
+                }))
             }
-            None => Err(Refusal::Local("no message in progress".into())),
+            None => Err(Refusal::Local(LocalFailure::other(
+                "no message in progress",
+            ))),
         };
         let result = result.map_err(|refusal| match refusal {
-            Refusal::Local(reason) => {
-                log::error!("cannot queue message from {}: {reason}", self.peer);
-                Reply::new(451, "4.3.0", "Local error, please try again later")
+            Refusal::Local(failure) => {
+                failure.log(self.peer);
+                failure.reply()
             }
             Refusal::Policy(reply) => reply,
         });
@@ -542,8 +596,9 @@ impl Conn {
     }
 
     /// Decides on a complete message: DISCARD rules, then (port 25) SPF / DKIM / DMARC, then
-    /// the durable commit.
-    async fn accept(&mut self, incoming: Incoming) -> Result<String, Refusal> {
+    /// the durable commit. The message is read back in pieces where it must be read (the
+    /// checks, the hook): memory does not grow with its size.
+    async fn accept(&mut self, mut incoming: Incoming) -> Result<String, Refusal> {
         if self.discarded() {
             // SPEC §7 DISCARD: accepted, as far as the client can tell, and dropped.
             let id = incoming.id().to_string();
@@ -552,47 +607,93 @@ impl Conn {
             return Ok(id);
         }
         let mut envelope = self.envelope();
-        let checks = self.checks_inbound();
         // SPEC §9: the hook runs for mail received on port 25; looked up per message, so
         // adding or removing it needs no restart.
         let hook = (self.kind == ListenerKind::Mx)
             .then(|| PostDataHook::find(&self.server.settings.config_dir))
             .flatten();
-        if !checks && hook.is_none() {
-            return self
-                .commit(incoming, envelope)
-                .await
-                .map_err(Refusal::Local);
-        }
-        let (incoming, message) = read_back(incoming).await?;
         let mut spf_pass = false;
-        if checks {
-            match self.authenticate_message(&message, &mut envelope).await {
+        if self.checks_inbound() {
+            let checked = self.check_message(&mut incoming, &mut envelope).await;
+            match checked {
                 Ok(pass) => spf_pass = pass,
-                Err(reply) => {
+                Err(refusal) => {
                     incoming.abort();
-                    return Err(Refusal::Policy(reply));
+                    return Err(refusal);
                 }
             }
         }
-        if let Some(hook) = hook {
-            let env = self.hook_env(&envelope, spf_pass);
-            // The hook reads the message as it will be delivered: our headers, then the data.
-            let input = smol::io::Cursor::new(envelope.headers.as_bytes())
-                .chain(smol::io::Cursor::new(&message[..]));
-            match hook.run_reader(&env, input).await.into_result() {
-                // chasquid puts the hook's headers on top.
-                Ok(headers) => envelope.headers.insert_str(0, &headers),
-                Err(reply) => {
-                    incoming.abort();
-                    return Err(Refusal::Policy(reply));
-                }
-            }
+        if let Some(hook) = hook
+            && let Err(refusal) = self
+                .run_hook(&hook, &mut incoming, &mut envelope, spf_pass)
+                .await
+        {
+            incoming.abort();
+            return Err(refusal);
         }
-        drop(message);
         self.commit(incoming, envelope)
             .await
             .map_err(Refusal::Local)
+    }
+
+    /// SPF, DKIM and DMARC on the message as written: its header section in memory (at most
+    /// `message::MAX_HEADER_SECTION`; a longer one is refused), its body hashed in pieces.
+    async fn check_message(
+        &self,
+        incoming: &mut Incoming,
+        envelope: &mut Envelope,
+    ) -> Result<bool, Refusal> {
+        let queue_dir = self.server.queue.dir();
+        let data_len = incoming.data_len();
+        let reader = incoming
+            .data_reader()
+            .map_err(|e| Refusal::Local(LocalFailure::io("writing it", queue_dir, &e)))?;
+        let split = match crate::message::split(reader) {
+            Ok(split) => split,
+            Err(crate::message::HeaderError::TooLarge) => {
+                // RFC 3463 §3.4: X.3.4, message too big for the system.
+                return Err(Refusal::Policy(Reply::new(
+                    552,
+                    "5.3.4",
+                    "Message header section too large",
+                )));
+            }
+            Err(crate::message::HeaderError::Io(e)) => {
+                return Err(Refusal::Local(LocalFailure::io(
+                    "reading it back",
+                    queue_dir,
+                    &e,
+                )));
+            }
+        };
+        let body_len = data_len.saturating_sub(split.header.len() as u64);
+        self.authenticate_message(&split.header, split.body, body_len, envelope)
+            .await
+            .map_err(Refusal::Policy)
+    }
+
+    /// The post-data hook, fed the message as it will be delivered (our headers, then the
+    /// data, streamed from the file); the header lines it prints go on top (as chasquid).
+    async fn run_hook(
+        &self,
+        hook: &PostDataHook,
+        incoming: &mut Incoming,
+        envelope: &mut Envelope,
+        spf_pass: bool,
+    ) -> Result<(), Refusal> {
+        let data = incoming.data_reader().map_err(|e| {
+            Refusal::Local(LocalFailure::io("writing it", self.server.queue.dir(), &e))
+        })?;
+        let env = self.hook_env(envelope, spf_pass);
+        let input = smol::io::Cursor::new(envelope.headers.clone().into_bytes())
+            .chain(smol::Unblock::with_capacity(crate::message::CHUNK, data));
+        match hook.run_reader(&env, input).await.into_result() {
+            Ok(headers) => {
+                envelope.headers.insert_str(0, &headers);
+                Ok(())
+            }
+            Err(reply) => Err(Refusal::Policy(reply)),
+        }
     }
 
     /// The envelope as chasquid's hooks see it (SPEC §9).
@@ -641,7 +742,9 @@ impl Conn {
     /// a tagged one is never forwarded outside (SPEC §8). Ok says whether SPF passed.
     async fn authenticate_message(
         &self,
-        message: &[u8],
+        header: &[u8],
+        body: impl std::io::Read + Send + 'static,
+        body_len: u64,
         envelope: &mut Envelope,
     ) -> Result<bool, Reply> {
         let hostname = &self.server.settings.hostname;
@@ -651,7 +754,7 @@ impl Conn {
             mail_from: &envelope.from,
             hostname,
         };
-        let verdict = inbound::check(&self.server.dns, &ctx, message).await;
+        let verdict = inbound::check(&self.server.dns, &ctx, header, body, body_len).await;
         let dkim: Vec<&str> = verdict.dkim.iter().map(|d| d.result.as_str()).collect();
         metrics::inbound_auth(verdict.spf.as_str(), &dkim, verdict.dmarc.result.as_str());
         let policy = &self.server.settings.inbound_policy;
@@ -700,21 +803,27 @@ impl Conn {
 
     /// Makes the message durable: delivered to the Maildirs when it is for local users only
     /// (queue::direct), else queued for the runner. Either way, off the executor.
-    async fn commit(&mut self, incoming: Incoming, envelope: Envelope) -> Result<String, String> {
+    async fn commit(
+        &mut self,
+        incoming: Incoming,
+        envelope: Envelope,
+    ) -> Result<String, LocalFailure> {
+        let queue_dir = self.server.queue.dir().to_path_buf();
+        let queueing = |e: std::io::Error| LocalFailure::io("queueing it", &queue_dir, &e);
         if let Some(direct) = &self.server.deliveries.direct
             && DirectMaildir::applies(&envelope)
         {
             let direct = direct.clone();
             let outcome = smol::unblock(move || direct.deliver(incoming, envelope))
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(queueing)?;
             return Ok(self.log_direct(outcome));
         }
         let unsynced = smol::unblock(move || incoming.commit_unsynced(envelope))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(queueing)?;
         // The queue folder's shared fsync is waited for here, not on the blocking thread.
-        let item = unsynced.durable().await.map_err(|e| e.to_string())?;
+        let item = unsynced.durable().await.map_err(queueing)?;
         let id = item.id.to_string();
         self.log_received(&item);
         self.server.deliveries.submit(item);
@@ -791,27 +900,6 @@ impl Conn {
             auth_user: self.session.auth_user().map(str::to_string),
             ..Envelope::default()
         }
-    }
-}
-
-/// Messages up to this size are read back right on the executor: they were just written, so
-/// they come from the page cache, faster than a hand-off to a blocking thread and back.
-const INLINE_READ_BACK: u64 = 256 * 1024;
-
-/// The whole message as written so far.
-async fn read_back(mut incoming: Incoming) -> Result<(Incoming, Vec<u8>), Refusal> {
-    let len = incoming.data_len();
-    let read = move || match incoming.read_data() {
-        Ok(data) => Ok((incoming, data)),
-        Err(e) => {
-            incoming.abort();
-            Err(Refusal::Local(format!("reading the message back: {e}")))
-        }
-    };
-    if len <= INLINE_READ_BACK {
-        read()
-    } else {
-        smol::unblock(read).await
     }
 }
 

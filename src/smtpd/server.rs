@@ -28,6 +28,8 @@ pub struct Server {
     pub access: Live<AccessRules>,
     /// Failed AUTH attempts per client address.
     pub auth_limit: crate::smtpd::auth_limit::AuthLimit,
+    /// Bounds the password checks running at once (memory: 32 MiB each).
+    pub password_checks: crate::smtpd::auth_limit::PasswordChecks,
     /// Open SMTP connections, in all and per client address: a shutdown waits for them,
     /// `max_connections` and `max_connections_per_address` cap them.
     pub connections: Connections,
