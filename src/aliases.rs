@@ -277,10 +277,13 @@ pub struct Resolution {
 /// Resolves `addr` (SPEC §6 lookup order). Empty `recipients` means: refuse at RCPT.
 /// A non-local `addr` resolves to itself as a `Forward`.
 ///
-/// Differences from chasquid's `Resolver.resolve`: a user is preferred over an alias of
-/// the same name (SPEC §6 order), a loop or too deep a chain cuts only its own branch (chasquid
-/// fails the whole resolution), and a local target that does not exist is dropped and
-/// reported instead of being handed to the queue to bounce.
+/// As in chasquid, an alias applies before a user of the same name, so `me: me@gmail.com`
+/// forwards a user's own mail. Differences from chasquid's `Resolver.resolve`: a target that
+/// comes back to an alias being expanded is the mailbox of the user it names, if there is
+/// one (`me: me, me@gmail.com` keeps a copy; chasquid recurses into the recursion limit),
+/// else a problem; a loop or too deep a chain cuts only its own branch (chasquid fails the
+/// whole resolution); and a local target that does not exist is dropped and reported instead
+/// of being handed to the queue to bounce.
 pub fn resolve(dir: &dyn Directory, norm: &Normalization, addr: &Address) -> Resolution {
     let mut resolver = Resolver {
         dir,
@@ -303,7 +306,8 @@ struct Resolver<'a> {
     dir: &'a dyn Directory,
     norm: &'a Normalization,
     out: Resolution,
-    /// Lower-cased addresses being expanded, outermost first (loop detection).
+    /// Names (`key@domain`) of the aliases being expanded, outermost first: loop detection
+    /// and the "named by" of problems.
     path: Vec<String>,
 }
 
@@ -318,10 +322,6 @@ impl<'a> Resolver<'a> {
             return;
         }
         let key = format!("{}@{domain}", addr.local().lowercase());
-        if self.path.contains(&key) {
-            self.problem(format!("alias loop: {} -> {key}", self.path.join(" -> ")));
-            return;
-        }
         if self.path.len() > MAX_DEPTH {
             self.problem(format!(
                 "aliases nested deeper than {MAX_DEPTH}: {key} cut off"
@@ -329,11 +329,12 @@ impl<'a> Resolver<'a> {
             return;
         }
         match self.lookup(addr) {
-            Found::User(user) => self.push(Recipient::Mailbox {
-                address: format!("{user}@{domain}"),
-            }),
+            Found::User(user) => self.push_mailbox(&user, domain),
+            Found::Alias { name, .. } if self.path.contains(&name) => {
+                self.came_back(addr, &key, &name)
+            }
             Found::Alias { name, alias } => {
-                self.path.push(key);
+                self.path.push(name.clone());
                 for target in &alias.targets {
                     self.target(target, addr, &name);
                 }
@@ -343,36 +344,71 @@ impl<'a> Resolver<'a> {
         }
     }
 
-    /// SPEC §6: exact local part, then normalised; user before alias; then the catch-all;
-    /// `postmaster` last falls back to the first user (RFC 5321 §4.5.1: it must exist).
+    /// `addr` leads back to `alias`, which is being expanded. SPEC §6: a target naming the
+    /// alias itself is the mailbox of the user of that name (`me: me, me@gmail.com`), and so
+    /// is a longer chain coming back to it (`me: team`, `team: me, bob`); without such a
+    /// user, the first is a missing target and the second a loop.
+    fn came_back(&mut self, addr: &Address, key: &str, alias: &str) {
+        if let Some(user) = self.user(addr) {
+            self.push_mailbox(&user, addr.domain());
+        } else if self.path.last().is_some_and(|parent| parent == alias) {
+            self.problem(format!(
+                "{key} (named by {alias}): names its own alias, and there is no such user"
+            ));
+        } else {
+            // The caller found `alias` on the path: the cycle starts there.
+            let start = self.path.iter().position(|p| p == alias).unwrap_or(0);
+            let cycle = self.path[start..].join(" -> ");
+            self.problem(format!("alias loop: {cycle} -> {alias}"));
+        }
+    }
+
+    /// SPEC §6: exact local part, then normalised; for each, alias before user (so an alias
+    /// of a user's name takes that user's mail, as in chasquid); then the catch-all, which
+    /// never takes mail for an existing user or alias; `postmaster` last falls back to the
+    /// first user (RFC 5321 §4.5.1: it must exist).
     fn lookup(&self, addr: &Address) -> Found<'a> {
         let domain = addr.domain();
         let dir = self.dir;
         let aliases = dir.aliases(domain);
-        let exact = addr.local().lowercase();
-        let normalized = addr
-            .local()
-            .normalize(&self.norm.drop_characters, &self.norm.suffix_separators);
-        let mut candidates = vec![exact.as_str()];
-        if normalized != exact {
-            candidates.push(normalized.as_str());
-        }
+        let candidates = self.candidates(addr);
         for local in &candidates {
-            if dir.user_exists(domain, local) {
-                return Found::User(local.to_string());
-            }
             if let Some(alias) = aliases.and_then(|a| a.find(self.norm, local)) {
                 return Found::alias(alias, domain);
+            }
+            if dir.user_exists(domain, local) {
+                return Found::User(local.to_string());
             }
         }
         if let Some(alias) = aliases.and_then(|a| a.get(CATCH_ALL)) {
             return Found::alias(alias, domain);
         }
-        let is_postmaster = candidates.contains(&"postmaster");
+        let is_postmaster = candidates.iter().any(|c| c == "postmaster");
         match dir.first_user(domain) {
             Some(user) if is_postmaster => Found::User(user),
             _ => Found::Nothing,
         }
+    }
+
+    /// The user `addr` names, aliases and catch-all left aside.
+    fn user(&self, addr: &Address) -> Option<String> {
+        self.candidates(addr)
+            .into_iter()
+            .find(|local| self.dir.user_exists(addr.domain(), local))
+    }
+
+    /// The local parts to look up, in SPEC §6 order: as given (lower-cased), then with drop
+    /// characters and suffix removed.
+    fn candidates(&self, addr: &Address) -> Vec<String> {
+        let exact = addr.local().lowercase();
+        let normalized = addr
+            .local()
+            .normalize(&self.norm.drop_characters, &self.norm.suffix_separators);
+        let mut candidates = vec![exact.as_str().to_string()];
+        if normalized != exact {
+            candidates.push(normalized.as_str().to_string());
+        }
+        candidates
     }
 
     /// `from` is the address whose alias named `target` (its local part replaces a `*`).
@@ -397,6 +433,12 @@ impl<'a> Resolver<'a> {
             Some(parent) => format!("{key} (named by {parent}): no such user, alias or catch-all"),
         };
         self.problem(msg);
+    }
+
+    fn push_mailbox(&mut self, user: &str, domain: &Domain) {
+        self.push(Recipient::Mailbox {
+            address: format!("{user}@{domain}"),
+        });
     }
 
     fn push(&mut self, r: Recipient) {
@@ -743,12 +785,123 @@ mod tests {
                 &["mbox alice@example.test"],
                 0,
             ),
-            // A user wins over an alias of the same name (SPEC §6 order).
+            // SPEC §6: an alias applies before the user of the same name, in every form of
+            // the user's address (case, drop characters, suffix).
             (
                 "alice: bob",
                 "alice@example.test",
+                &["mbox bob@example.test"],
+                0,
+            ),
+            (
+                "alice: x@remote.example",
+                "ALICE@Example.TEST",
+                &["fwd x@remote.example"],
+                0,
+            ),
+            (
+                "alice: x@remote.example",
+                "A.Lice+tag@example.test",
+                &["fwd x@remote.example"],
+                0,
+            ),
+            (
+                "a.lice: x@remote.example",
+                "alice@example.test",
+                &["fwd x@remote.example"],
+                0,
+            ),
+            (
+                "alice: carol@other.test",
+                "alice@example.test",
+                &["mbox carol@other.test"],
+                0,
+            ),
+            // A target naming the alias itself is the user's mailbox, not a loop.
+            (
+                "alice: alice, x@remote.example",
+                "alice@example.test",
+                &["mbox alice@example.test", "fwd x@remote.example"],
+                0,
+            ),
+            (
+                "alice: alice, x@remote.example",
+                "a.lice+tag@example.test",
+                &["mbox alice@example.test", "fwd x@remote.example"],
+                0,
+            ),
+            (
+                "alice: x@remote.example, A.Lice+copy",
+                "alice@example.test",
+                &["fwd x@remote.example", "mbox alice@example.test"],
+                0,
+            ),
+            (
+                "alice: alice",
+                "alice@example.test",
                 &["mbox alice@example.test"],
                 0,
+            ),
+            // ... and without such a user, a missing target like any other.
+            (
+                "ghost: ghost, x@remote.example",
+                "ghost@example.test",
+                &["fwd x@remote.example"],
+                1,
+            ),
+            ("ghost: ghost", "ghost@example.test", &[], 1),
+            ("ghost: Gh.Ost+x", "ghost@example.test", &[], 1),
+            // A chain that comes back to the user delivers to its mailbox; entered from the
+            // other end, the same chain is a loop (team is no user).
+            (
+                "alice: team\nteam: alice, bob",
+                "alice@example.test",
+                &["mbox alice@example.test", "mbox bob@example.test"],
+                0,
+            ),
+            (
+                "alice: team\nteam: alice, bob",
+                "team@example.test",
+                &["mbox bob@example.test"],
+                1,
+            ),
+            // An alias with a suffix reaching the user's alias.
+            (
+                "alice: x@remote.example\nalice+work: alice, bob",
+                "alice+work@example.test",
+                &["fwd x@remote.example", "mbox bob@example.test"],
+                0,
+            ),
+            // The catch-all never takes mail for an existing user or alias.
+            (
+                "*: bob",
+                "alice@example.test",
+                &["mbox alice@example.test"],
+                0,
+            ),
+            (
+                "*: x@remote.example",
+                "A.Lice+x@example.test",
+                &["mbox alice@example.test"],
+                0,
+            ),
+            (
+                "*: bob\nalice: x@remote.example",
+                "alice@example.test",
+                &["fwd x@remote.example"],
+                0,
+            ),
+            (
+                "*: bob\nalice: alice, x@remote.example",
+                "alice@example.test",
+                &["mbox alice@example.test", "fwd x@remote.example"],
+                0,
+            ),
+            (
+                "*: bob\nghost: ghost, x@remote.example",
+                "ghost@example.test",
+                &["fwd x@remote.example"],
+                1,
             ),
             // An exact alias with a suffix wins over the suffix-less user.
             (
@@ -880,6 +1033,25 @@ mod tests {
         assert!(
             probs[0].starts_with("ghost@example.test (named by info@example.test)"),
             "{probs:?}"
+        );
+        // "Named by" is the alias line, not the form the address was written in.
+        let (_, probs) = run("info: ghost", "In.Fo+x@example.test");
+        assert!(
+            probs[0].starts_with("ghost@example.test (named by info@example.test)"),
+            "{probs:?}"
+        );
+        let (_, probs) = run("ghost: Gh.Ost+x", "ghost@example.test");
+        assert_eq!(
+            probs,
+            [
+                "gh.ost+x@example.test (named by ghost@example.test): names its own alias, \
+              and there is no such user"
+            ]
+        );
+        let (_, probs) = run("alice: team\nteam: alice, bob", "team@example.test");
+        assert_eq!(
+            probs,
+            ["alias loop: team@example.test -> alice@example.test -> team@example.test"]
         );
     }
 

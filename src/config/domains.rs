@@ -84,7 +84,12 @@ impl Domains {
     /// The canonical `user@domain` a login name refers to, if it is a user of a local domain
     /// (lower-cased, drop characters and suffix removed, as stored).
     pub fn canonical_user(&self, login: &str) -> Option<Address> {
-        let addr = Address::parse(login).ok()?;
+        self.user_of(&Address::parse(login).ok()?)
+    }
+
+    /// The canonical `user@domain` whose own address `addr` is (in any case, with drop
+    /// characters and a suffix), aliases left aside.
+    pub fn user_of(&self, addr: &Address) -> Option<Address> {
         let data = self.map.get(addr.domain())?;
         let local = addr
             .local()

@@ -2,7 +2,8 @@
 //! - port 25 accepts only local recipients (554 5.7.1 otherwise), unless the client is in
 //!   `relay_networks`;
 //! - submission relays anywhere once authenticated, and the envelope sender must be an
-//!   address of a local domain that resolves to the authenticated user (553 5.7.1);
+//!   address of a local domain that resolves to the authenticated user, or the user's own
+//!   address even when an alias of its name forwards its mail (553 5.7.1);
 //! - a local recipient must resolve to something (550 5.1.1).
 
 use crate::addr::{Address, Domain};
@@ -64,6 +65,27 @@ impl MailPolicy<'_> {
 }
 
 impl MailPolicy<'_> {
+    /// SPEC §7: `user` (canonical `user@domain`) may send as any address of a local domain
+    /// that resolves to its mailbox, and always as its own address in any form that
+    /// normalises to it: an alias of its name (`me: me@gmail.com`) takes its mail away, not
+    /// its right to send as itself.
+    fn may_send_as(&self, user: &str, from: &Address) -> bool {
+        if self.domains.get(from.domain()).is_none() {
+            return false;
+        }
+        if self
+            .domains
+            .user_of(from)
+            .is_some_and(|own| own.to_string() == user)
+        {
+            return true;
+        }
+        let mine = Recipient::Mailbox {
+            address: user.to_string(),
+        };
+        self.domains.resolve(from).recipients.contains(&mine)
+    }
+
     /// A bounce to an address we forwarded with SRS (SPEC §8) goes back to the original
     /// sender; a forged or expired SRS address is refused here rather than bounced later.
     fn srs_bounce(&self, addr: &Address) -> Result<Vec<Recipient>, Reply> {
@@ -115,13 +137,7 @@ impl Policy for MailPolicy<'_> {
         let ReversePath::Addr(from) = from else {
             return Err(sender_refused());
         };
-        if self.domains.get(from.domain()).is_none() {
-            return Err(sender_refused());
-        }
-        let mine = Recipient::Mailbox {
-            address: user.to_string(),
-        };
-        if self.domains.resolve(from).recipients.contains(&mine) {
+        if self.may_send_as(user, from) {
             Ok(())
         } else {
             Err(sender_refused())
@@ -186,5 +202,215 @@ pub fn reverse_path_text(from: &ReversePath) -> String {
     match from {
         ReversePath::Null => String::new(),
         ReversePath::Addr(a) => a.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::session::ListenerKind;
+
+    /// example.test with users alice and bob (receive-only: no password is needed here),
+    /// and `aliases` as its aliases file.
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        domains: Domains,
+        settings: Settings,
+        srs: Srs,
+        access: AccessRules,
+    }
+
+    impl Fixture {
+        fn new(aliases: &str) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let domain_dir = dir.path().join("domains").join("example.test");
+            std::fs::create_dir_all(&domain_dir).unwrap();
+            std::fs::write(domain_dir.join("users"), r#"{"alice": "!", "bob": "!"}"#).unwrap();
+            std::fs::write(domain_dir.join("aliases"), aliases).unwrap();
+            let settings = Settings::defaults(dir.path().to_path_buf());
+            let domains = Domains::load(dir.path(), settings.normalization()).unwrap();
+            Fixture {
+                _dir: dir,
+                domains,
+                settings,
+                srs: Srs::new(b"test secret"),
+                access: AccessRules::default(),
+            }
+        }
+
+        fn policy(&self) -> MailPolicy<'_> {
+            MailPolicy {
+                domains: &self.domains,
+                settings: &self.settings,
+                srs: &self.srs,
+                access: &self.access,
+                client_ip: IpAddr::from([127, 0, 0, 1]),
+                connect_relay: false,
+            }
+        }
+    }
+
+    fn submission(user: &str) -> PeerInfo {
+        PeerInfo {
+            kind: ListenerKind::Submission,
+            tls: true,
+            auth_user: Some(user.to_string()),
+        }
+    }
+
+    fn from(s: &str) -> ReversePath {
+        ReversePath::Addr(Address::parse(s).unwrap())
+    }
+
+    #[test]
+    fn check_sender_table() {
+        // aliases of example.test, authenticated user, MAIL FROM, allowed
+        let cases = [
+            ("", "alice", "alice@example.test", true),
+            ("", "alice", "ALICE@Example.Test", true),
+            ("", "alice", "A.Lice+tag@example.test", true),
+            ("", "alice", "bob@example.test", false),
+            ("", "alice", "nobody@example.test", false),
+            ("", "alice", "alice@remote.example", false),
+            // SPEC §7: an alias of the user's own name takes its mail, not its right to
+            // send as itself, in any form of its address.
+            (
+                "alice: x@remote.example",
+                "alice",
+                "alice@example.test",
+                true,
+            ),
+            (
+                "alice: x@remote.example",
+                "alice",
+                "a.lice+x@Example.Test",
+                true,
+            ),
+            (
+                "alice: x@remote.example",
+                "bob",
+                "alice@example.test",
+                false,
+            ),
+            (
+                "alice: alice, x@remote.example",
+                "alice",
+                "alice@example.test",
+                true,
+            ),
+            // An alias that resolves to a user lets that user send as it.
+            ("alice: bob", "bob", "alice@example.test", true),
+            ("alice: bob", "alice", "alice@example.test", true),
+            (
+                "info: alice, x@remote.example",
+                "alice",
+                "info@example.test",
+                true,
+            ),
+            (
+                "info: alice, x@remote.example",
+                "alice",
+                "In.Fo+news@example.test",
+                true,
+            ),
+            (
+                "info: alice, x@remote.example",
+                "bob",
+                "info@example.test",
+                false,
+            ),
+            (
+                "info: x@remote.example",
+                "alice",
+                "info@example.test",
+                false,
+            ),
+            // The catch-all owner may send as any address the catch-all takes, and only those.
+            ("*: alice", "alice", "whatever@example.test", true),
+            ("*: alice", "bob", "whatever@example.test", false),
+            ("*: alice", "alice", "bob@example.test", false),
+            ("*: alice\ninfo: bob", "alice", "info@example.test", false),
+        ];
+        for (aliases, user, sender, allowed) in cases {
+            let fixture = Fixture::new(aliases);
+            let peer = submission(&format!("{user}@example.test"));
+            let got = fixture.policy().check_sender(&peer, &from(sender));
+            assert_eq!(
+                got.is_ok(),
+                allowed,
+                "aliases {aliases:?}, {user} sending as {sender}: {got:?}"
+            );
+            if let Err(reply) = got {
+                assert_eq!((reply.code, reply.enhanced), (553, "5.7.1"));
+            }
+        }
+    }
+
+    #[test]
+    fn check_sender_null_and_unauthenticated() {
+        let fixture = Fixture::new("");
+        let policy = fixture.policy();
+        let peer = submission("alice@example.test");
+        assert!(policy.check_sender(&peer, &ReversePath::Null).is_err());
+        let mx = PeerInfo {
+            kind: ListenerKind::Mx,
+            tls: false,
+            auth_user: None,
+        };
+        assert!(policy.check_sender(&mx, &from("bob@example.test")).is_ok());
+        assert!(policy.check_sender(&mx, &ReversePath::Null).is_ok());
+    }
+
+    #[test]
+    fn check_recipient_follows_aliases_before_users() {
+        let mbox = |a: &str| Recipient::Mailbox {
+            address: a.to_string(),
+        };
+        let fwd = |a: &str| Recipient::Forward {
+            address: a.to_string(),
+            via: Vec::new(),
+        };
+        // aliases, RCPT TO, recipients (empty: 550 5.1.1)
+        let cases = [
+            (
+                "alice: x@remote.example",
+                "alice@example.test",
+                vec![fwd("x@remote.example")],
+            ),
+            (
+                "alice: alice, x@remote.example",
+                "Alice+tag@example.test",
+                vec![mbox("alice@example.test"), fwd("x@remote.example")],
+            ),
+            (
+                "*: x@remote.example",
+                "alice@example.test",
+                vec![mbox("alice@example.test")],
+            ),
+            ("ghost: ghost", "ghost@example.test", vec![]),
+            ("ghost: nobody, nobody2", "ghost@example.test", vec![]),
+        ];
+        let mx = PeerInfo {
+            kind: ListenerKind::Mx,
+            tls: false,
+            auth_user: None,
+        };
+        for (aliases, rcpt, want) in cases {
+            let fixture = Fixture::new(aliases);
+            let to = ForwardPath::Addr(Address::parse(rcpt).unwrap());
+            let got = fixture
+                .policy()
+                .check_recipient(&mx, &from("s@remote.example"), &to);
+            match got {
+                Ok(got) => assert_eq!(got, want, "aliases {aliases:?}, rcpt {rcpt}"),
+                Err(reply) => {
+                    assert!(
+                        want.is_empty(),
+                        "aliases {aliases:?}, rcpt {rcpt}: {reply:?}"
+                    );
+                    assert_eq!((reply.code, reply.enhanced), (550, "5.1.1"));
+                }
+            }
+        }
     }
 }

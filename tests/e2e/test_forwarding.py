@@ -1,6 +1,7 @@
 """Forwarding through aliases (issue 4 §5, SPEC §8): SRS for outside senders, cross-checked
 with Debian's postsrsd (same secret, same domain); bounces to SRS addresses; forged and
-expired SRS addresses refused; our own users keep their sender; byte-for-byte forwarding.
+expired SRS addresses refused; our own users keep their sender; byte-for-byte forwarding;
+an alias of a user's own name forwards its mail while the user still sends (SPEC §6, §7).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 
 import pytest
 
-from helpers import SmtpConn, assert_reply, make_message
+from helpers import PASSWORD, SmtpConn, assert_reply, make_message, queue_id, send_raw
 from peers import (ALICE, BOB_OUTSIDE, SRS_SECRET, PostSrsd, send_mx, submit, wait_log_lines,
                    wait_queue_empty)
 
@@ -170,3 +171,97 @@ def test_own_user_relayed_keeps_sender(fenv, net):
     submit(fenv, ["carol@remote1.test"], msg, implicit_tls=True)
     [t] = net.sink("remote1").wait(1, msgid, tambo=fenv)
     assert t.mail_from == ALICE, t.mail_from
+
+
+# ---- an alias of a user's own name (SPEC §6, §7) -------------------------------------------
+
+ME = "me@example.test"
+ME_REMOTE = "me@remote1.test"
+
+
+@pytest.fixture
+def menv(renv):
+    """User `me` (with a password) beside alice; the aliases are up to the test."""
+    renv.write_config(srs_secret=SRS_SECRET)
+    renv.user_add(ME)
+    return renv
+
+
+def resolved(tambo, address: str) -> list[str]:
+    """`tambo util aliases-resolve`: one final recipient a line."""
+    r = tambo.cli("util", "aliases-resolve", address)
+    assert r.returncode == 0, f"aliases-resolve {address}: exit {r.returncode}, stderr {r.stderr!r}"
+    return [l.strip() for l in r.stdout.splitlines() if l.strip()]
+
+
+def receive_for_me(menv, net) -> tuple[str, str]:
+    """Mail from outside to me@ over port 25; returns (queue id, Message-ID) once the forward
+    reached the sink and the queue is empty."""
+    msg, msgid = make_message(sender=BOB_OUTSIDE, to=ME)
+    qid = send_mx(menv, BOB_OUTSIDE, [ME], msg)
+    [t] = net.sink("remote1").wait(1, msgid, tambo=menv)
+    assert t.rcpt_tos == [ME_REMOTE], t.rcpt_tos
+    assert SRS_RE.match(t.mail_from), f"the forward is not SRS-rewritten: <{t.mail_from}>"
+    wait_log_lines(menv, "event=delivered", f"id={qid}", f"to=<{ME_REMOTE}>")
+    wait_queue_empty(menv)
+    return qid, msgid
+
+
+def test_alias_of_own_name_forwards_and_user_still_sends(menv, net):
+    # The "send mail as" set-up: me@ logs in and sends here, its mail goes elsewhere.
+    menv.write_aliases(f"me: {ME_REMOTE}\n")
+    assert resolved(menv, ME) == [f"forward {ME_REMOTE}"]
+    assert resolved(menv, "M.e+tag@Example.Test") == [f"forward {ME_REMOTE}"]
+    menv.start()
+    receive_for_me(menv, net)
+    assert menv.messages("me") == [], "me's own Maildir got the mail its alias forwards"
+
+    # me still logs in on submission and sends as itself, in any form of its address.
+    out, out_id = make_message(sender=ME, to="carol@remote1.test")
+    r = send_raw(menv.submission_port, ME, ["carol@remote1.test"], out, starttls=True,
+                 login=(ME, PASSWORD))
+    qid = queue_id(r)
+    [t] = net.sink("remote1").wait(1, out_id, tambo=menv)
+    assert (t.mail_from, t.rcpt_tos) == (ME, ["carol@remote1.test"]), (t.mail_from, t.rcpt_tos)
+    wait_log_lines(menv, "event=delivered", f"id={qid}", "to=<carol@remote1.test>")
+    with SmtpConn(menv.submission_port) as c:
+        c.ehlo()
+        c.starttls()
+        c.ehlo()
+        assert_reply(c.auth_plain(ME, PASSWORD), 235, "2.7.0", "AUTH as me")
+        assert_reply(c.cmd("MAIL FROM:<M.e+list@Example.Test>"), 250, what="me as M.e+list@")
+    # The alias does not make me@ anyone else's sender.
+    with SmtpConn(menv.submission_port) as c:
+        c.ehlo()
+        c.starttls()
+        c.ehlo()
+        assert_reply(c.auth_plain(ALICE, PASSWORD), 235, "2.7.0", "AUTH as alice")
+        assert_reply(c.cmd(f"MAIL FROM:<{ME}>"), 553, "5.7.1", "alice sending as me@")
+
+
+def test_alias_of_own_name_keeping_a_copy(menv, net):
+    # A target naming the alias itself is the user's mailbox, not a loop.
+    menv.write_aliases(f"me: me, {ME_REMOTE}\n")
+    assert resolved(menv, ME) == [f"mailbox {ME}", f"forward {ME_REMOTE}"]
+    menv.start()
+    _, msgid = receive_for_me(menv, net)
+    [local] = menv.wait_messages(1, "me")
+    assert msgid.encode() in local
+    assert "alias loop" not in menv.log(), menv.log()
+
+
+def test_catch_all_leaves_existing_user_alone(menv, net):
+    menv.write_aliases("*: x@remote1.test\n")
+    assert resolved(menv, ME) == [f"mailbox {ME}"]
+    assert resolved(menv, "nobody@example.test") == ["forward x@remote1.test"]
+    menv.start()
+    mine, mine_id = make_message(sender=BOB_OUTSIDE, to=ME)
+    send_mx(menv, BOB_OUTSIDE, [ME], mine)
+    other, other_id = make_message(sender=BOB_OUTSIDE, to="nobody@example.test")
+    send_mx(menv, BOB_OUTSIDE, ["nobody@example.test"], other)
+    assert mine_id.encode() in menv.wait_messages(1, "me")[0]
+    # The catch-all works (the control), and it took nothing of me's.
+    [t] = net.sink("remote1").wait(1, other_id, tambo=menv)
+    assert t.rcpt_tos == ["x@remote1.test"], t.rcpt_tos
+    wait_queue_empty(menv)
+    assert net.sink("remote1").received(mine_id) == [], net.sink("remote1").story()
