@@ -31,16 +31,20 @@ use judge::{
 
 /// Print every DNS record the domain needs (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, PTR).
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "dns-records")]
+#[argh(
+    subcommand,
+    name = "dns-records",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct DnsRecords {
     /// the domain
     #[argh(positional)]
     pub domain: String,
 }
 
-/// Look up every record the domain needs and compare; exit 0 only when all are ok.
+/// Look up live every record dns-records prints and judge each; exit 0 when all are ok.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "dns-check")]
+#[argh(subcommand, name = "dns-check", help_triggers("-h", "--help", "help"))]
 pub struct DnsCheck {
     /// the domain
     #[argh(positional)]
