@@ -42,6 +42,22 @@ impl ListenerKind {
     pub fn is_submission(self) -> bool {
         self != ListenerKind::Mx
     }
+
+    /// The name logs use: the one of the `<name>_listen` setting, of the systemd socket
+    /// (`FileDescriptorName=`) and of the metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Mx => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::SubmissionTls => "submission_tls",
+        }
+    }
+}
+
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Per-connection settings.

@@ -189,7 +189,8 @@ pub async fn serve(
         match with_deadline(server.tls().accept(tcp)).await {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(e) => {
-                log::info!("TLS handshake with {peer} failed: {e}");
+                let why = crate::tls::handshake_failure(&e);
+                log::info!("TLS handshake with {peer} failed: {why}");
                 crate::monitoring::metrics::tls_handshake_failed();
                 return;
             }
@@ -398,7 +399,8 @@ impl Conn {
         let tls = with_deadline(self.server.tls().accept(tcp))
             .await
             .inspect_err(|e| {
-                log::info!("TLS handshake with {} failed: {e}", self.peer);
+                let why = crate::tls::handshake_failure(e);
+                log::info!("TLS handshake with {} failed: {why}", self.peer);
                 crate::monitoring::metrics::tls_handshake_failed();
             })?;
         self.stream = Stream::Tls(Box::new(tls));

@@ -139,7 +139,7 @@ fn refuse(tcp: &Async<TcpStream>, client: SocketAddr, kind: ListenerKind, why: R
     if kind != ListenerKind::SubmissionTls {
         let _ = tcp.get_ref().write(&why.reply().to_bytes());
     }
-    log::info!("refusing connection from {} ({kind:?}): {why}", client.ip());
+    log::info!("refusing connection from {} ({kind}): {why}", client.ip());
 }
 
 impl Server {
@@ -177,6 +177,14 @@ impl Server {
     }
 }
 
+/// A listener's address for the log (`127.0.0.1:25`), or why it is unknown.
+pub fn listener_addr(listener: &std::net::TcpListener) -> String {
+    match listener.local_addr() {
+        Ok(addr) => addr.to_string(),
+        Err(e) => format!("an unknown address ({e})"),
+    }
+}
+
 /// Accepts connections forever, each served on its own task.
 pub async fn accept_loop(
     server: Arc<Server>,
@@ -205,7 +213,8 @@ pub async fn accept_loop(
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
-                log::error!("accept on {:?}: {e}", listener.get_ref().local_addr().ok());
+                let addr = listener_addr(listener.get_ref());
+                log::error!("accept on {addr}: {e}");
                 smol::Timer::after(std::time::Duration::from_millis(100)).await;
             }
         }
