@@ -11,7 +11,7 @@ use crate::monitoring::metrics;
 use crate::proto::command::{Body, ForwardPath};
 use crate::proto::proxy::{self, ProxyStatus};
 use crate::proto::reply::Reply;
-use crate::proto::session::{ListenerKind, Output, Session, SessionConfig};
+use crate::proto::session::{ListenerKind, Output, Session, SessionConfig, Subject};
 use crate::queue::direct::{DirectMaildir, Outcome};
 use crate::queue::store::{Envelope, Incoming, Item, QueuedRcpt, RcptState, now_secs};
 use crate::smtpd::access::{AccessRules, Action};
@@ -339,7 +339,8 @@ impl Conn {
                 return Ok(false);
             };
             match output {
-                Output::Reply(reply) => self.queue_reply(&reply),
+                Output::Reply(reply) => self.queue_reply(&reply, None),
+                Output::Refusal { reply, subject } => self.queue_reply(&reply, Some(&subject)),
                 Output::StartTls => self.start_tls().await?,
                 Output::Authenticate { user, password } => self.authenticate(user, password).await,
                 Output::DataStart => self.data_start(),
@@ -355,15 +356,29 @@ impl Conn {
         }
     }
 
-    fn queue_reply(&mut self, reply: &Reply) {
+    fn queue_reply(&mut self, reply: &Reply, subject: Option<&Subject>) {
         if reply.is_error() {
-            // Every refusal (RCPT, MAIL, the message itself, protocol errors) gets its mail
-            // log line, with the reply the client saw.
+            // Every refusal (RCPT, MAIL, AUTH, the message itself, protocol errors) gets its
+            // mail log line, with the reply the client saw and what it refused.
             let from = self
                 .session
                 .transaction()
                 .map(|t| reverse_path_text(&t.from));
-            maillog::rejected(self.peer.ip(), from.as_deref(), reply);
+            let to = match subject {
+                Some(Subject::Recipient(fp)) => Some(forward_path_text(fp)),
+                _ => None,
+            };
+            let user = match subject {
+                Some(Subject::Login(login)) => Some(login.as_str()),
+                _ => None,
+            };
+            maillog::rejected(&maillog::Rejected {
+                client: self.peer.ip(),
+                from: from.as_deref(),
+                to: to.as_deref(),
+                user,
+                reply,
+            });
         }
         reply.encode(&mut self.out);
     }
