@@ -82,6 +82,13 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
         .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
+    let unserved = settings.mailbox_listen_keys();
+    if !unserved.is_empty() {
+        log::warn!(
+            "{} set in conf/tambo.json: not served, this build has no IMAP/POP3 (mailbox module) yet",
+            unserved.join(", ")
+        );
+    }
     let mut accepting = Vec::new();
     for (listener, kind) in listeners {
         let addr = crate::smtpd::server::listener_addr(listener.get_ref());
