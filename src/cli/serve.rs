@@ -70,6 +70,10 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     }
     let server = Arc::new(Server {
         settings: settings.clone(),
+        domains_watch: crate::config::watch::DomainsWatch::new(
+            &settings.config_dir,
+            &domains.get(),
+        ),
         domains,
         tls: Live::new(futures_rustls::TlsAcceptor::from(tls)),
         queue,
@@ -95,6 +99,9 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         log::info!("listening on {addr} ({kind})");
         accepting.push(ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone())));
     }
+    // Detached: it only reads files and swaps configurations, so it may stop anywhere.
+    ex.spawn(crate::smtpd::server::watch_domains(server.clone()))
+        .detach();
     run_executor(ex, server, accepting)
 }
 

@@ -434,8 +434,10 @@ impl Conn {
             let reply = Reply::new(454, "4.7.0", "Too many failed logins, try again later");
             return self.session.auth_refused(reply);
         }
-        let domains = self.server.domains();
+        let server = self.server.clone();
         let verified = smol::unblock(move || {
+            server.refresh_users_for(&login);
+            let domains = server.domains();
             let user = domains.canonical_user(&login)?;
             let data = domains.get(user.domain())?;
             data.users
