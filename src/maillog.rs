@@ -7,12 +7,15 @@
 //! maillog: event=delivered id=0193ab... to=<alice@example.test> via=maildir
 //! maillog: event=deferred id=0193ab... to=<x@remote.example> reason="..." retry_in=60s
 //! maillog: event=bounced id=0193ab... to=<a@b.example> dsn_id=0193ac...
+//! maillog: event=rejected client=[192.0.2.1] from=<a@b.example> to=<x@example.test> code=550 status=5.1.1 reply="No such user"
+//! maillog: event=rejected client=[192.0.2.1] user="alice@example.test" code=535 status=5.7.8 reply="Authentication credentials invalid"
 //! ```
 //!
 //! Values that may contain spaces are quoted with `{:?}`; addresses are in `<...>`. Each event
 //! also bumps its counter in [`metrics`] (`tambo_messages_<event>_total`).
 
 use crate::monitoring::metrics;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 const TARGET: &str = "maillog";
@@ -69,20 +72,108 @@ pub fn discarded(id: &str, client: std::net::IpAddr) {
     log::info!(target: TARGET, "event=discarded id={id} client=[{client}] reason=\"access rule\"");
 }
 
-/// A command or a message was refused with `reply`; `from` is the transaction's sender, when
-/// one was under way.
-pub fn rejected(client: std::net::IpAddr, from: Option<&str>, reply: &crate::proto::reply::Reply) {
-    let from = from.map(|f| format!(" from=<{f}>")).unwrap_or_default();
-    log::info!(
-        target: TARGET,
-        "event=rejected client=[{client}]{from} code={} status={} reply={:?}",
-        reply.code,
-        reply.enhanced,
-        reply.text()
+/// A refused command or message, for its log line.
+pub struct Rejected<'a> {
+    pub client: std::net::IpAddr,
+    /// The transaction's sender, when one was under way.
+    pub from: Option<&'a str>,
+    /// The recipient of a refused RCPT, as the client gave it.
+    pub to: Option<&'a str>,
+    /// The login name of a refused AUTH (never the password).
+    pub user: Option<&'a str>,
+    pub reply: &'a crate::proto::reply::Reply,
+}
+
+/// A command or a message was refused.
+pub fn rejected(r: &Rejected<'_>) {
+    log::info!(target: TARGET, "{}", rejected_line(r));
+}
+
+/// The login is whatever the client sent, so it is quoted like the other free-text values
+/// (no line breaks or quotes of its own get into the log); addresses cannot hold those.
+fn rejected_line(r: &Rejected<'_>) -> String {
+    let mut line = format!("event=rejected client=[{}]", r.client);
+    if let Some(from) = r.from {
+        let _ = write!(line, " from=<{from}>");
+    }
+    if let Some(to) = r.to {
+        let _ = write!(line, " to=<{to}>");
+    }
+    if let Some(user) = r.user {
+        let _ = write!(line, " user={user:?}");
+    }
+    let _ = write!(
+        line,
+        " code={} status={} reply={:?}",
+        r.reply.code,
+        r.reply.enhanced,
+        r.reply.text()
     );
+    line
 }
 
 /// Every recipient is done and the queue file is gone.
 pub fn removed(id: &str) {
     log::info!(target: TARGET, "event=removed id={id}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::reply::Reply;
+
+    #[test]
+    fn rejected_lines() {
+        let ip = "192.0.2.1".parse().unwrap();
+        let no_user = Reply::new(550, "5.1.1", "No such user");
+        let bad_login = Reply::new(535, "5.7.8", "Authentication credentials invalid");
+        let base = Rejected {
+            client: ip,
+            from: None,
+            to: None,
+            user: None,
+            reply: &no_user,
+        };
+        let cases = [
+            (
+                Rejected { ..base },
+                r#"event=rejected client=[192.0.2.1] code=550 status=5.1.1 reply="No such user""#,
+            ),
+            (
+                Rejected {
+                    from: Some("a@b.example"),
+                    to: Some("Bob@example.test"),
+                    ..base
+                },
+                r#"event=rejected client=[192.0.2.1] from=<a@b.example> to=<Bob@example.test> code=550 status=5.1.1 reply="No such user""#,
+            ),
+            (
+                Rejected {
+                    from: Some(""),
+                    to: Some("postmaster"),
+                    ..base
+                },
+                r#"event=rejected client=[192.0.2.1] from=<> to=<postmaster> code=550 status=5.1.1 reply="No such user""#,
+            ),
+            (
+                Rejected {
+                    user: Some("alice@example.test"),
+                    reply: &bad_login,
+                    ..base
+                },
+                r#"event=rejected client=[192.0.2.1] user="alice@example.test" code=535 status=5.7.8 reply="Authentication credentials invalid""#,
+            ),
+            (
+                Rejected {
+                    user: Some("evil\n\"event=received"),
+                    reply: &bad_login,
+                    ..base
+                },
+                r#"event=rejected client=[192.0.2.1] user="evil\n\"event=received" code=535 status=5.7.8 reply="Authentication credentials invalid""#,
+            ),
+        ];
+        for (rejected, want) in cases {
+            assert_eq!(rejected_line(&rejected), want);
+        }
+    }
 }

@@ -163,3 +163,138 @@ fn ensure_self_signed(dir: &Path, hostname: &str) -> Result<(), TlsError> {
     );
     Ok(())
 }
+
+/// Why a server handshake failed, in words for the log. rustls's own messages name its enum
+/// variants (`received corrupt message of type InvalidContentType`): the usual cases get a
+/// plain explanation, the others keep rustls's detail with the variant name in words.
+pub fn handshake_failure(e: &std::io::Error) -> String {
+    use rustls::{AlertDescription as Alert, Error as E, InvalidMessage};
+    let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<E>());
+    match tls {
+        Some(E::InvalidMessage(InvalidMessage::InvalidContentType)) => {
+            "the client sent no TLS handshake (plain text on a TLS port?)".into()
+        }
+        Some(E::InvalidMessage(what)) => format!("malformed TLS message ({})", words(what)),
+        Some(E::AlertReceived(
+            alert @ (Alert::BadCertificate | Alert::UnknownCA | Alert::CertificateUnknown),
+        )) => format!(
+            "the client does not accept our certificate (alert: {})",
+            words(alert)
+        ),
+        Some(E::AlertReceived(alert)) => format!("the client sent alert: {}", words(alert)),
+        Some(E::PeerIncompatible(why)) => {
+            format!("nothing in common with the client ({})", words(why))
+        }
+        Some(E::PeerMisbehaved(why)) => {
+            format!("the client broke the TLS protocol ({})", words(why))
+        }
+        Some(other) => other.to_string(),
+        None => match e.kind() {
+            std::io::ErrorKind::TimedOut => "the client did not finish it in time".into(),
+            std::io::ErrorKind::UnexpectedEof => "the client closed the connection".into(),
+            _ => e.to_string(),
+        },
+    }
+}
+
+/// An enum value's Debug name as words: `UnknownCA` → `unknown CA`, `NoKxGroupsInCommon` →
+/// `no kx groups in common`; anything after the name (a variant's fields) is kept as is.
+fn words(value: &impl std::fmt::Debug) -> String {
+    let text = format!("{value:?}");
+    let end = text
+        .find(|c: char| !c.is_ascii_alphanumeric())
+        .unwrap_or(text.len());
+    let (name, rest) = text.split_at(end);
+    let chars: Vec<char> = name.chars().collect();
+    let mut spaced = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        // A capital starts a word after a lower-case letter or a digit, and ends an acronym
+        // when a lower-case letter follows it (`CAName` → `CA Name`).
+        let after_lower = i > 0 && !chars[i - 1].is_ascii_uppercase();
+        let ends_acronym = i > 0 && chars.get(i + 1).is_some_and(char::is_ascii_lowercase);
+        if c.is_ascii_uppercase() && (after_lower || ends_acronym) {
+            spaced.push(' ');
+        }
+        spaced.push(c);
+    }
+    let lowered: Vec<String> = spaced
+        .split(' ')
+        .map(|word| {
+            let acronym = word.len() > 1 && word.chars().all(|c| !c.is_ascii_lowercase());
+            if acronym {
+                word.to_string()
+            } else {
+                word.to_ascii_lowercase()
+            }
+        })
+        .collect();
+    lowered.join(" ") + rest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::{AlertDescription, Error, InvalidMessage, PeerIncompatible};
+    use std::io;
+
+    #[test]
+    fn enum_names_become_words() {
+        let cases: &[(&dyn std::fmt::Debug, &str)] = &[
+            (&AlertDescription::UnknownCA, "unknown CA"),
+            (&AlertDescription::BadCertificate, "bad certificate"),
+            (&InvalidMessage::InvalidContentType, "invalid content type"),
+            (
+                &PeerIncompatible::NoKxGroupsInCommon,
+                "no kx groups in common",
+            ),
+            (
+                &InvalidMessage::TrailingData("ClientHello"),
+                "trailing data(\"ClientHello\")",
+            ),
+        ];
+        for (value, want) in cases {
+            assert_eq!(words(value), *want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn handshake_failures_in_words() {
+        let tls = |e: Error| io::Error::new(io::ErrorKind::InvalidData, e);
+        let cases = [
+            (
+                tls(Error::InvalidMessage(InvalidMessage::InvalidContentType)),
+                "the client sent no TLS handshake (plain text on a TLS port?)",
+            ),
+            (
+                tls(Error::AlertReceived(AlertDescription::UnknownCA)),
+                "the client does not accept our certificate (alert: unknown CA)",
+            ),
+            (
+                tls(Error::AlertReceived(AlertDescription::ProtocolVersion)),
+                "the client sent alert: protocol version",
+            ),
+            (
+                tls(Error::PeerIncompatible(
+                    PeerIncompatible::NoCipherSuitesInCommon,
+                )),
+                "nothing in common with the client (no cipher suites in common)",
+            ),
+            (tls(Error::DecryptError), "cannot decrypt peer's message"),
+            (
+                io::Error::from(io::ErrorKind::TimedOut),
+                "the client did not finish it in time",
+            ),
+            (
+                io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof"),
+                "the client closed the connection",
+            ),
+            (
+                io::Error::from(io::ErrorKind::ConnectionReset),
+                "connection reset",
+            ),
+        ];
+        for (e, want) in cases {
+            assert_eq!(handshake_failure(&e), want, "{e:?}");
+        }
+    }
+}

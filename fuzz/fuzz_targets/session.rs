@@ -56,6 +56,10 @@ impl Driver {
             assert!(!self.closed, "output after Close: {out:?}");
             match out {
                 Output::Reply(r) => check_reply(&r),
+                Output::Refusal { reply, .. } => {
+                    assert!(reply.is_error(), "a refusal with {reply:?}");
+                    check_reply(&reply);
+                }
                 Output::StartTls => self.session.tls_established(),
                 Output::Authenticate { user, password } => {
                     let ok = user == "alice@example.test" && password == "secret";

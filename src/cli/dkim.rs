@@ -16,9 +16,13 @@ use std::borrow::Cow;
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
-/// Generate a DKIM key for a domain (PKCS#8 PEM, mode 0600; never overwrites).
+/// Generate a DKIM signing key into a domain's folder (never overwrites one).
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "dkim-keygen")]
+#[argh(
+    subcommand,
+    name = "dkim-keygen",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct DkimKeygen {
     /// the domain
     #[argh(positional)]
@@ -31,9 +35,9 @@ pub struct DkimKeygen {
     pub algorithm: String,
 }
 
-/// Print the DNS TXT record to publish for a domain's DKIM key(s).
+/// Print the DNS TXT record to publish for a domain's DKIM keys.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "dkim-dns")]
+#[argh(subcommand, name = "dkim-dns", help_triggers("-h", "--help", "help"))]
 pub struct DkimDns {
     /// the domain
     #[argh(positional)]
@@ -45,7 +49,7 @@ pub struct DkimDns {
 
 /// DKIM-sign the message on stdin with a domain's key; print the signed message.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "dkim-sign")]
+#[argh(subcommand, name = "dkim-sign", help_triggers("-h", "--help", "help"))]
 pub struct DkimSign {
     /// the domain
     #[argh(positional)]
@@ -57,7 +61,11 @@ pub struct DkimSign {
 
 /// Verify every DKIM signature of the message on stdin; exit 0 when all pass.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "dkim-verify")]
+#[argh(
+    subcommand,
+    name = "dkim-verify",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct DkimVerify {}
 
 /// Private keys: readable by the server's user only (SPEC §11).

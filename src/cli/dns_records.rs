@@ -31,16 +31,20 @@ use judge::{
 
 /// Print every DNS record the domain needs (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, PTR).
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "dns-records")]
+#[argh(
+    subcommand,
+    name = "dns-records",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct DnsRecords {
     /// the domain
     #[argh(positional)]
     pub domain: String,
 }
 
-/// Look up every record the domain needs and compare; exit 0 only when all are ok.
+/// Look up live every record dns-records prints and judge each; exit 0 when all are ok.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "dns-check")]
+#[argh(subcommand, name = "dns-check", help_triggers("-h", "--help", "help"))]
 pub struct DnsCheck {
     /// the domain
     #[argh(positional)]
@@ -60,7 +64,12 @@ pub fn records(settings: &Settings, c: DnsRecords) -> Result<(), CliError> {
     let local = LocalDomain::load(settings, &c.domain)?;
     let dns = resolver(settings)?;
     let addresses = smol::block_on(server_addresses(settings, &dns, &local.hostname));
-    print!("{}", Needs::new(local, addresses).zone());
+    let needs = Needs::new(local, addresses);
+    // On stderr too: the zone is often redirected to a file or pasted without a look.
+    for warning in needs.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    print!("{}", needs.zone());
     Ok(())
 }
 
@@ -278,6 +287,34 @@ impl Needs {
         format!("v=STSv1; id={id}")
     }
 
+    /// What would make the records printed wrong or incomplete, for the user to fix first.
+    fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let host = self.hostname();
+        if !host.contains('.') {
+            // The default hostname is the machine's short name (`vm`): an MX naming it
+            // cannot be resolved by anyone (RFC 5321 §5.1 looks the MX target up).
+            out.push(format!(
+                "hostname {host:?} is not a fully qualified name: the MX record would point at \
+                 a name the world cannot resolve; set \"hostname\" in conf/tambo.json to the \
+                 server's public name (e.g. mail.{}) and run this again",
+                self.domain()
+            ));
+        }
+        if self.local.dkim.is_empty() {
+            out.push(self.no_dkim());
+        }
+        out
+    }
+
+    fn no_dkim(&self) -> String {
+        format!(
+            "DKIM: {d} has no key yet, so its mail is not signed and there is no DKIM record \
+             to publish; add one with: tambo util dkim-keygen {d}",
+            d = self.domain()
+        )
+    }
+
     fn records(&self) -> Vec<Record> {
         let d = self.domain();
         let mut out = vec![Record {
@@ -357,9 +394,16 @@ impl Needs {
     fn zone(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "; DNS records for {}", self.domain());
+        for warning in self.warnings() {
+            let _ = writeln!(out, "; warning: {warning}");
+        }
         for record in self.records() {
             if record.name.starts_with("_mta-sts.") {
                 self.write_policy(&mut out);
+            }
+            if record.name.starts_with("_dmarc.") && self.local.dkim.is_empty() {
+                // Where the DKIM record would be.
+                let _ = writeln!(out, "; {}", self.no_dkim());
             }
             let _ = writeln!(out, "; {}", record.why);
             let _ = writeln!(
@@ -706,6 +750,53 @@ mod tests {
                 .any(|l| l.contains("\tPTR\t") && !l.starts_with(';'))
         );
         assert!(zone.contains("(mode testing: no certificate"), "{zone}");
+    }
+
+    #[test]
+    fn warnings_for_a_short_hostname_and_no_dkim_key() {
+        let key = || DkimNeed {
+            selector: "sel1".into(),
+            file: "domains/example.test/dkim:sel1.pem".into(),
+            value: "v=DKIM1; k=ed25519; p=AAAA".into(),
+        };
+        let with_host = |host: &str, dkim: Vec<DkimNeed>| {
+            let mut n = needs(Addresses::Unknown("x".into()), dkim, "testing");
+            n.local.hostname = host.into();
+            n
+        };
+        let short = "hostname \"vm\" is not a fully qualified name";
+        let no_key = "add one with: tambo util dkim-keygen example.test";
+        let cases: &[(&str, bool, &[&str])] = &[
+            ("mx.example.test", true, &[]),
+            ("vm", true, &[short]),
+            ("mx.example.test", false, &[no_key]),
+            ("vm", false, &[short, no_key]),
+        ];
+        for (host, has_key, want) in cases {
+            let dkim = if *has_key { vec![key()] } else { vec![] };
+            let n = with_host(host, dkim);
+            let warnings = n.warnings();
+            assert_eq!(warnings.len(), want.len(), "{host}: {warnings:?}");
+            for (warning, want) in warnings.iter().zip(want.iter()) {
+                assert!(warning.contains(want), "{warning}");
+            }
+            // Each as a `;` comment in the zone, which still parses as zone-file lines.
+            let zone = n.zone();
+            for warning in &warnings {
+                assert!(zone.contains(&format!("; warning: {warning}\n")), "{zone}");
+            }
+        }
+        let zone = with_host("vm", vec![]).zone();
+        assert!(zone.contains("\tMX\t10 vm."), "{zone}");
+        assert!(
+            zone.contains("set \"hostname\" in conf/tambo.json"),
+            "{zone}"
+        );
+        // The DKIM note also stands where the record would be, before DMARC's.
+        let lines: Vec<&str> = zone.lines().collect();
+        let dmarc = lines.iter().position(|l| l.starts_with("; DMARC")).unwrap();
+        assert!(lines[dmarc - 1].contains(no_key), "{zone}");
+        assert!(!zone.contains("_domainkey"), "{zone}");
     }
 
     #[test]

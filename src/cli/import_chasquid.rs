@@ -20,7 +20,11 @@ use std::path::{Path, PathBuf};
 
 /// Convert a chasquid config folder (chasquid.conf, certs/, domains/) into this one.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "import-chasquid")]
+#[argh(
+    subcommand,
+    name = "import-chasquid",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct ImportChasquid {
     /// the chasquid config folder (usually /etc/chasquid)
     #[argh(positional)]

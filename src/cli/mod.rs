@@ -11,13 +11,20 @@ use argh::FromArgs;
 use std::path::PathBuf;
 
 /// tambo: a mail server for your domain.
+// argh knows only `--help` and `help` unless told; every command struct repeats
+// `help_triggers` so that `-h` works at each level, as users expect.
 #[derive(FromArgs, Debug)]
+#[argh(help_triggers("-h", "--help", "help"))]
 pub struct Args {
     /// the config folder (default: the current folder)
     #[argh(option, short = 'C', default = "PathBuf::from(\".\")")]
     pub config_dir: PathBuf,
+    /// print the version and exit
+    #[argh(switch, short = 'V')]
+    pub version: bool,
+    // Optional only so that `tambo --version` needs no command; `run` refuses its absence.
     #[argh(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 #[derive(FromArgs, Debug)]
@@ -29,12 +36,13 @@ pub enum Command {
 
 /// Run the mail server.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "serve")]
+#[argh(subcommand, name = "serve", help_triggers("-h", "--help", "help"))]
 pub struct ServeArgs {}
 
-/// Manage users and inspect the configuration.
+/// Manage and inspect the server: users, aliases, DKIM keys, DNS records (and a live check
+/// of them), the queue, the settings, import from chasquid.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "util")]
+#[argh(subcommand, name = "util", help_triggers("-h", "--help", "help"))]
 pub struct UtilArgs {
     #[argh(subcommand)]
     pub command: util::UtilCommand,
@@ -63,10 +71,22 @@ impl CliError {
     }
 }
 
+/// What `tambo --version` prints.
+pub fn version() -> String {
+    format!("tambo {}", env!("CARGO_PKG_VERSION"))
+}
+
 pub fn run(args: Args) -> Result<(), CliError> {
+    if args.version {
+        println!("{}", version());
+        return Ok(());
+    }
     match args.command {
-        Command::Serve(_) => serve::run(&args.config_dir),
-        Command::Util(u) => util::run(&args.config_dir, u.command),
+        Some(Command::Serve(_)) => serve::run(&args.config_dir),
+        Some(Command::Util(u)) => util::run(&args.config_dir, u.command),
+        None => Err(CliError::usage(
+            "no command given: `tambo serve` or `tambo util ...` (see tambo --help)",
+        )),
     }
 }
 

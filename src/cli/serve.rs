@@ -77,6 +77,10 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     }
     let server = Arc::new(Server {
         settings: settings.clone(),
+        domains_watch: crate::config::watch::DomainsWatch::new(
+            &settings.config_dir,
+            &domains.get(),
+        ),
         domains,
         tls: Live::new(futures_rustls::TlsAcceptor::from(tls)),
         queue,
@@ -90,14 +94,22 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
         .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
+    let unserved = settings.mailbox_listen_keys();
+    if !unserved.is_empty() {
+        log::warn!(
+            "{} set in conf/tambo.json: not served, this build has no IMAP/POP3 (mailbox module) yet",
+            unserved.join(", ")
+        );
+    }
     let mut accepting = Vec::new();
     for (listener, kind) in listeners {
-        log::info!(
-            "listening on {:?} ({kind:?})",
-            listener.get_ref().local_addr().ok()
-        );
+        let addr = crate::smtpd::server::listener_addr(listener.get_ref());
+        log::info!("listening on {addr} ({kind})");
         accepting.push(ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone())));
     }
+    // Detached: it only reads files and swaps configurations, so it may stop anywhere.
+    ex.spawn(crate::smtpd::server::watch_domains(server.clone()))
+        .detach();
     run_executor(ex, server, accepting)
 }
 
@@ -200,17 +212,17 @@ fn activated(
         crate::listenfds::assign(passed, groups).map_err(|e| CliError::usage(e.to_string()))?;
     for (_, kind) in groups {
         if !assigned.iter().any(|(_, k)| k == kind) {
-            log::info!("systemd passed no socket for {kind:?}: not listening for it");
+            log::info!("systemd passed no socket for {kind}: not listening for it");
         }
     }
     assigned
         .into_iter()
         .map(|(listener, kind)| {
-            let addr = listener.local_addr().ok();
-            log::info!("using the socket systemd passed for {kind:?} ({addr:?})");
+            let addr = crate::smtpd::server::listener_addr(&listener);
+            log::info!("using the socket systemd passed for {kind} ({addr})");
             smol::Async::new(listener)
                 .map(|l| (l, kind))
-                .map_err(|e| CliError::failure(format!("systemd socket {addr:?}: {e}")))
+                .map_err(|e| CliError::failure(format!("systemd socket {addr}: {e}")))
         })
         .collect()
 }
@@ -342,7 +354,12 @@ async fn wait_for_stop(mut signals: async_signal::Signals, server: Arc<Server>) 
                 }
             }
             Ok(signal) => {
-                log::info!("received {signal:?}, stopping");
+                let name = match signal {
+                    async_signal::Signal::Term => "SIGTERM",
+                    async_signal::Signal::Int => "SIGINT",
+                    _ => "a stop signal",
+                };
+                log::info!("received {name}, stopping");
                 return;
             }
             Err(e) => log::error!("signal handling: {e}"),

@@ -32,7 +32,7 @@ pub enum UtilCommand {
 
 /// Add a user, or change its password.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "user-add")]
+#[argh(subcommand, name = "user-add", help_triggers("-h", "--help", "help"))]
 pub struct UserAdd {
     /// user@domain
     #[argh(positional)]
@@ -47,7 +47,11 @@ pub struct UserAdd {
 
 /// Remove a user.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "user-remove")]
+#[argh(
+    subcommand,
+    name = "user-remove",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct UserRemove {
     /// user@domain
     #[argh(positional)]
@@ -56,7 +60,11 @@ pub struct UserRemove {
 
 /// Check a password: exit 0 when right, 1 when wrong.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "authenticate")]
+#[argh(
+    subcommand,
+    name = "authenticate",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct Authenticate {
     /// user@domain
     #[argh(positional)]
@@ -66,41 +74,57 @@ pub struct Authenticate {
     password: Option<String>,
 }
 
-/// Check a domain's users file.
+/// Check that a domain's users file loads.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "check-userdb")]
+#[argh(
+    subcommand,
+    name = "check-userdb",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct CheckUserdb {
     /// the domain
     #[argh(positional)]
     domain: String,
 }
 
-/// Show where mail for an address goes: one final recipient a line, with its kind.
+/// Show where mail for an address goes through users and aliases (mailbox, forward, pipe).
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "aliases-resolve")]
+#[argh(
+    subcommand,
+    name = "aliases-resolve",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct AliasesResolve {
     /// the address
     #[argh(positional)]
     address: String,
 }
 
-/// Forget the TLS level learned for a domain (SPEC §8).
+/// Forget the TLS level learned for a recipient domain (after it lost its TLS for good).
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "domaininfo-remove")]
+#[argh(
+    subcommand,
+    name = "domaininfo-remove",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct DomaininfoRemove {
     /// the recipient domain
     #[argh(positional)]
     domain: String,
 }
 
-/// List queued messages: id, age, sender, recipients with their state and last error.
+/// List queued messages: id, age, sender, each recipient with its state and last error.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "queue")]
+#[argh(subcommand, name = "queue", help_triggers("-h", "--help", "help"))]
 pub struct QueueList {}
 
 /// Print the effective settings, defaults filled in.
 #[derive(FromArgs, Debug)]
-#[argh(subcommand, name = "print-config")]
+#[argh(
+    subcommand,
+    name = "print-config",
+    help_triggers("-h", "--help", "help")
+)]
 pub struct PrintConfig {}
 
 pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
@@ -190,8 +214,14 @@ fn user_add(settings: &Settings, c: UserAdd) -> Result<(), CliError> {
     db.save()
         .map_err(|e| CliError::failure(format!("{}: {e}", user.users_path.display())))?;
     println!("{}", user.users_path.display());
+    println!("{PICKED_UP}");
     Ok(())
 }
+
+/// After a change to a users file: what a running server does about it (`serve` watches the
+/// users and aliases files, and looks again at AUTH).
+const PICKED_UP: &str = "a running tambo serve picks the change up by itself (at once for a login, \
+     within 2 seconds for mail), no SIGHUP or restart needed";
 
 fn user_remove(settings: &Settings, c: UserRemove) -> Result<(), CliError> {
     let user = user_ref(settings, &c.address)?;
@@ -202,6 +232,7 @@ fn user_remove(settings: &Settings, c: UserRemove) -> Result<(), CliError> {
     db.save()
         .map_err(|e| CliError::failure(format!("{}: {e}", user.users_path.display())))?;
     println!("{}", user.users_path.display());
+    println!("{PICKED_UP}");
     Ok(())
 }
 

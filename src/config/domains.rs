@@ -4,6 +4,7 @@
 use crate::addr::{Address, Domain};
 use crate::aliases::{AliasFile, Directory, Normalization, Resolution};
 use crate::config::settings::ConfigError;
+use crate::config::watch::Stamps;
 use crate::mailauth::dkim::{self, DkimKey};
 use crate::userdb::UserDb;
 use std::collections::BTreeMap;
@@ -25,6 +26,8 @@ pub struct DomainData {
 pub struct Domains {
     map: BTreeMap<Domain, DomainData>,
     norm: Normalization,
+    /// What the files were like when read, to notice they changed (`config::watch`).
+    stamps: Stamps,
 }
 
 /// `<config_dir>/domains/<domain>`.
@@ -36,27 +39,25 @@ impl Domains {
     /// Loads every folder under `<config_dir>/domains`. A folder whose name is not a valid,
     /// normalised domain (lower-case, Unicode form) is an error naming it.
     pub fn load(config_dir: &Path, norm: Normalization) -> Result<Domains, ConfigError> {
-        let root = config_dir.join("domains");
-        let mut map = BTreeMap::new();
-        let entries = match std::fs::read_dir(&root) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(Domains { map, norm });
-            }
-            Err(e) => return Err(ConfigError(format!("{}: {e}", root.display()))),
-        };
-        for entry in entries {
-            let entry = entry.map_err(|e| ConfigError(format!("{}: {e}", root.display())))?;
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            let name = entry.file_name();
-            let domain = folder_domain(&path, &name.to_string_lossy())?;
-            let data = load_domain(&path, &domain)?;
-            map.insert(domain, data);
+        Domains::load_watched(config_dir, norm).map_err(|(e, _)| e)
+    }
+
+    /// `load`; a failure comes with the stamps of the files read up to it, so that a
+    /// watcher tries again once one of them changes.
+    pub fn load_watched(
+        config_dir: &Path,
+        norm: Normalization,
+    ) -> Result<Domains, (ConfigError, Stamps)> {
+        let mut stamps = Stamps::default();
+        match load_map(&config_dir.join("domains"), &mut stamps) {
+            Ok(map) => Ok(Domains { map, norm, stamps }),
+            Err(e) => Err((e, stamps)),
         }
-        Ok(Domains { map, norm })
+    }
+
+    /// The stamps of the files this was loaded from.
+    pub fn stamps(&self) -> &Stamps {
+        &self.stamps
     }
 
     pub fn get(&self, domain: &Domain) -> Option<&DomainData> {
@@ -98,6 +99,34 @@ impl Domains {
             .contains(local.as_str())
             .then(|| Address::new(local, addr.domain().clone()))
     }
+}
+
+/// Every domain folder under `root`, each file stamped just before it is read: the folder
+/// itself (a domain added or removed), then per domain its users, aliases and folder (a
+/// DKIM key added).
+fn load_map(root: &Path, stamps: &mut Stamps) -> Result<BTreeMap<Domain, DomainData>, ConfigError> {
+    let mut map = BTreeMap::new();
+    stamps.record(root);
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(map),
+        Err(e) => return Err(ConfigError(format!("{}: {e}", root.display()))),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| ConfigError(format!("{}: {e}", root.display())))?;
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        let name = entry.file_name();
+        let domain = folder_domain(&path, &name.to_string_lossy())?;
+        stamps.record(&path.join("users"));
+        stamps.record(&path.join("aliases"));
+        stamps.record(&path);
+        let data = load_domain(&path, &domain)?;
+        map.insert(domain, data);
+    }
+    Ok(map)
 }
 
 fn folder_domain(path: &Path, name: &str) -> Result<Domain, ConfigError> {

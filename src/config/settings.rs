@@ -260,6 +260,21 @@ impl Settings {
         self.max_message_size_mb * 1024 * 1024
     }
 
+    /// The mailbox module's listen keys (SPEC §10) that are set, in `KEYS` order: the
+    /// module is not built yet, so `serve` warns that nothing listens on them.
+    pub fn mailbox_listen_keys(&self) -> Vec<&'static str> {
+        [
+            ("imap_listen", &self.imap_listen),
+            ("imaps_listen", &self.imaps_listen),
+            ("pop3_listen", &self.pop3_listen),
+            ("pop3s_listen", &self.pop3s_listen),
+        ]
+        .into_iter()
+        .filter(|(_, addrs)| !addrs.is_empty())
+        .map(|(key, _)| key)
+        .collect()
+    }
+
     /// The effective settings as JSON, defaults filled in (`util print-config`).
     /// Same keys and value formats as the file; the SRS secret is never shown.
     pub fn to_json(&self) -> serde_json::Value {

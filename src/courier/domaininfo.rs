@@ -25,6 +25,23 @@ pub enum TlsLevel {
     Verified,
 }
 
+impl TlsLevel {
+    /// The name logs, errors and metrics use (the one stored, too).
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsLevel::Plain => "plain",
+            TlsLevel::Insecure => "insecure",
+            TlsLevel::Verified => "verified",
+        }
+    }
+}
+
+impl std::fmt::Display for TlsLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The folder under `data_dir`.
 const DIR_NAME: &str = "domaininfo";
 
@@ -67,7 +84,7 @@ impl DomainInfo {
         }
         let json = serde_json::to_vec(&Record { outgoing: level }).map_err(io::Error::other)?;
         fsutil::write_atomic(&self.dir.join(&key), &json, 0o600)?;
-        log::info!("domaininfo: {key}: outgoing TLS level raised from {known:?} to {level:?}");
+        log::info!("domaininfo: {key}: outgoing TLS level raised from {known} to {level}");
         cache.insert(key, level);
         Ok(())
     }

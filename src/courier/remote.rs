@@ -332,7 +332,7 @@ impl Send<'_> {
             }
             return Err(e);
         }
-        metrics::outbound_session(level_name(client.tls_level()));
+        metrics::outbound_session(client.tls_level().name());
         Ok(client)
     }
 
@@ -356,7 +356,7 @@ impl Send<'_> {
                     if record {
                         let info = &self.courier.domaininfo;
                         if let Err(e) = info.record(self.domain, level) {
-                            log::warn!("domaininfo: {}: recording {level:?}: {e}", self.domain);
+                            log::warn!("domaininfo: {}: recording {level}: {e}", self.domain);
                         }
                     }
                 } else {
@@ -404,15 +404,19 @@ fn sts_hosts(
     }
     if !policy.enforced() {
         log::warn!(
-            "mta-sts: {domain}: MX {refused:?} not in the policy (testing mode: used anyway)"
+            "mta-sts: {domain}: MX {} not in the policy (testing mode: used anyway)",
+            refused.join(", ")
         );
         return Ok(allowed.into_iter().chain(refused).collect());
     }
-    log::warn!("mta-sts: {domain}: MX {refused:?} not in the enforced policy: skipped");
+    log::warn!(
+        "mta-sts: {domain}: MX {} not in the enforced policy: skipped",
+        refused.join(", ")
+    );
     if allowed.is_empty() {
         let reason = format!(
-            "{domain}: no MX host matches the MTA-STS policy {:?}",
-            policy.mx
+            "{domain}: no MX host matches the MTA-STS policy (mx: {})",
+            policy.mx.join(", ")
         );
         return Err(DeliveryError::temporary(reason));
     }
@@ -427,7 +431,7 @@ fn security(domain: &str, host: &Host, level: TlsLevel, checks: &Checks) -> Resu
         let msg = format!(
             "MTA-STS policy of {domain} requires TLS verified for {}, got TLS level {}",
             host.name,
-            level_name(level)
+            level.name()
         );
         if policy.enforced() {
             return Err(msg);
@@ -439,19 +443,11 @@ fn security(domain: &str, host: &Host, level: TlsLevel, checks: &Checks) -> Resu
         return Err(format!(
             "TLS level {} is below the level {} seen before for {domain} \
              (util domaininfo-remove {domain} to reset)",
-            level_name(level),
-            level_name(checks.min_level)
+            level.name(),
+            checks.min_level.name()
         ));
     }
     Ok(())
-}
-
-fn level_name(level: TlsLevel) -> &'static str {
-    match level {
-        TlsLevel::Plain => "plain",
-        TlsLevel::Insecure => "insecure",
-        TlsLevel::Verified => "verified",
-    }
 }
 
 /// `host`, `host:port`, `ip`, `ip:port` or `[ipv6]:port`.

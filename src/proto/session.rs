@@ -42,6 +42,22 @@ impl ListenerKind {
     pub fn is_submission(self) -> bool {
         self != ListenerKind::Mx
     }
+
+    /// The name logs use: the one of the `<name>_listen` setting, of the systemd socket
+    /// (`FileDescriptorName=`) and of the metrics label.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Mx => "smtp",
+            ListenerKind::Submission => "submission",
+            ListenerKind::SubmissionTls => "submission_tls",
+        }
+    }
+}
+
+impl std::fmt::Display for ListenerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// Per-connection settings.
@@ -84,6 +100,9 @@ pub trait Policy {
 pub enum Output {
     /// Send this reply (the driver may batch replies until it needs to read).
     Reply(Reply),
+    /// Send this error reply, which refuses `subject`: as `Reply`, and the driver's log of
+    /// the refusal can name what was refused.
+    Refusal { reply: Reply, subject: Subject },
     /// Send the pending replies, then do the TLS handshake and call
     /// [`Session::tls_established`]. Unread input has already been discarded.
     StartTls,
@@ -99,6 +118,15 @@ pub enum Output {
     DataAbort,
     /// Send the pending replies and close the connection.
     Close,
+}
+
+/// What a refused command was about, as the client gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// RCPT: the recipient.
+    Recipient(ForwardPath),
+    /// AUTH: the login name tried (never the password).
+    Login(String),
 }
 
 /// The envelope of the transaction in progress.
@@ -132,8 +160,10 @@ enum State<R> {
     Storing(Transaction<R>),
     /// In the middle of an AUTH exchange.
     Sasl(SaslState),
-    /// Waiting for the driver's `auth_result`.
-    Authenticating,
+    /// Waiting for the driver's `auth_result` about this login.
+    Authenticating {
+        login: String,
+    },
     /// Waiting for the TLS handshake.
     TlsPending,
     Closed,
@@ -227,7 +257,10 @@ impl<R> Session<R> {
                 return Some(out);
             }
             match self.state {
-                State::Closed | State::Storing(_) | State::Authenticating | State::TlsPending => {
+                State::Closed
+                | State::Storing(_)
+                | State::Authenticating { .. }
+                | State::TlsPending => {
                     return None;
                 }
                 State::Data(..) => {
@@ -276,8 +309,20 @@ impl<R> Session<R> {
 
     /// Queues a reply; every error counts towards the limit (SPEC §7, as chasquid).
     fn reply(&mut self, reply: Reply) {
+        self.answer(reply, None);
+    }
+
+    /// Queues a reply to a command about `subject`: an error goes out as a `Refusal`.
+    fn refuse(&mut self, reply: Reply, subject: Subject) {
+        self.answer(reply, Some(subject));
+    }
+
+    fn answer(&mut self, reply: Reply, subject: Option<Subject>) {
         let is_error = reply.is_error();
-        self.outputs.push_back(Output::Reply(reply));
+        self.outputs.push_back(match subject {
+            Some(subject) if is_error => Output::Refusal { reply, subject },
+            _ => Output::Reply(reply),
+        });
         if is_error {
             self.errors += 1;
             if self.errors >= MAX_ERRORS {
@@ -392,17 +437,19 @@ impl<R> Session<R> {
     fn rcpt(&mut self, to: ForwardPath, policy: &dyn Policy<Rcpt = R>) {
         let peer = self.peer();
         let State::Mail(txn) = &mut self.state else {
-            return self.reply(Reply::new(503, "5.5.1", "Need MAIL first"));
+            let reply = Reply::new(503, "5.5.1", "Need MAIL first");
+            return self.refuse(reply, Subject::Recipient(to));
         };
         if txn.rcpts.len() >= self.config.max_recipients {
-            return self.reply(Reply::new(452, "4.5.3", "Too many recipients"));
+            let reply = Reply::new(452, "4.5.3", "Too many recipients");
+            return self.refuse(reply, Subject::Recipient(to));
         }
         match policy.check_recipient(&peer, &txn.from, &to) {
             Ok(r) => {
                 txn.rcpts.push((to, r));
                 self.reply(Reply::new(250, "2.1.5", "OK"));
             }
-            Err(reply) => self.reply(reply),
+            Err(reply) => self.refuse(reply, Subject::Recipient(to)),
         }
     }
 
@@ -559,14 +606,18 @@ impl<R> Session<R> {
         };
         // RFC 4954 §4: "*" cancels the exchange.
         if line == b"*" {
-            return self.reply(Reply::new(501, "5.0.0", "Authentication cancelled"));
+            let reply = Reply::new(501, "5.0.0", "Authentication cancelled");
+            return match step {
+                SaslState::LoginPassword { user } => self.refuse(reply, Subject::Login(user)),
+                _ => self.reply(reply),
+            };
         }
         match step {
             SaslState::PlainResponse => self.sasl_plain(line),
             SaslState::LoginUser => self.sasl_login_user(line),
             SaslState::LoginPassword { user } => match decode_base64(line) {
                 Some(password) => self.authenticate(user, password),
-                None => self.reply(bad_base64()),
+                None => self.refuse(bad_base64(), Subject::Login(user)),
             },
         }
     }
@@ -583,11 +634,7 @@ impl<R> Session<R> {
             return self.reply(Reply::new(501, "5.5.2", "Malformed PLAIN response"));
         };
         if !authzid.is_empty() && authzid != user {
-            return self.reply(Reply::new(
-                535,
-                "5.7.8",
-                "Authentication credentials invalid",
-            ));
+            return self.refuse(invalid_credentials(), Subject::Login(user.to_string()));
         }
         self.authenticate(user.to_string(), password.to_string());
     }
@@ -600,38 +647,44 @@ impl<R> Session<R> {
     }
 
     fn authenticate(&mut self, user: String, password: String) {
-        self.state = State::Authenticating;
+        self.state = State::Authenticating {
+            login: user.clone(),
+        };
         self.outputs
             .push_back(Output::Authenticate { user, password });
     }
 
+    /// Leaves `Authenticating`; the login it was about.
+    fn end_authenticating(&mut self) -> Option<String> {
+        match std::mem::replace(&mut self.state, State::Ready) {
+            State::Authenticating { login } => Some(login),
+            other => {
+                self.state = other;
+                None
+            }
+        }
+    }
+
     /// The driver's answer to `Authenticate`: the canonical user (`user@domain`) or None.
     pub fn auth_result(&mut self, user: Option<String>) {
-        if !matches!(self.state, State::Authenticating) {
+        let Some(login) = self.end_authenticating() else {
             return;
-        }
-        self.state = State::Ready;
+        };
         match user {
             Some(user) => {
                 self.auth_user = Some(user);
                 self.reply(Reply::new(235, "2.7.0", "Authentication successful"));
             }
-            None => self.reply(Reply::new(
-                535,
-                "5.7.8",
-                "Authentication credentials invalid",
-            )),
+            None => self.refuse(invalid_credentials(), Subject::Login(login)),
         }
     }
 
     /// The driver's other answer to `Authenticate`: no check was made (the client is over its
     /// limit of failures); `reply` says so (454 4.7.0).
     pub fn auth_refused(&mut self, reply: Reply) {
-        if !matches!(self.state, State::Authenticating) {
-            return;
+        if let Some(login) = self.end_authenticating() {
+            self.refuse(reply, Subject::Login(login));
         }
-        self.state = State::Ready;
-        self.reply(reply);
     }
 
     /// The idle timeout fired (SPEC §7: 5 minutes).
@@ -656,6 +709,11 @@ fn decode_base64(b64: &[u8]) -> Option<String> {
 
 fn bad_base64() -> Reply {
     Reply::new(501, "5.5.2", "Invalid base64")
+}
+
+/// RFC 4954 §6: 535 5.7.8, whether the user exists or not.
+fn invalid_credentials() -> Reply {
+    Reply::new(535, "5.7.8", "Authentication credentials invalid")
 }
 
 #[cfg(test)]

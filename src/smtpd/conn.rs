@@ -11,7 +11,7 @@ use crate::monitoring::metrics;
 use crate::proto::command::{Body, ForwardPath};
 use crate::proto::proxy::{self, ProxyStatus};
 use crate::proto::reply::Reply;
-use crate::proto::session::{ListenerKind, Output, Session, SessionConfig};
+use crate::proto::session::{ListenerKind, Output, Session, SessionConfig, Subject};
 use crate::queue::direct::{DirectMaildir, Outcome};
 use crate::queue::store::{Envelope, Incoming, Item, QueuedRcpt, RcptState, now_secs};
 use crate::smtpd::access::{AccessRules, Action};
@@ -234,7 +234,8 @@ pub async fn serve(
         match with_deadline(server.tls().accept(tcp)).await {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(e) => {
-                log::info!("TLS handshake with {peer} failed: {e}");
+                let why = crate::tls::handshake_failure(&e);
+                log::info!("TLS handshake with {peer} failed: {why}");
                 crate::monitoring::metrics::tls_handshake_failed();
                 return;
             }
@@ -383,7 +384,8 @@ impl Conn {
                 return Ok(false);
             };
             match output {
-                Output::Reply(reply) => self.queue_reply(&reply),
+                Output::Reply(reply) => self.queue_reply(&reply, None),
+                Output::Refusal { reply, subject } => self.queue_reply(&reply, Some(&subject)),
                 Output::StartTls => self.start_tls().await?,
                 Output::Authenticate { user, password } => self.authenticate(user, password).await,
                 Output::DataStart => self.data_start(),
@@ -399,15 +401,29 @@ impl Conn {
         }
     }
 
-    fn queue_reply(&mut self, reply: &Reply) {
+    fn queue_reply(&mut self, reply: &Reply, subject: Option<&Subject>) {
         if reply.is_error() {
-            // Every refusal (RCPT, MAIL, the message itself, protocol errors) gets its mail
-            // log line, with the reply the client saw.
+            // Every refusal (RCPT, MAIL, AUTH, the message itself, protocol errors) gets its
+            // mail log line, with the reply the client saw and what it refused.
             let from = self
                 .session
                 .transaction()
                 .map(|t| reverse_path_text(&t.from));
-            maillog::rejected(self.peer.ip(), from.as_deref(), reply);
+            let to = match subject {
+                Some(Subject::Recipient(fp)) => Some(forward_path_text(fp)),
+                _ => None,
+            };
+            let user = match subject {
+                Some(Subject::Login(login)) => Some(login.as_str()),
+                _ => None,
+            };
+            maillog::rejected(&maillog::Rejected {
+                client: self.peer.ip(),
+                from: from.as_deref(),
+                to: to.as_deref(),
+                user,
+                reply,
+            });
         }
         reply.encode(&mut self.out);
     }
@@ -443,7 +459,8 @@ impl Conn {
         let tls = with_deadline(self.server.tls().accept(tcp))
             .await
             .inspect_err(|e| {
-                log::info!("TLS handshake with {} failed: {e}", self.peer);
+                let why = crate::tls::handshake_failure(e);
+                log::info!("TLS handshake with {} failed: {why}", self.peer);
                 crate::monitoring::metrics::tls_handshake_failed();
             })?;
         self.stream = Stream::Tls(Box::new(tls));
@@ -462,9 +479,11 @@ impl Conn {
             let reply = Reply::new(454, "4.7.0", "Too many failed logins, try again later");
             return self.session.auth_refused(reply);
         }
-        let domains = self.server.domains();
+        let server = self.server.clone();
         let slot = self.server.password_checks.slot().await;
         let verified = smol::unblock(move || {
+            server.refresh_users_for(&login);
+            let domains = server.domains();
             let user = domains.canonical_user(&login)?;
             let data = domains.get(user.domain())?;
             data.users

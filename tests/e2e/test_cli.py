@@ -220,3 +220,56 @@ def test_aliases_newer_chasquid_forms(env):
     assert r.returncode == 0, r.stderr
     lines = [l.strip() for l in r.stdout.splitlines() if l.strip()]
     assert len(lines) == 1 and lines[0].startswith("forward bob@remote.example"), r.stdout
+
+
+# ---- version and help ----------------------------------------------------------------------
+
+
+def run_bare(*args: str) -> subprocess.CompletedProcess:
+    """tambo without -C: what a new user types first."""
+    Tambo.require_binary()
+    return subprocess.run([str(TAMBO_BIN), *args], capture_output=True, text=True, timeout=10,
+                          env=Tambo.env(rust_log=None), stdin=subprocess.DEVNULL)
+
+
+def cargo_version() -> str:
+    import tomllib
+    from helpers import REPO_ROOT
+    return tomllib.loads((REPO_ROOT / "Cargo.toml").read_text())["package"]["version"]
+
+
+@pytest.mark.parametrize("args", [["--version"], ["-V"], ["-C", "/nonexistent", "--version"]])
+def test_version(args):
+    r = run_bare(*args)
+    assert r.returncode == 0, f"{args}: exit {r.returncode}, stderr {r.stderr!r}"
+    assert r.stdout == f"tambo {cargo_version()}\n", r.stdout
+    assert r.stderr == ""
+
+
+@pytest.mark.parametrize("command", [[], ["util"], ["serve"], ["util", "user-add"],
+                                     ["util", "dns-records"]])
+def test_dash_h_is_help(command):
+    short, long = run_bare(*command, "-h"), run_bare(*command, "--help")
+    assert long.returncode == 0 and "Usage:" in long.stdout, long
+    assert (short.returncode, short.stdout, short.stderr) == (0, long.stdout, long.stderr), short
+    assert "-h, --help" in short.stdout, short.stdout
+
+
+def test_no_command_is_a_usage_error():
+    r = run_bare()
+    assert r.returncode == 2, f"exit {r.returncode}, stdout {r.stdout!r}, stderr {r.stderr!r}"
+    line = one_line(r.stderr)
+    assert "serve" in line and "util" in line, line
+
+
+def test_util_help_describes_every_command():
+    out = run_bare("util", "--help").stdout
+    description = out.split("Options:")[0]
+    for topic in ["users", "aliases", "DKIM", "DNS", "queue", "chasquid"]:
+        assert topic in description, f"util --help does not mention {topic}: {description!r}"
+    commands = out.split("Commands:")[1]
+    assert "SPEC" not in commands, commands
+    for line in commands.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            name, _, text = line.strip().partition(" ")
+            assert text.strip(), f"{name}: no description"

@@ -63,9 +63,10 @@ def test_serves_the_passed_sockets_instead_of_binding(env):
         r = c.cmd("MAIL FROM:<alice@example.test>")
         assert r.code >= 500, f"MAIL without AUTH on submission: {r}"
     log = env.log()
-    assert "using the socket systemd passed for Mx" in log, log
-    assert "using the socket systemd passed for Submission" in log, log
-    assert "passed no socket for SubmissionTls" in log, log
+    assert f"using the socket systemd passed for smtp (127.0.0.1:{smtp_port})" in log, log
+    assert ("using the socket systemd passed for submission "
+            f"(127.0.0.1:{env.submission_port})") in log, log
+    assert "passed no socket for submission_tls: not listening for it" in log, log
     # Nothing was bound from tambo.json.
     assert not port_open(env.smtp_port)
     assert not port_open(env.submission_tls_port)

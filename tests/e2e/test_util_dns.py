@@ -253,3 +253,31 @@ def test_dns_bad_input(tambo, command):
     assert r.returncode == 2, r
     assert r.stdout == ""
     assert len(r.stderr.strip().splitlines()) == 1 and "dkim:broken.pem" in r.stderr, r.stderr
+
+
+def test_dns_records_warns_of_a_short_hostname_and_a_missing_dkim_key(tmp_path):
+    t = Tambo(tmp_path)
+    t.add_domain(DOMAIN)  # no DKIM key
+    t.write_config(hostname="vm")
+    r = run_ok(t, "util", "dns-records", DOMAIN)
+    out = r.stdout
+    check_comments(out)
+    [mx] = [rd for owner, rtype, rd in parse_zone(out) if rtype == "MX"]
+    assert str(mx.exchange) == "vm.", out
+    short = re.search(r'^; warning: hostname "vm" is not a fully qualified name: .*cannot resolve.*'
+                      r'"hostname" in conf/tambo\.json', out, re.M)
+    assert short, out
+    no_key = re.search(rf"^; warning: DKIM: {re.escape(DOMAIN)} has no key.*"
+                       rf"tambo util dkim-keygen {re.escape(DOMAIN)}$", out, re.M)
+    assert no_key, out
+    assert not [rd for owner, rtype, rd in parse_zone(out) if "_domainkey" in owner], out
+    # The same warnings on stderr, where they are seen even when stdout goes to a file.
+    warnings = [l for l in r.stderr.splitlines() if l.startswith("warning: ")]
+    assert len(warnings) == 2, r.stderr
+    assert short.group(0).removeprefix("; ") in r.stderr and no_key.group(0).removeprefix("; ") in r.stderr
+
+    # A fully qualified hostname and a key: no warning at all.
+    t.write_config(hostname=HOSTNAME)
+    r = run_ok(t, "util", "dkim-keygen", DOMAIN)
+    r = run_ok(t, "util", "dns-records", DOMAIN)
+    assert "warning" not in r.stdout and r.stderr == "", r

@@ -47,6 +47,8 @@ struct Harness {
     wire: String,
     events: Vec<String>,
     message: Vec<u8>,
+    /// What each `Refusal` was about, in order.
+    refused: Vec<Subject>,
 }
 
 impl Harness {
@@ -56,6 +58,7 @@ impl Harness {
             wire: String::new(),
             events: Vec::new(),
             message: Vec::new(),
+            refused: Vec::new(),
         };
         h.drain();
         h
@@ -72,6 +75,12 @@ impl Harness {
         while let Some(out) = self.session.poll(&TestPolicy) {
             match out {
                 Output::Reply(r) => self.wire.push_str(&String::from_utf8_lossy(&r.to_bytes())),
+                Output::Refusal { reply, subject } => {
+                    assert!(reply.is_error(), "a refusal with {reply:?}");
+                    self.wire
+                        .push_str(&String::from_utf8_lossy(&reply.to_bytes()));
+                    self.refused.push(subject);
+                }
                 Output::StartTls => {
                     self.events.push("starttls".into());
                     self.session.tls_established();
@@ -378,4 +387,96 @@ fn idle_timeout_says_421_once() {
     h.session.timed_out();
     h.drain();
     assert_eq!(h.wire.len(), before, "nothing more after the close");
+}
+
+fn recipient(addr: &str) -> Subject {
+    Subject::Recipient(ForwardPath::Addr(Address::parse(addr).unwrap()))
+}
+
+#[test]
+fn refused_rcpts_name_their_recipient() {
+    let mut h = Harness::new(ListenerKind::Mx, false);
+    h.send(b"EHLO c\r\n");
+    assert!(
+        h.send(b"RCPT TO:<Early@Example.test>\r\n")
+            .starts_with("503")
+    );
+    h.send(b"MAIL FROM:<x@remote.example>\r\n");
+    assert!(h.send(b"RCPT TO:<a@example.test>\r\n").starts_with("250"));
+    assert!(
+        h.send(b"RCPT TO:<y@elsewhere.example>\r\n")
+            .starts_with("554")
+    );
+    assert_eq!(
+        h.refused,
+        [
+            recipient("Early@example.test"),
+            recipient("y@elsewhere.example")
+        ]
+    );
+
+    let mut h = Harness::new(ListenerKind::Mx, false);
+    h.send(b"EHLO c\r\nMAIL FROM:<x@remote.example>\r\n");
+    let r = h.send(b"RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nRCPT TO:<d@example.test>\r\n");
+    assert!(r.ends_with("452 4.5.3 Too many recipients\r\n"), "{r}");
+    assert_eq!(h.refused, [recipient("d@example.test")]);
+    // Errors that are about no recipient or login stay plain replies.
+    h.send(b"FOO\r\n");
+    assert_eq!(h.refused.len(), 1);
+}
+
+#[test]
+fn refused_logins_name_the_user_never_the_password() {
+    let mut h = Harness::new(ListenerKind::SubmissionTls, true);
+    h.send(b"EHLO c\r\n");
+    // \0alice@example.test\0wrong
+    let r = h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n");
+    assert!(r.starts_with("535 5.7.8"), "{r}");
+    h.send(b"AUTH LOGIN\r\nYm9iQGV4YW1wbGUudGVzdA==\r\n"); // bob@example.test
+    assert!(h.send(b"*\r\n").starts_with("501 5.0.0"));
+    assert_eq!(
+        h.refused,
+        [
+            Subject::Login("alice@example.test".into()),
+            Subject::Login("bob@example.test".into())
+        ]
+    );
+    assert!(!format!("{:?}", h.refused).contains("wrong"));
+
+    // An authorization identity that is not the user: refused without a check.
+    let mut h = Harness::new(ListenerKind::SubmissionTls, true);
+    h.send(b"EHLO c\r\n");
+    // other@example.test\0alice@example.test\0secret
+    let r = h.send(b"AUTH PLAIN b3RoZXJAZXhhbXBsZS50ZXN0AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n");
+    assert!(r.starts_with("535 5.7.8"), "{r}");
+    assert_eq!(h.refused, [Subject::Login("alice@example.test".into())]);
+    assert!(h.events.is_empty(), "no password check: {:?}", h.events);
+}
+
+#[test]
+fn auth_refused_by_the_driver_names_the_login() {
+    let mut s: Session<String> = Session::new(config(ListenerKind::SubmissionTls), true);
+    // \0carol@example.test\0pw
+    s.feed(b"EHLO c\r\nAUTH PLAIN AGNhcm9sQGV4YW1wbGUudGVzdABwdw==\r\n");
+    loop {
+        match s.poll(&TestPolicy) {
+            Some(Output::Authenticate { user, .. }) => {
+                assert_eq!(user, "carol@example.test");
+                break;
+            }
+            Some(_) => continue,
+            None => panic!("no Authenticate output"),
+        }
+    }
+    s.auth_refused(Reply::new(454, "4.7.0", "Too many failed logins"));
+    match s.poll(&TestPolicy) {
+        Some(Output::Refusal { reply, subject }) => {
+            assert_eq!(reply.code, 454);
+            assert_eq!(subject, Subject::Login("carol@example.test".into()));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    // Answered once: a second answer from the driver is ignored.
+    s.auth_result(None);
+    assert!(s.poll(&TestPolicy).is_none());
 }
