@@ -71,6 +71,7 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+trap 'say "FAIL: line $LINENO: $BASH_COMMAND"' ERR
 
 started=$SECONDS
 git clone --quiet "$REPO" "$CLONE"
@@ -129,7 +130,9 @@ for port in "${PORTS[@]}"; do
         $'\n'"$(tail -n 30 "$WORK/serve.log")"
 done
 
-messages() { find "$MAILDIR" -type f 2>/dev/null | wc -l; }
+messages() {
+    if [ -d "$MAILDIR" ]; then find "$MAILDIR" -type f | wc -l; else echo 0; fi
+}
 for cmd in "${COMMANDS[@]}"; do
     say "\$ $cmd"
     before=$(messages)
