@@ -93,7 +93,7 @@ START_CMD=$(grep -v '^[[:space:]]*$' <<<"${BLOCKS[0]}")
     fail "README.md: the first block under \"## Run it\" is not one \`cargo run\` command:" \
         "$START_CMD"
 # The second block's commands, a backslash-continued line joined to the next.
-mapfile -t COMMANDS < <(sed -e ':a' -e '/\\$/{N;s/\\\n[[:space:]]*/ /;ba}' <<<"${BLOCKS[1]}" |
+mapfile -t COMMANDS < <(sed -e ':a' -e '/\\$/{N;s/[[:space:]]*\\\n[[:space:]]*/ /;ba}' <<<"${BLOCKS[1]}" |
     grep -v -e '^[[:space:]]*$' -e '^[[:space:]]*#')
 printf '%s\n' "${COMMANDS[@]}" | grep -q "^swaks --server 127.0.0.1:$SMTP_PORT " ||
     fail "README.md: no \`swaks --server 127.0.0.1:$SMTP_PORT\` under \"## Run it\"" \
