@@ -5,8 +5,9 @@
 #
 # What the tests need beyond Rust is the list of Debian packages in tests/install-deps.sh,
 # checked first: as root, missing ones are installed; otherwise this stops, naming them and
-# the command that installs them. With everything installed, a test that cannot find its peer
-# fails (TAMBO_REQUIRE_PEERS=1); a test skipped for another reason is listed at the end.
+# the command that installs them. The end-to-end suite needs root too. With everything
+# installed, a test that cannot find its peer fails (TAMBO_REQUIRE_PEERS=1); a test skipped
+# for another reason is listed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +26,12 @@ else
             exit 1
         fi
     fi
+fi
+if [ "$(id -u)" != 0 ]; then
+    # Rather now than after the build and the unit tests.
+    echo "tests/run.sh: the end-to-end suite needs root (Dovecot's test Maildirs belong to" \
+        "nobody; the MTA-STS policy server listens on 127.0.0.200:443): sudo ./tests/run.sh" >&2
+    exit 1
 fi
 
 # Every peer is installed now: a unit test that cannot find its peer fails
