@@ -49,8 +49,8 @@ report_skips() {
 }
 trap report_skips EXIT
 
-# First: it builds what is committed, in a clone sharing target/ (see there), so the build
-# below is the working tree's.
+# First: it builds the last commit in a clone that shares target/ (see there); the builds
+# below reuse that build, or compile the working tree when it differs from the commit.
 ./tests/readme.sh
 
 cargo build --release --locked
