@@ -8,12 +8,14 @@
 # is what is tested; this script only insists that the two swaks commands (port 25 style on
 # 2525, submission with STARTTLS and AUTH on 2587) are still there.
 #
-# Cost: the clone shares this checkout's target directory (CARGO_TARGET_DIR), so the
-# dependencies are not built again; the tambo crate is (cargo sees new files), about a
-# minute on 2 cores. Cargo gives the clone's build the same file names as this checkout's
-# (the package path relative to the workspace is the same), so when this checkout differs
-# from its last commit, its tambo build is removed afterwards (`cargo clean -p tambo`), for
-# the next build to compile the working tree and not keep the clone's.
+# Cost: the clone shares this checkout's target directory (CARGO_TARGET_DIR), so no
+# dependency is built twice. The tambo crate is compiled in the clone (its files are new to
+# cargo: about a minute on 2 cores), under the same file names as this checkout's build (the
+# package path relative to the workspace is the same), and cargo judges by file times: for
+# the same commit, the clone's build then stands in for this checkout's (in CI, where this
+# runs before any build, the build after it only links tambo-bench). When this checkout
+# differs from its last commit, the clone's tambo build is removed afterwards
+# (`cargo clean -p tambo`), so that the next build compiles the working tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$PWD
