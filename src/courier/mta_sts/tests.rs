@@ -276,7 +276,7 @@ pub(crate) mod fixture {
             Ok(l) => l,
             Err(e) => {
                 crate::testsupport::skip(&format!(
-                    "cannot listen on {addr} ({e}): port 443 needs root"
+                    "cannot listen on {addr} ({e}): port 443 needs root, and no other server there"
                 ));
                 return None;
             }
