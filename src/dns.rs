@@ -278,12 +278,12 @@ fn order_mx(domain: &str, mut mxs: Vec<(u16, String)>) -> Result<Vec<String>, Dn
 /// A dnsmasq on a free loopback port, for tests of this module and its users.
 #[cfg(test)]
 pub(crate) mod test_server {
+    use crate::testsupport;
     use std::net::{SocketAddr, TcpStream, UdpSocket};
-    use std::path::Path;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
-    pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
+    pub const DNSMASQ: &str = testsupport::DNSMASQ.program;
 
     /// Kills dnsmasq when dropped, so a failing test does not leave it behind.
     pub struct DnsServer {
@@ -299,11 +299,10 @@ pub(crate) mod test_server {
         }
     }
 
-    /// Starts dnsmasq authoritative for `.test` with the extra `args`; None (with a printed
-    /// note) when dnsmasq is not installed.
+    /// Starts dnsmasq authoritative for `.test` with the extra `args`; None when dnsmasq is
+    /// not installed (the test is then skipped or failed: `testsupport`).
     pub fn start(args: &[&str]) -> Option<DnsServer> {
-        if !Path::new(DNSMASQ).exists() {
-            eprintln!("note: {DNSMASQ} not installed; skipping a DNS test");
+        if !testsupport::DNSMASQ.available() {
             return None;
         }
         let dir = tempfile::tempdir().expect("temp dir for dnsmasq");
@@ -520,7 +519,7 @@ mod tests {
     #[test]
     fn system_conf_builds() {
         if !std::fs::read_to_string("/etc/resolv.conf").is_ok_and(|c| c.contains("nameserver")) {
-            eprintln!("note: no nameserver in /etc/resolv.conf; skipping");
+            crate::testsupport::skip("no nameserver in /etc/resolv.conf");
             return;
         }
         assert!(Dns::new(&[]).is_ok());

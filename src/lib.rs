@@ -17,6 +17,7 @@
 //! - [`mailauth`]: SRS and DKIM signing.
 //! - [`tls`]: certificates from `conf/certs/<name>/`, SNI, the self-signed fallback.
 //! - [`maillog`]: one line per mail event, in the spirit of Postfix's mail.log.
+//! - `testsupport` (tests only): a cross-check whose peer is missing fails or says it skipped.
 
 pub mod addr;
 pub mod aliases;
@@ -35,6 +36,8 @@ pub mod monitoring;
 pub mod proto;
 pub mod queue;
 pub mod smtpd;
+#[cfg(test)]
+pub(crate) mod testsupport;
 pub mod tls;
 pub mod ttl_cache;
 pub mod userdb;

@@ -1,15 +1,62 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests of the crate (cargo test) and the end-to-end suite, which drives
-# the release binary with real clients (Python smtplib, raw sockets, swaks) on loopback.
+# Runs every test: the README's "Run it" commands in a fresh clone (tests/readme.sh), unit
+# tests of the crate (cargo test) and the end-to-end suite, which drives the release binary
+# with real clients (Python smtplib, raw sockets, swaks) on loopback.
+#
+# What the tests need beyond Rust is the list of Debian packages in tests/install-deps.sh,
+# checked first: as root, missing ones are installed; otherwise this stops, naming them and
+# the command that installs them. The end-to-end suite needs root too. With everything
+# installed, a test that cannot find its peer fails (TAMBO_REQUIRE_PEERS=1); a test skipped
+# for another reason is listed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if ! command -v dpkg-query >/dev/null; then
+    echo "tests/run.sh: not Debian (no dpkg-query): cannot check the packages the tests need" \
+        "(tests/install-deps.sh lists them); running anyway" >&2
+else
+    missing=$(./tests/install-deps.sh --missing)
+    if [ -n "$missing" ]; then
+        if [ "$(id -u)" = 0 ]; then
+            ./tests/install-deps.sh
+        else
+            echo "tests/run.sh: the tests need Debian packages that are not installed:" \
+                $missing >&2
+            echo "install them with: sudo ./tests/install-deps.sh" >&2
+            exit 1
+        fi
+    fi
+fi
+if [ "$(id -u)" != 0 ]; then
+    # Rather now than after the build and the unit tests.
+    echo "tests/run.sh: the end-to-end suite needs root (Dovecot's test Maildirs belong to" \
+        "nobody; the MTA-STS policy server listens on 127.0.0.200:443): sudo ./tests/run.sh" >&2
+    exit 1
+fi
+
+# Every peer is installed now: a unit test that cannot find its peer fails
+# (src/testsupport.rs), and skips for other reasons are collected here and listed at the end.
+export TAMBO_REQUIRE_PEERS=1
+TAMBO_SKIP_LOG=$(mktemp)
+export TAMBO_SKIP_LOG
+report_skips() {
+    if [ -s "$TAMBO_SKIP_LOG" ]; then
+        echo
+        echo "skipped:"
+        sort -u "$TAMBO_SKIP_LOG" | sed -e 's/^skipped: /  /'
+    fi
+    rm -f "$TAMBO_SKIP_LOG"
+}
+trap report_skips EXIT
+
+# First: it builds the last commit in a clone that shares target/ (see there); the builds
+# below reuse that build, or compile the working tree when it differs from the commit.
+./tests/readme.sh
 
 cargo build --release --locked
 cargo test --release --locked
 
-# Debian's Python has python3-pytest; a pyenv/venv python3 earlier on PATH may not.
-PY=python3
-if [ -x /usr/bin/python3 ] && /usr/bin/python3 -c 'import pytest' 2>/dev/null; then
-    PY=/usr/bin/python3
-fi
-TAMBO_BIN="$PWD/target/release/tambo" "$PY" -m pytest -q -p no:cacheprovider tests/e2e
+# Debian's python3, which has the python3-* packages: a pyenv or venv python3 earlier on PATH
+# does not. -rs lists the reason of every skipped test.
+TAMBO_BIN="$PWD/target/release/tambo" /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider \
+    tests/e2e

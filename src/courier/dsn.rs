@@ -686,9 +686,8 @@ Subject: Hello there\r\nMessage-ID: <orig@example.com>\r\n\r\nSECRET BODY TEXT\r
     /// message/delivery-status into one header block per group of fields.
     #[test]
     fn python_email_parses_it() {
-        let python = std::path::Path::new("/usr/bin/python3");
-        if !python.exists() {
-            eprintln!("skipped: no {}", python.display());
+        let python = std::path::Path::new(crate::testsupport::PYTHON3.program);
+        if !crate::testsupport::PYTHON3.available() {
             return;
         }
         let tmp = tempfile::tempdir().unwrap();

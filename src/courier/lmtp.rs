@@ -156,7 +156,7 @@ mod tests {
         }
     }
 
-    const DOVECOT: &str = "/usr/sbin/dovecot";
+    const DOVECOT: &str = crate::testsupport::DOVECOT.program;
 
     /// Dovecot running on a minimal configuration in a temp dir; stopped when dropped.
     struct Dovecot {
@@ -214,8 +214,7 @@ passdb {{
     }
 
     fn start_dovecot() -> Option<Dovecot> {
-        if !Path::new(DOVECOT).exists() {
-            eprintln!("note: {DOVECOT} not installed; skipping the Dovecot LMTP test");
+        if !crate::testsupport::DOVECOT.available() {
             return None;
         }
         let dir = tempfile::tempdir().unwrap();

@@ -662,17 +662,17 @@ pub(crate) mod tests {
 
     #[test]
     fn short_rsa_key_is_refused_with_a_reason() {
-        let Some(pem) = openssl_rsa_1024() else {
-            eprintln!("note: openssl missing; 1024-bit key case skipped");
+        if !crate::testsupport::OPENSSL.available() {
             return;
-        };
+        }
+        let pem = openssl_rsa_1024();
         let dir = domain_dir(&[("dkim:old.pem", &pem)]);
         let err = load_keys(dir.path(), DOMAIN).expect_err("1024 bits");
         assert!(err.to_string().contains("2048 bits"), "{err}");
     }
 
-    fn openssl_rsa_1024() -> Option<String> {
-        let out = std::process::Command::new("openssl")
+    fn openssl_rsa_1024() -> String {
+        let out = std::process::Command::new(crate::testsupport::OPENSSL.program)
             .args([
                 "genpkey",
                 "-algorithm",
@@ -681,10 +681,10 @@ pub(crate) mod tests {
                 "rsa_keygen_bits:1024",
             ])
             .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+            .expect("run openssl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "openssl genpkey: {stderr}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     #[test]
@@ -882,7 +882,8 @@ pub(crate) mod tests {
         assert_eq!(simple, b"Hello\r\n  \r\n\t\r\n", "RFC 6376 §3.4.3");
     }
 
-    /// dkimpy's verdict for each DKIM-Signature, or None when python3-dkim is missing.
+    /// dkimpy's verdict for each DKIM-Signature, or None when python3-dkim is missing (the
+    /// test then returns: `testsupport` has failed it or reported the skip).
     fn dkimpy_verify(keys: &[DkimKey], message: &str) -> Option<Vec<bool>> {
         dkimpy_run(keys, message).map(|(verdicts, _)| verdicts)
     }
@@ -908,13 +909,14 @@ print(" ".join(verdict(i) for i in range(n)))
 
     /// Runs `script` under dkimpy with `msg` (the message's bytes), `sys` and `dkim` imported
     /// and `dnsfunc` answering for `keys`' records; returns stdout and stderr, or None when
-    /// python3-dkim (or python3-nacl, for Ed25519) is missing. A failing script fails the test.
+    /// python3-dkim (or python3-nacl, for Ed25519) is missing, after `testsupport` has failed
+    /// the test or reported its skip. A failing script fails the test.
     pub(crate) fn run_dkimpy(
         script: &str,
         keys: &[&DkimKey],
         message: &str,
     ) -> Option<(String, String)> {
-        const PYTHON: &str = "/usr/bin/python3";
+        const PYTHON: &str = crate::testsupport::DKIMPY.program;
         const PRELUDE: &str = r#"
 import sys, dkim
 msg = open(sys.argv[1], "rb").read()
@@ -924,12 +926,7 @@ def dnsfunc(name, timeout=5):
     record = records.get(name)
     return record.encode() if record is not None else None
 "#;
-        let available = std::process::Command::new(PYTHON)
-            .args(["-c", "import dkim, nacl"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !available {
-            eprintln!("note: python3-dkim (and python3-nacl) missing; dkimpy check skipped");
+        if !crate::testsupport::DKIMPY.available() {
             return None;
         }
         let file = tempfile::NamedTempFile::new().expect("temp file");

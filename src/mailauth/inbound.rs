@@ -527,7 +527,7 @@ mod tests {
     use std::time::Duration;
 
     const HOSTNAME: &str = "mx.tambo.test";
-    const PYTHON: &str = "/usr/bin/python3";
+    const PYTHON: &str = crate::testsupport::DKIMPY.program;
     const MESSAGE: &str = "From: Alice <alice@sender.test>\r\n\
         To: bob@tambo.test\r\n\
         Subject: hello\r\n\
@@ -548,38 +548,40 @@ mod tests {
     }
 
     /// An RSA key made by openssl: (PKCS#8 PEM, DKIM TXT record value). None when openssl or
-    /// python3-dkim is missing (the signing tool of these tests).
+    /// dkimpy (the signing tool of these tests) is missing: checked on every call, so that
+    /// each test that needs them fails or reports its skip (`testsupport`).
     fn dkim_key() -> Option<&'static (String, String)> {
-        static KEY: OnceLock<Option<(String, String)>> = OnceLock::new();
-        KEY.get_or_init(|| {
-            let dkimpy = Command::new(PYTHON)
-                .args(["-c", "import dkim"])
-                .output()
-                .is_ok_and(|o| o.status.success());
-            if !dkimpy {
-                eprintln!("note: python3-dkim missing; skipping a DKIM test");
-                return None;
-            }
-            let pem = openssl(&["genpkey", "-algorithm", "RSA"], b"")?;
-            let der = openssl(&["pkey", "-pubout", "-outform", "DER"], &pem)?;
+        use crate::testsupport::{DKIMPY, OPENSSL};
+        if !(DKIMPY.available() && OPENSSL.available()) {
+            return None;
+        }
+        static KEY: OnceLock<(String, String)> = OnceLock::new();
+        Some(KEY.get_or_init(|| {
+            let pem = openssl(&["genpkey", "-algorithm", "RSA"], b"");
+            let der = openssl(&["pkey", "-pubout", "-outform", "DER"], &pem);
             let p = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &der);
             let record = format!("v=DKIM1; k=rsa; p={p}");
-            Some((String::from_utf8(pem).ok()?, record))
-        })
-        .as_ref()
+            (String::from_utf8(pem).expect("PEM is ASCII"), record)
+        }))
     }
 
-    fn openssl(args: &[&str], stdin: &[u8]) -> Option<Vec<u8>> {
+    /// openssl's output for `args` with `stdin`; a failing run fails the test.
+    fn openssl(args: &[&str], stdin: &[u8]) -> Vec<u8> {
         use std::io::Write as _;
-        let mut child = Command::new("openssl")
+        let mut child = Command::new(crate::testsupport::OPENSSL.program)
             .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .spawn()
-            .ok()?;
-        child.stdin.take()?.write_all(stdin).ok()?;
-        let out = child.wait_with_output().ok()?;
-        out.status.success().then_some(out.stdout)
+            .expect("run openssl");
+        if let Some(mut input) = child.stdin.take() {
+            input.write_all(stdin).expect("write to openssl");
+        }
+        let out = child.wait_with_output().expect("wait for openssl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "openssl {args:?}: {stderr}");
+        out.stdout
     }
 
     /// `message` with a DKIM-Signature by dkimpy for `sel._domainkey.<domain>`.

@@ -523,14 +523,15 @@ mod tests {
         }
     }
 
-    /// Cross-checks random addresses with Debian's postsrsd, live, both ways. Skipped (with a
-    /// note) when /usr/sbin/postsrsd is not installed.
+    /// Cross-checks random addresses with Debian's postsrsd, live, both ways. Without
+    /// postsrsd, failed or reported as skipped (`testsupport`).
     #[test]
     fn live_postsrsd_agrees() {
-        let Some(daemon) = live::Postsrsd::start(SECRET, DOMAIN) else {
-            eprintln!("note: /usr/sbin/postsrsd not usable here; live SRS cross-check skipped");
+        if !crate::testsupport::POSTSRSD.available() {
             return;
-        };
+        }
+        let daemon = live::Postsrsd::start(SECRET, DOMAIN)
+            .unwrap_or_else(|e| panic!("postsrsd is installed but {e}"));
         let now = live::now_secs();
         let mut ours = Vec::new();
         for (i, sender) in live::random_senders(40).into_iter().enumerate() {
@@ -568,11 +569,10 @@ mod tests {
         use rand::Rng;
         use std::io::{BufRead, BufReader, Write};
         use std::net::{TcpListener, TcpStream};
-        use std::path::Path;
         use std::process::{Child, Command, Stdio};
         use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-        const BINARY: &str = "/usr/sbin/postsrsd";
+        const BINARY: &str = crate::testsupport::POSTSRSD.program;
 
         pub enum Table {
             Forward,
@@ -587,13 +587,12 @@ mod tests {
         }
 
         impl Postsrsd {
-            pub fn start(secret: &[u8], domain: &str) -> Option<Postsrsd> {
-                if !Path::new(BINARY).exists() {
-                    return None;
-                }
-                let dir = tempfile::tempdir().ok()?;
+            /// The daemon, listening; or what went wrong (installed, it should start).
+            pub fn start(secret: &[u8], domain: &str) -> Result<Postsrsd, String> {
+                let dir = tempfile::tempdir().map_err(|e| format!("no temp dir: {e}"))?;
                 let secret_file = dir.path().join("secret");
-                std::fs::write(&secret_file, [secret, b"\n"].concat()).ok()?;
+                std::fs::write(&secret_file, [secret, b"\n"].concat())
+                    .map_err(|e| format!("cannot write the secret: {e}"))?;
                 let (forward, reverse) = (free_port()?, free_port()?);
                 let child = Command::new(BINARY)
                     .arg(format!("-s{}", secret_file.display()))
@@ -604,14 +603,17 @@ mod tests {
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
                     .spawn()
-                    .ok()?;
+                    .map_err(|e| format!("cannot be started: {e}"))?;
                 let daemon = Postsrsd {
                     child,
                     forward,
                     reverse,
                     _dir: dir,
                 };
-                daemon.wait_listening().then_some(daemon)
+                match daemon.wait_listening() {
+                    true => Ok(daemon),
+                    false => Err(format!("did not listen on {forward} and {reverse} in 5 s")),
+                }
             }
 
             fn wait_listening(&self) -> bool {
@@ -657,9 +659,10 @@ mod tests {
             }
         }
 
-        fn free_port() -> Option<u16> {
-            let listener = TcpListener::bind("127.0.0.1:0").ok()?;
-            Some(listener.local_addr().ok()?.port())
+        fn free_port() -> Result<u16, String> {
+            let port = TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr());
+            port.map(|a| a.port())
+                .map_err(|e| format!("no free port: {e}"))
         }
 
         /// postsrsd %-encodes non-graphic characters in its replies.

@@ -12,6 +12,7 @@ or panicked during the test turns the teardown into an error carrying the log.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -46,3 +47,15 @@ def env(tmp_path, request):
 @pytest.fixture
 def server(env):
     return env.start()
+
+
+def pytest_runtest_logreport(report):
+    """A skipped test is also written to the file named by TAMBO_SKIP_LOG, which tests/run.sh
+    lists at the end beside the unit tests' skips (src/testsupport.rs)."""
+    log = os.environ.get("TAMBO_SKIP_LOG")
+    if not log or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    with open(log, "a") as f:
+        f.write(f"skipped: {report.nodeid}: {reason.removeprefix('Skipped: ')}\n")

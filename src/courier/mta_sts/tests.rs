@@ -268,13 +268,16 @@ pub(crate) mod fixture {
         }
     }
 
-    /// Serves on `ip`:443; None (with a printed note) when the port cannot be bound.
+    /// Serves on `ip`:443; None (the test reports its skip) when the port cannot be bound:
+    /// port 443 needs root, or a lower net.ipv4.ip_unprivileged_port_start.
     pub fn start(ip: [u8; 4], leaf: &(String, String)) -> Option<HttpsServer> {
         let addr = SocketAddr::from((ip, HTTPS_PORT));
         let listener = match smol::block_on(TcpListener::bind(addr)) {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("note: cannot bind {addr} ({e}); skipping the HTTPS test");
+                crate::testsupport::skip(&format!(
+                    "cannot listen on {addr} ({e}): port 443 needs root, and no other server there"
+                ));
                 return None;
             }
         };
@@ -533,7 +536,7 @@ fn invalid_domains_have_no_policy() {
 /// binary's way (no `roots` parameter) of trusting a test CA end to end.
 #[test]
 fn platform_verifier_honours_ssl_cert_file() {
-    if !Path::new(crate::dns::test_server::DNSMASQ).exists() {
+    if !crate::testsupport::DNSMASQ.available() {
         return;
     }
     let ca = TestCa::new();
@@ -559,7 +562,7 @@ fn platform_verifier_honours_ssl_cert_file() {
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("fetched with SSL_CERT_FILE") || stderr.contains("note:"),
+        stderr.contains("fetched with SSL_CERT_FILE") || stderr.contains("skipped: "),
         "{stderr}"
     );
 }
@@ -569,6 +572,7 @@ fn platform_verifier_honours_ssl_cert_file() {
 fn ssl_cert_file_child() {
     const IP: [u8; 4] = [127, 0, 8, 4];
     let Some(dir) = std::env::var_os("TAMBO_TEST_MTA_STS_DIR") else {
+        crate::testsupport::skip("run by platform_verifier_honours_ssl_cert_file only");
         return;
     };
     let dir = PathBuf::from(dir);

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Installs what the tests need beyond Rust on Debian 12, with apt-get: the C tool chain of the
+# build, and the end-to-end suite's Python and real peers. The one list of those packages.
+#
+#   sudo ./tests/install-deps.sh            install them (root: apt-get update + install)
+#   ./tests/install-deps.sh --missing       print those not installed, one a line (no root)
+#
+# ./tests/run.sh checks with --missing first, and installs when run as root.
+set -euo pipefail
+
+PACKAGES=(
+    ca-certificates            # HTTPS for cargo's crate downloads
+    gcc make pkg-config        # aws-lc-sys (rustls' crypto provider) builds C code
+    git                        # tests/readme.sh clones the repository, as the README's reader does
+    openssl                    # test keys and certificates (unit and end-to-end tests)
+    python3                    # Debian's, which tests/run.sh runs pytest with: it has the modules below
+    python3-pytest             # runs the end-to-end suite (tests/e2e)
+    swaks                      # a real SMTP client: test_tls_auth.py and the README's commands
+    python3-aiosmtpd           # the sink MTAs on 127.0.0.x that tambo delivers to
+    dnsmasq-base               # DNS on loopback: MX, SPF, DKIM, DMARC, MTA-STS records (unit and e2e)
+    python3-dkim               # dkimpy: DKIM signing and verification, arc_verify (unit and e2e)
+    python3-dnspython          # the tests' own DNS queries (zones, the dkimpy dnsfunc)
+    python3-authres            # dkimpy's ARC signing, to make test chains
+    postsrsd                   # the SRS cross-check (unit and e2e)
+    dovecot-core dovecot-lmtpd # Dovecot's LMTP server, a real LMTP peer (unit and e2e)
+    python3-prometheus-client  # its parser reads /metrics
+    chasquid                   # chasquid-util (a real chasquid folder to import) and its example hook
+    systemd                    # systemd-socket-activate (LISTEN_FDS sockets)
+)
+
+# Packages of PACKAGES that dpkg does not list as installed.
+missing() {
+    local listed installed p
+    # dpkg-query exits 1 when it knows some name not at all: those are missing too.
+    listed=$(dpkg-query -W -f='${Package} ${db:Status-Abbrev}\n' "${PACKAGES[@]}" 2>/dev/null || true)
+    # "ii": wanted installed, and installed (not just unpacked, nor removed leaving its config).
+    installed=$(awk '$2 == "ii" { print $1 }' <<<"$listed")
+    for p in "${PACKAGES[@]}"; do
+        grep -qxF -- "$p" <<<"$installed" || echo "$p"
+    done
+}
+
+case "${1:-}" in
+--missing)
+    missing
+    exit 0
+    ;;
+"") ;;
+*)
+    echo "usage: $0 [--missing]" >&2
+    exit 2
+    ;;
+esac
+
+if [ "$(id -u)" != 0 ]; then
+    echo "$0: apt-get needs root: sudo $0" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${PACKAGES[@]}"
