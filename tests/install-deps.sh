@@ -16,6 +16,8 @@ PACKAGES=(
     python3                    # Debian's, which tests/run.sh runs pytest with: it has the modules below
     python3-pytest             # runs the end-to-end suite (tests/e2e)
     swaks                      # a real SMTP client: test_tls_auth.py and the README's commands
+    libnet-ssleay-perl         # swaks' TLS (a Recommends of swaks, which --no-install-recommends skips)
+    iproute2                   # `ip`: a network namespace of the test's own (test_first_hour.py)
     python3-aiosmtpd           # the sink MTAs on 127.0.0.x that tambo delivers to
     dnsmasq-base               # DNS on loopback: MX, SPF, DKIM, DMARC, MTA-STS records (unit and e2e)
     python3-dkim               # dkimpy: DKIM signing and verification, arc_verify (unit and e2e)
