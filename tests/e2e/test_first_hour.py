@@ -8,6 +8,7 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -220,3 +221,47 @@ def test_full_maildir_keeps_the_message_queued(tmp_path):
     finally:
         t.stop()
         umount(mail)
+
+
+# ---- memory does not grow with message size ---------------------------------------------------
+
+
+def vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def test_concurrent_large_messages_do_not_raise_memory_with_their_size(env):
+    # Loose check of the bound benches/memory.py measures (16 x 40 MB: at most idle + 64 MiB):
+    # 4 messages of 16 MB at once on port 25, each DKIM-signed (its body is hashed) and read
+    # by a post-data hook. Read whole, they would take 64 MB and more.
+    size, n = 16_000_000, 4
+    hook = env.dir / "hooks" / "post-data"
+    hook.parent.mkdir()
+    hook.write_text("#!/bin/sh\ncat > /dev/null\n")
+    hook.chmod(0o755)
+    env.start()
+    pid = env.proc.pid
+    idle = vm_kib(pid, "VmRSS")
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # proc(5): resets VmHWM to VmRSS
+    line = b"0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ 0123456789\r\n"
+    head = (b"DKIM-Signature: v=1; a=rsa-sha256; c=relaxed/relaxed; d=remote.example; s=s;"
+            b" h=from; bh=YmFk; b=YmFk\r\nFrom: <sender@remote.example>\r\nTo: <" +
+            ALICE.encode() + b">\r\nSubject: large\r\n\r\n")
+    body = line * (size // len(line))
+    results = []
+
+    def one():
+        results.append(send(env.smtp_port, ALICE, head + body))
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert [code for code, _ in results] == [250] * n, results
+    growth_mib = (vm_kib(pid, "VmHWM") - idle) / 1024
+    assert growth_mib < 40, f"peak RSS grew by {growth_mib:.0f} MiB for {n} x {size} bytes"
+    assert wait_until(lambda: len(env.messages()) == n, DELIVERY_DEADLINE)
