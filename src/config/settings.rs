@@ -739,3 +739,6 @@ fn policy_name(a: PolicyAction) -> &'static str {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod config_md_tests;
