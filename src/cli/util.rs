@@ -298,7 +298,7 @@ fn queue_list(settings: &Settings) -> Result<(), CliError> {
     }
     let queue = crate::queue::store::Queue::open(&settings.data_dir)
         .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
-    let listed = crate::queue::listing::list(&queue, crate::queue::store::now_secs())
+    let listed = crate::queue::listing::list(&queue, crate::message::now_secs())
         .map_err(|e| CliError::failure(format!("{}: {e}", dir.display())))?;
     print!("{}", crate::queue::listing::text(&listed));
     Ok(())

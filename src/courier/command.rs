@@ -19,8 +19,8 @@
 //! The working directory is tambo's.
 
 use crate::courier::DeliveryError;
-use crate::queue::store::Item;
-use crate::queue::store::MessageReader;
+use crate::message::MessageReader;
+use crate::message::StoredMessage;
 use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use smol::process::{Child, ChildStdin, Stdio};
 use std::future::Future;
@@ -48,7 +48,7 @@ const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 pub async fn run(
     argv: &[String],
     env: &[(String, String)],
-    item: &Item,
+    item: &StoredMessage,
     prepend: &[u8],
     limit: Duration,
 ) -> Result<(), DeliveryError> {
@@ -118,7 +118,7 @@ fn spawn_error(program: &str, e: &io::Error) -> DeliveryError {
     }
 }
 
-fn unreadable(item: &Item, e: &io::Error) -> DeliveryError {
+fn unreadable(item: &StoredMessage, e: &io::Error) -> DeliveryError {
     DeliveryError::temporary(format!(
         "cannot read queued message {}: {e}",
         item.path.display()
@@ -195,7 +195,7 @@ async fn feed(
     stdin: Option<ChildStdin>,
     group: &ProcessGroup,
     data: MessageReader,
-    item: &Item,
+    item: &StoredMessage,
     prepend: &[u8],
 ) -> Result<(), DeliveryError> {
     let Some(mut stdin) = stdin else {
@@ -347,15 +347,16 @@ impl Drop for ProcessGroup {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::queue::store::{Envelope, Queue};
+    use crate::message::Envelope;
+    use crate::queue::store::Queue;
     use std::path::Path;
 
     /// A committed queue item holding `data`, in a fresh temp dir.
-    pub(crate) fn item_with(data: &[u8]) -> (tempfile::TempDir, Item) {
+    pub(crate) fn item_with(data: &[u8]) -> (tempfile::TempDir, StoredMessage) {
         item_with_envelope(data, envelope("sender@example.com", Vec::new()))
     }
 
-    pub(crate) fn envelope(from: &str, rcpts: Vec<crate::queue::store::QueuedRcpt>) -> Envelope {
+    pub(crate) fn envelope(from: &str, rcpts: Vec<crate::message::QueuedRcpt>) -> Envelope {
         Envelope {
             from: from.to_string(),
             rcpts,
@@ -365,7 +366,10 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn item_with_envelope(data: &[u8], env: Envelope) -> (tempfile::TempDir, Item) {
+    pub(crate) fn item_with_envelope(
+        data: &[u8],
+        env: Envelope,
+    ) -> (tempfile::TempDir, StoredMessage) {
         let tmp = tempfile::tempdir().unwrap();
         let queue = Queue::open(tmp.path()).unwrap();
         let mut incoming = queue.incoming().unwrap();
@@ -378,7 +382,7 @@ pub(crate) mod tests {
         args.iter().map(|s| s.to_string()).collect()
     }
 
-    fn run_sync(args: &[&str], item: &Item, limit: Duration) -> Result<(), DeliveryError> {
+    fn run_sync(args: &[&str], item: &StoredMessage, limit: Duration) -> Result<(), DeliveryError> {
         smol::block_on(run(&argv(args), &[], item, b"", limit))
     }
 

@@ -16,8 +16,8 @@
 //! made one line before it is written: control characters, CR and LF included, become
 //! spaces, so nothing can start a header of its own.
 
-use crate::queue::store::Item;
-use crate::smtpd::received::rfc5322_date;
+use crate::message::StoredMessage;
+use crate::message::date::rfc5322_date;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use time::OffsetDateTime;
 
@@ -49,7 +49,7 @@ pub fn should_bounce(sender: &str) -> bool {
 /// The whole DSN for `failed` recipients of `original`, with a random boundary.
 pub fn build(
     reporting_mta: &str,
-    original: &Item,
+    original: &StoredMessage,
     failed: &[Failed],
     now: OffsetDateTime,
 ) -> io::Result<Vec<u8>> {
@@ -70,7 +70,7 @@ pub fn build(
 pub fn write(
     w: &mut impl Write,
     reporting_mta: &str,
-    original: &Item,
+    original: &StoredMessage,
     failed: &[Failed],
     now: OffsetDateTime,
     boundary_seed: u64,
@@ -125,7 +125,7 @@ fn one_line(s: &str) -> String {
 
 fn top_headers(
     host: &str,
-    original: &Item,
+    original: &StoredMessage,
     now: OffsetDateTime,
     seed: u64,
     boundary: &str,
@@ -213,7 +213,7 @@ fn explanation(host: &str, failed: &[Failed]) -> String {
 
 /// The `message/delivery-status` body (RFC 3464 §2.2, §2.3): per-message fields, then one
 /// block per recipient, blocks separated by a blank line.
-fn delivery_status(host: &str, original: &Item, failed: &[Failed]) -> String {
+fn delivery_status(host: &str, original: &StoredMessage, failed: &[Failed]) -> String {
     let arrival = OffsetDateTime::from_unix_timestamp(original.envelope.received_at as i64)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let mut s = format!("Reporting-MTA: dns; {host}\r\n");
@@ -337,7 +337,7 @@ fn enhanced_code(s: &str) -> Option<(u16, u16, u16)> {
 
 /// The original header section (up to the first empty line, at most
 /// [`MAX_ORIGINAL_HEADERS`]), with CRLF line ends; a line the cap cuts is left out.
-fn original_headers(item: &Item) -> io::Result<Vec<u8>> {
+fn original_headers(item: &StoredMessage) -> io::Result<Vec<u8>> {
     let data = item.open_data()?.take(MAX_ORIGINAL_HEADERS);
     let mut reader = BufReader::new(data);
     let mut out = Vec::new();
@@ -376,7 +376,7 @@ Subject: Hello there\r\nMessage-ID: <orig@example.com>\r\n\r\nSECRET BODY TEXT\r
     const NOW: OffsetDateTime = datetime!(2024-03-05 10:20:30 UTC);
     const SEED: u64 = 0x0123_4567_89ab_cdef;
 
-    fn item(data: &[u8], from: &str) -> (tempfile::TempDir, Item) {
+    fn item(data: &[u8], from: &str) -> (tempfile::TempDir, StoredMessage) {
         item_with_envelope(data, envelope(from, Vec::new()))
     }
 

@@ -5,7 +5,7 @@
 
 use crate::courier::DeliveryError;
 use crate::courier::smtp_client::{self, Client, Deadlines, OutboundEnvelope, Protocol};
-use crate::queue::store::Item;
+use crate::message::StoredMessage;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 /// Delivers `item` (after `prepend`) to `rcpts` at `target`; one result per rcpt, in order.
@@ -14,7 +14,7 @@ pub async fn deliver(
     lhlo_name: &str,
     from: &str,
     rcpts: &[String],
-    item: &Item,
+    item: &StoredMessage,
     prepend: &[u8],
 ) -> Vec<Result<(), DeliveryError>> {
     deliver_with(
@@ -35,7 +35,7 @@ pub async fn deliver_with(
     lhlo_name: &str,
     from: &str,
     rcpts: &[String],
-    item: &Item,
+    item: &StoredMessage,
     prepend: &[u8],
     deadlines: Deadlines,
 ) -> Vec<Result<(), DeliveryError>> {

@@ -3,7 +3,7 @@
 
 use crate::courier::DeliveryError;
 use crate::fsutil;
-use crate::queue::store::Item;
+use crate::message::StoredMessage;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
@@ -26,7 +26,7 @@ pub fn deliver(
     hostname: &str,
     domain: &str,
     user: &str,
-    item: &Item,
+    item: &StoredMessage,
     delivery_key: &str,
 ) -> Result<(), DeliveryError> {
     check_name("domain", domain)?;
@@ -133,7 +133,7 @@ fn write_message(
     file: &File,
     path: &Path,
     headers: &[u8],
-    item: &Item,
+    item: &StoredMessage,
 ) -> Result<u64, DeliveryError> {
     let mut data = item
         .open_data()
@@ -262,11 +262,12 @@ impl CrlfToLf {
 mod tests {
     use super::*;
     use crate::aliases::Recipient;
-    use crate::queue::store::{Envelope, Queue, QueuedRcpt, RcptState};
+    use crate::message::{Envelope, QueuedRcpt, RcptState};
+    use crate::queue::store::Queue;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
-    fn queued(dir: &Path, from: &str, data: &[u8]) -> Item {
+    fn queued(dir: &Path, from: &str, data: &[u8]) -> StoredMessage {
         let queue = Queue::open(dir).unwrap();
         let mut incoming = queue.incoming().unwrap();
         incoming.write(data).unwrap();

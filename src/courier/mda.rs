@@ -13,7 +13,7 @@
 
 use crate::addr::Address;
 use crate::courier::{DeliveryError, command};
-use crate::queue::store::Item;
+use crate::message::StoredMessage;
 use std::time::Duration;
 
 /// Delivers `item` to `to` by running `argv_template` with the envelope substituted.
@@ -21,7 +21,7 @@ pub async fn deliver(
     argv_template: &[String],
     from: &str,
     to: &Address,
-    item: &Item,
+    item: &StoredMessage,
     limit: Duration,
 ) -> Result<(), DeliveryError> {
     let vars = Vars::new(from, to)?;

@@ -44,7 +44,7 @@ impl DeliveryError {
 
 use crate::addr::Address;
 use crate::config::settings::LocalDelivery;
-use crate::queue::store::Item;
+use crate::message::StoredMessage;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,7 +67,7 @@ impl Couriers {
     /// built-in Maildir delivery uses it to never deliver the same recipient twice.
     pub async fn mailbox(
         &self,
-        item: &Item,
+        item: &StoredMessage,
         mailbox: &Address,
         key: &str,
     ) -> Result<String, DeliveryError> {
@@ -114,7 +114,7 @@ impl Couriers {
     /// Runs a pipe alias (`alias: | command args`).
     pub async fn pipe(
         &self,
-        item: &Item,
+        item: &StoredMessage,
         argv: &[String],
         alias: &str,
     ) -> Result<(), DeliveryError> {

@@ -13,7 +13,7 @@
 //! treats every failure as permanent; the EX_TEMPFAIL convention is what MDAs expect).
 
 use crate::courier::{DeliveryError, command};
-use crate::queue::store::Item;
+use crate::message::StoredMessage;
 use std::time::Duration;
 
 /// Runs the pipe alias `argv` (named by `alias`) with the message of `item` on stdin.
@@ -21,7 +21,7 @@ pub async fn deliver(
     argv: &[String],
     alias: &str,
     from: &str,
-    item: &Item,
+    item: &StoredMessage,
     limit: Duration,
 ) -> Result<(), DeliveryError> {
     command::run(argv, &environment(alias, from), item, b"", limit).await

@@ -12,8 +12,8 @@ use crate::courier::domaininfo::{DomainInfo, TlsLevel};
 use crate::courier::mta_sts::{Mode, MtaSts, Policy};
 use crate::courier::smtp_client::{Client, ClientError, Deadlines, Protocol, Stage, TlsMode};
 use crate::dns::{Dns, DnsError};
+use crate::message::StoredMessage;
 use crate::monitoring::metrics;
-use crate::queue::store::Item;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -76,7 +76,7 @@ impl RemoteCourier {
         domain: &str,
         via: &[String],
         env: &OutboundEnvelope<'_>,
-        item: &Item,
+        item: &StoredMessage,
         prepend: &[u8],
     ) -> Vec<Result<(), DeliveryError>> {
         let deadlines = Deadlines::from_env();
@@ -90,7 +90,7 @@ impl RemoteCourier {
         domain: &str,
         via: &[String],
         env: &OutboundEnvelope<'_>,
-        item: &Item,
+        item: &StoredMessage,
         prepend: &[u8],
         deadlines: Deadlines,
     ) -> Vec<Result<(), DeliveryError>> {
@@ -129,7 +129,7 @@ impl RemoteCourier {
         };
         let sts = self
             .mta_sts
-            .policy(domain, crate::queue::store::now_secs())
+            .policy(domain, crate::message::now_secs())
             .await;
         let sts = sts.filter(|p| p.mode != Mode::None);
         let names = sts_hosts(domain, names, sts.as_ref())?;
@@ -180,7 +180,7 @@ struct Send<'a> {
     courier: &'a RemoteCourier,
     domain: &'a str,
     env: &'a OutboundEnvelope<'a>,
-    item: &'a Item,
+    item: &'a StoredMessage,
     prepend: &'a [u8],
     deadlines: Deadlines,
 }

@@ -7,8 +7,8 @@
 
 use crate::courier::DeliveryError;
 use crate::courier::domaininfo::TlsLevel;
+use crate::message::StoredMessage;
 use crate::proto::client::{Capabilities, DotStuffer, ReplyError, ReplyParser, ServerReply};
-use crate::queue::store::Item;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -380,7 +380,7 @@ impl Client {
     pub async fn send_mail(
         &mut self,
         env: &OutboundEnvelope<'_>,
-        item: &Item,
+        item: &StoredMessage,
         prepend: &[u8],
     ) -> Result<Vec<Result<(), DeliveryError>>, ClientError> {
         let size = item.message_len() + prepend.len() as u64;
@@ -422,7 +422,7 @@ impl Client {
         &mut self,
         env: &OutboundEnvelope<'_>,
         size: u64,
-        item: &Item,
+        item: &StoredMessage,
         prepend: &[u8],
         results: &mut [Option<Result<(), DeliveryError>>],
     ) -> Result<Result<(), ClientError>, ClientError> {
@@ -506,7 +506,7 @@ impl Client {
     async fn rcpts_and_data(
         &mut self,
         env: &OutboundEnvelope<'_>,
-        item: &Item,
+        item: &StoredMessage,
         prepend: &[u8],
         results: &mut [Option<Result<(), DeliveryError>>],
     ) -> Result<(), ClientError> {
@@ -541,7 +541,7 @@ impl Client {
     /// recipient), into `results`.
     async fn body_and_replies(
         &mut self,
-        item: &Item,
+        item: &StoredMessage,
         prepend: &[u8],
         accepted: &[usize],
         results: &mut [Option<Result<(), DeliveryError>>],
@@ -568,7 +568,7 @@ impl Client {
     }
 
     /// Streams `prepend` and the queued data through the dot-stuffer, then the terminator.
-    async fn send_body(&mut self, item: &Item, prepend: &[u8]) -> Result<(), ClientError> {
+    async fn send_body(&mut self, item: &StoredMessage, prepend: &[u8]) -> Result<(), ClientError> {
         let file = item
             .open_data()
             .map_err(|e| self.error(Stage::Body, ErrorKind::Queue(e)))?;
@@ -900,7 +900,7 @@ pub async fn deliver_on(
     protocol: Protocol,
     name: &str,
     env: &OutboundEnvelope<'_>,
-    item: &Item,
+    item: &StoredMessage,
     prepend: &[u8],
 ) -> Vec<Result<(), DeliveryError>> {
     if let Err(e) = client.hello(protocol, name, &TlsMode::Off).await {

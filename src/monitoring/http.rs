@@ -2,9 +2,10 @@
 //! routing is a pure function; only the queue listing touches the disk (read-only, off the
 //! executor).
 
+use crate::message::now_secs;
 use crate::monitoring::metrics::{self, QueueStats};
 use crate::queue::listing::{self, Listed};
-use crate::queue::store::{Queue, now_secs};
+use crate::queue::store::Queue;
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::{Method, Response, StatusCode, header};

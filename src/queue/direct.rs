@@ -12,7 +12,8 @@
 
 use crate::aliases::Recipient;
 use crate::courier::{DeliveryError, maildir};
-use crate::queue::store::{Envelope, Incoming, Item, RcptState};
+use crate::message::{Envelope, RcptState, StoredMessage};
+use crate::queue::store::Incoming;
 use std::io;
 use std::path::PathBuf;
 
@@ -28,11 +29,11 @@ pub struct DirectMaildir {
 #[derive(Debug)]
 pub struct Outcome {
     /// The message as delivered (its file is gone once this returns: id, envelope, size only).
-    pub message: Item,
+    pub message: StoredMessage,
     /// Per recipient (envelope order): the delivery's result.
     pub results: Vec<Result<(), DeliveryError>>,
     /// The queued message, when a delivery failed and the runner must finish it.
-    pub queued: Option<Item>,
+    pub queued: Option<StoredMessage>,
 }
 
 impl DirectMaildir {
@@ -81,7 +82,7 @@ impl DirectMaildir {
     /// a retry by the runner finds a delivery made here and does not make it twice.
     fn deliver_one(
         &self,
-        message: &Item,
+        message: &StoredMessage,
         target: &Recipient,
         index: usize,
     ) -> Result<(), DeliveryError> {

@@ -3,7 +3,8 @@
 //! monitoring endpoint's `/queue` (JSON) so both always say the same thing. Read-only.
 
 use crate::aliases::Recipient;
-use crate::queue::store::{Item, Queue, RcptState};
+use crate::message::{RcptState, StoredMessage};
+use crate::queue::store::Queue;
 use std::fmt::Write;
 
 /// One queued message.
@@ -39,7 +40,7 @@ pub fn list(queue: &Queue, now: u64) -> std::io::Result<Vec<Listed>> {
     Ok(queue.list()?.iter().map(|item| listed(item, now)).collect())
 }
 
-fn listed(item: &Item, now: u64) -> Listed {
+fn listed(item: &StoredMessage, now: u64) -> Listed {
     let env = &item.envelope;
     Listed {
         id: item.id.to_string(),

@@ -10,7 +10,7 @@ use crate::mailauth::arc;
 use crate::mailauth::dkim::{self, DkimKey};
 use crate::mailauth::srs::Srs;
 use crate::message;
-use crate::queue::store::{Item, MessageReader, now_secs};
+use crate::message::{MessageReader, StoredMessage, now_secs};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
@@ -83,7 +83,7 @@ pub fn arc_keys(domains: &Domains, domain_ace: &str) -> Option<Arc<[DkimKey]>> {
 pub fn seal(
     dns: &Dns,
     keys: &[DkimKey],
-    item: &Item,
+    item: &StoredMessage,
     auth_results: &str,
 ) -> Result<Vec<u8>, String> {
     let split = split(item)?;
@@ -101,7 +101,10 @@ pub fn seal(
 
 /// The DKIM keys to sign this message with: those of its From: domain when that is local
 /// and has keys; `None` otherwise. Reads only the header section.
-pub fn signing_keys(domains: &Domains, item: &Item) -> Result<Option<Arc<[DkimKey]>>, String> {
+pub fn signing_keys(
+    domains: &Domains,
+    item: &StoredMessage,
+) -> Result<Option<Arc<[DkimKey]>>, String> {
     let header = split(item)?.header;
     let Some(domain) = from_domain(&header) else {
         return Ok(None);
@@ -115,7 +118,7 @@ pub fn signing_keys(domains: &Domains, item: &Item) -> Result<Option<Arc<[DkimKe
 /// `DKIM-Signature:` lines to prepend, one per key. Reads the header section, then the body
 /// in chunks; forwarded mail from outside (the bulk of a forwarder's traffic) has no keys and
 /// is never read past its header section. Blocking.
-pub fn sign(keys: &[DkimKey], item: &Item) -> Result<Vec<u8>, String> {
+pub fn sign(keys: &[DkimKey], item: &StoredMessage) -> Result<Vec<u8>, String> {
     let split = split(item)?;
     dkim::sign_stream(keys, &split.header, split.body)
         .map(String::into_bytes)
@@ -124,7 +127,7 @@ pub fn sign(keys: &[DkimKey], item: &Item) -> Result<Vec<u8>, String> {
 
 /// The message as couriers send it (added headers, then the data), split after its header
 /// section.
-fn split(item: &Item) -> Result<message::Split<MessageReader>, String> {
+fn split(item: &StoredMessage) -> Result<message::Split<MessageReader>, String> {
     let reader = item.open_data().map_err(|e| read_error(item, e))?;
     message::split(reader).map_err(|e| match e {
         message::HeaderError::Io(e) => read_error(item, e),
@@ -132,7 +135,7 @@ fn split(item: &Item) -> Result<message::Split<MessageReader>, String> {
     })
 }
 
-fn read_error(item: &Item, e: std::io::Error) -> String {
+fn read_error(item: &StoredMessage, e: std::io::Error) -> String {
     format!("reading {}: {e}", item.path.display())
 }
 

@@ -11,8 +11,9 @@ use crate::courier::remote::OutboundEnvelope;
 use crate::courier::{Couriers, DeliveryError, dsn};
 use crate::mailauth::srs::Srs;
 use crate::maillog;
+use crate::message::{Envelope, QueuedRcpt, RcptState, StoredMessage, now_secs};
 use crate::queue::direct::DirectMaildir;
-use crate::queue::store::{Envelope, Item, Queue, QueuedRcpt, RcptState, now_secs};
+use crate::queue::store::Queue;
 use crate::queue::{outbound, retry};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use std::time::Duration;
 /// Where new messages are handed to the runner.
 #[derive(Clone)]
 pub struct Deliveries {
-    tx: smol::channel::Sender<Item>,
+    tx: smol::channel::Sender<StoredMessage>,
     /// Set when local delivery is the built-in Maildir: mail for local users only is then
     /// delivered before the 250 instead of being queued (queue::direct).
     pub direct: Option<DirectMaildir>,
@@ -29,7 +30,7 @@ pub struct Deliveries {
 
 impl Deliveries {
     /// Schedules a committed message for delivery now.
-    pub fn submit(&self, item: Item) {
+    pub fn submit(&self, item: StoredMessage) {
         // Unbounded: cannot be full; closed only at shutdown, when the queue file remains
         // and the next start picks it up.
         let _ = self.tx.try_send(item);
@@ -37,7 +38,9 @@ impl Deliveries {
 }
 
 /// The channel between the SMTP server (and the runner itself, for DSNs) and the runner.
-pub fn channel(direct: Option<DirectMaildir>) -> (Deliveries, smol::channel::Receiver<Item>) {
+pub fn channel(
+    direct: Option<DirectMaildir>,
+) -> (Deliveries, smol::channel::Receiver<StoredMessage>) {
     let (tx, rx) = smol::channel::unbounded();
     (Deliveries { tx, direct }, rx)
 }
@@ -58,7 +61,7 @@ pub struct Runner {
 /// Starts the dispatcher on `ex`: one task per message received on `rx`.
 pub fn start(
     runner: Arc<Runner>,
-    rx: smol::channel::Receiver<Item>,
+    rx: smol::channel::Receiver<StoredMessage>,
     ex: Arc<smol::Executor<'static>>,
 ) {
     let sweeper = runner.clone();
@@ -94,7 +97,7 @@ struct RemoteRoute {
 }
 
 impl Runner {
-    async fn deliver_item(self: Arc<Self>, mut item: Item) {
+    async fn deliver_item(self: Arc<Self>, mut item: StoredMessage) {
         loop {
             let age = Duration::from_secs(now_secs().saturating_sub(item.envelope.received_at));
             let delay = retry::next_delay(age, rand::random::<f64>());
@@ -121,7 +124,7 @@ impl Runner {
     }
 
     /// Tries every pending recipient once. Returns the new permanent failures.
-    async fn attempt(&self, item: &mut Item, next_delay: Duration) -> Vec<Failure> {
+    async fn attempt(&self, item: &mut StoredMessage, next_delay: Duration) -> Vec<Failure> {
         let mut failures = Vec::new();
         let mut routes: BTreeMap<RemoteRoute, Vec<usize>> = BTreeMap::new();
         for i in 0..item.envelope.rcpts.len() {
@@ -165,7 +168,7 @@ impl Runner {
 
     async fn deliver_mailbox(
         &self,
-        item: &Item,
+        item: &StoredMessage,
         address: &str,
         key: &str,
     ) -> Result<String, DeliveryError> {
@@ -207,7 +210,7 @@ impl Runner {
     /// SPEC §8: mail that failed SPF or a DMARC `p=reject` policy (kept only under
     /// `inbound_policy` "tag") never leaves for an outside address. No DSN: the sender is
     /// the one the checks could not vouch for, so a bounce would likely be backscatter.
-    async fn refuse_forward(&self, item: &mut Item, i: usize) {
+    async fn refuse_forward(&self, item: &mut StoredMessage, i: usize) {
         let reason = format!(
             "not forwarded: {}",
             item.envelope
@@ -227,7 +230,7 @@ impl Runner {
     /// One SMTP transaction per route, with the DKIM signatures (if any) computed once.
     async fn deliver_remote(
         &self,
-        item: &mut Item,
+        item: &mut StoredMessage,
         routes: BTreeMap<RemoteRoute, Vec<usize>>,
         next_delay: Duration,
         failures: &mut Vec<Failure>,
@@ -273,7 +276,7 @@ impl Runner {
     /// mail goes unsigned rather than not at all. Finding the From: domain reads only the
     /// header section (just written, so in the page cache) and is done here; signing reads
     /// the whole message and costs an RSA operation, so it runs on a blocking thread.
-    async fn dkim_headers(&self, item: &Item) -> Vec<u8> {
+    async fn dkim_headers(&self, item: &StoredMessage) -> Vec<u8> {
         let domains = self.domains.get();
         let signed = match outbound::signing_keys(&domains, item) {
             Ok(None) => return Vec::new(),
@@ -293,7 +296,7 @@ impl Runner {
     /// (its `t=` is the time of the attempt). Without a key, or on a signing problem, the copy
     /// goes unsealed rather than not at all. Reading, verifying the existing chain (DNS) and
     /// signing run on a blocking thread, as for DKIM.
-    async fn arc_headers(&self, item: &Item, domain: &str) -> Vec<u8> {
+    async fn arc_headers(&self, item: &StoredMessage, domain: &str) -> Vec<u8> {
         let Some(results) = item.envelope.auth_results.clone() else {
             return Vec::new();
         };
@@ -312,7 +315,7 @@ impl Runner {
     /// Logs and durably records one recipient's outcome.
     async fn conclude(
         &self,
-        item: &mut Item,
+        item: &mut StoredMessage,
         i: usize,
         result: Result<String, DeliveryError>,
         next_delay: Duration,
@@ -354,7 +357,7 @@ impl Runner {
     /// Should the removal fail, `finish` writes the records after all.
     async fn record(
         &self,
-        item: &mut Item,
+        item: &mut StoredMessage,
         i: usize,
         state: RcptState,
         last_error: Option<String>,
@@ -374,7 +377,7 @@ impl Runner {
         rcpt.last_error = last_error;
     }
 
-    async fn give_up(&self, item: &mut Item) -> Vec<Failure> {
+    async fn give_up(&self, item: &mut StoredMessage) -> Vec<Failure> {
         let mut failures = Vec::new();
         for i in 0..item.envelope.rcpts.len() {
             let rcpt = &item.envelope.rcpts[i];
@@ -401,7 +404,7 @@ impl Runner {
 
     /// Queues one DSN (RFC 3464) to the envelope sender for these failures; never for a
     /// message whose sender is `<>` (RFC 5321 §6.1: no bounce of a bounce).
-    async fn bounce(&self, item: &Item, failures: &[Failure]) {
+    async fn bounce(&self, item: &StoredMessage, failures: &[Failure]) {
         let sender = item.envelope.from.clone();
         if !dsn::should_bounce(&sender) {
             return;
@@ -466,7 +469,7 @@ impl Runner {
 
     /// The message stays queued: make this attempt's status records durable (one fsync for
     /// all of them; a finished message is removed instead).
-    async fn sync_records(&self, item: &Item) {
+    async fn sync_records(&self, item: &StoredMessage) {
         let (queue, snapshot) = (self.queue.clone(), item.clone());
         if let Err(e) = smol::unblock(move || queue.sync(&snapshot)).await {
             log::error!("queue {}: cannot sync status records: {e}", item.id);
@@ -476,7 +479,7 @@ impl Runner {
     /// Removes a finished message. A rename and a small overwrite in the page cache, with
     /// no fsync to wait for (see `Queue::remove`), so it is done right here, as `record` is,
     /// rather than handed to a blocking thread and back.
-    async fn finish(&self, item: &Item) {
+    async fn finish(&self, item: &StoredMessage) {
         match self.queue.remove(item) {
             Ok(()) => maillog::removed(item.id.as_str()),
             Err(e) => {

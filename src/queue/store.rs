@@ -46,13 +46,12 @@
 //! concurrent commits are shared (`fsutil::DirTicket`): one fsync covers every link or rename
 //! made before it started.
 
-use crate::aliases::Recipient;
+use crate::message::{Envelope, FileRange, MessageReader, QueueId, RcptState, StoredMessage};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 /// Magic and format version at the start of every queue file.
 const MAGIC: &str = "TAMBO-QUEUE 1 ";
@@ -69,94 +68,6 @@ const WRITE_BUFFER: usize = 16 * 1024;
 const ID_ATTEMPTS: usize = 16;
 const FILE_MODE: u32 = 0o600;
 
-/// A queue id: 16 lower-case hex characters, safe as a file name.
-///
-/// The first 11 digits are milliseconds since the epoch, so ids sort oldest first; the last 5
-/// are random.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct QueueId(String);
-
-impl QueueId {
-    /// Accepts exactly 16 lower-case hex characters.
-    pub fn parse(s: &str) -> Option<QueueId> {
-        let ok = s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        ok.then(|| QueueId(s.to_string()))
-    }
-
-    /// A fresh id from the clock and a random number.
-    pub fn generate() -> QueueId {
-        let millis = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let time = (millis as u64) & 0xfff_ffff_ffff; // 44 bits: good until the year 2527.
-        let random = rand::random::<u32>() & 0xf_ffff;
-        QueueId(format!("{time:011x}{random:05x}"))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for QueueId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "state", rename_all = "snake_case")]
-pub enum RcptState {
-    Pending,
-    Delivered,
-    Failed { reason: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QueuedRcpt {
-    /// The address the client gave at RCPT.
-    pub original: String,
-    pub target: Recipient,
-    pub state: RcptState,
-    /// Last temporary error, for `util queue` and logs.
-    #[serde(default)]
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Envelope {
-    /// Reverse-path; empty for `<>`.
-    pub from: String,
-    pub rcpts: Vec<QueuedRcpt>,
-    /// Seconds since the epoch.
-    pub received_at: u64,
-    /// Client address, HELO, auth user: for logs and DSNs.
-    pub client: String,
-    /// The sender used SMTPUTF8 (RFC 6531): relays must offer it too.
-    #[serde(default)]
-    pub smtputf8: bool,
-    /// The sender declared BODY=8BITMIME (RFC 6152).
-    #[serde(default)]
-    pub body_8bit: bool,
-    /// Submitted by an authenticated user (`user@domain`), not received from another MTA.
-    #[serde(default)]
-    pub auth_user: Option<String>,
-    /// Header lines (each ending in CRLF) that tambo added once the message was read:
-    /// Authentication-Results, a post-data hook's output. Couriers see them ahead of the data
-    /// through [`Item::open_data`].
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub headers: String,
-    /// The value of the Authentication-Results header we added on port 25 (after the field
-    /// name), for the ARC-Authentication-Results of an ARC seal (RFC 8617 §4.1.1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth_results: Option<String>,
-    /// Why this message must never leave for an outside address (SPF `fail`, DMARC
-    /// `p=reject` failure accepted under `inbound_policy` "tag", SPEC §8).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub no_forward: Option<String>,
-}
-
 /// One status line of a queue file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct StatusRecord {
@@ -165,72 +76,6 @@ struct StatusRecord {
     state: RcptState,
     #[serde(default)]
     last_error: Option<String>,
-}
-
-/// A message in the queue, as loaded: its envelope, and where its data lies in the file.
-#[derive(Debug, Clone)]
-pub struct Item {
-    pub id: QueueId,
-    pub envelope: Envelope,
-    pub path: PathBuf,
-    pub data_offset: u64,
-    pub data_len: u64,
-    /// The file, still open from when it was written (a message just committed, on its way
-    /// to its first attempt): reading it needs no open. `None` for a message loaded from
-    /// disk; the runner drops it before a message waits for a retry, so the number of
-    /// descriptors held stays that of the messages in flight.
-    pub file: Option<Arc<File>>,
-    /// The file's other name, in `queue/free/`, when it was written there (a recycled file,
-    /// linked into `queue/` at commit): removing the message then only unlinks its queue
-    /// name, and the file is back in the pool under this one.
-    pub pool_name: Option<PathBuf>,
-}
-
-/// The message as couriers see it: the header lines added after it was read (envelope
-/// `headers`), then the data as received, streamed from the queue file.
-pub type MessageReader = io::Chain<io::Cursor<Vec<u8>>, FileRange>;
-
-/// Reads `[pos, end)` of a shared file with pread: no seek, so clones of one open file can
-/// be read at once.
-#[derive(Debug)]
-pub struct FileRange {
-    file: Arc<File>,
-    pos: u64,
-    end: u64,
-}
-
-impl Read for FileRange {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = usize::try_from(self.end.saturating_sub(self.pos)).unwrap_or(usize::MAX);
-        let want = buf.len().min(left);
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
-}
-
-impl Item {
-    /// A reader over the message for couriers: the data is never loaded whole.
-    pub fn open_data(&self) -> io::Result<MessageReader> {
-        let file = match &self.file {
-            Some(file) => file.clone(),
-            None => Arc::new(File::open(&self.path)?),
-        };
-        let added = io::Cursor::new(self.envelope.headers.as_bytes().to_vec());
-        Ok(added.chain(FileRange {
-            file,
-            pos: self.data_offset,
-            end: self.data_offset.saturating_add(self.data_len),
-        }))
-    }
-
-    /// Length in octets of what [`open_data`](Item::open_data) yields.
-    pub fn message_len(&self) -> u64 {
-        self.envelope.headers.len() as u64 + self.data_len
-    }
 }
 
 /// Why one queue file could not be loaded (logged; the file is kept for a human to look at).
@@ -446,7 +291,7 @@ pub struct Incoming {
     done: bool,
 }
 
-/// The file an [`Incoming`] writes, shared with the [`Item`] it becomes at commit. Written
+/// The file an [`Incoming`] writes, shared with the [`StoredMessage`] it becomes at commit. Written
 /// at its own offset (pwrite), not the descriptor's: a recycled file's descriptor is left
 /// wherever its previous message ended.
 #[derive(Debug)]
@@ -538,7 +383,7 @@ impl Queue {
     ///
     /// Call at start-up, before any [`Incoming`] exists: it deletes everything in `tmp/` and
     /// `free/`.
-    pub fn load_all(&self) -> io::Result<Vec<Item>> {
+    pub fn load_all(&self) -> io::Result<Vec<StoredMessage>> {
         self.clean_tmp()?;
         self.free.clear()?;
         self.list()
@@ -546,7 +391,7 @@ impl Queue {
 
     /// Every complete message, read-only: safe while a server runs (`util queue`). A file
     /// that cannot be read is logged and skipped.
-    pub fn list(&self) -> io::Result<Vec<Item>> {
+    pub fn list(&self) -> io::Result<Vec<StoredMessage>> {
         let mut items = Vec::new();
         for entry in fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
@@ -577,7 +422,7 @@ impl Queue {
     /// Durably records a recipient's new state (appended to the message's file, fsync'd).
     pub fn record(
         &self,
-        item: &Item,
+        item: &StoredMessage,
         rcpt_index: usize,
         state: &RcptState,
         last_error: Option<&str>,
@@ -611,7 +456,7 @@ impl Queue {
     }
 
     /// Makes the status records written so far durable.
-    pub fn sync(&self, item: &Item) -> io::Result<()> {
+    pub fn sync(&self, item: &StoredMessage) -> io::Result<()> {
         match &item.file {
             Some(file) => file.sync_data(),
             None => File::open(self.path_of(&item.id))?.sync_data(),
@@ -628,7 +473,7 @@ impl Queue {
     /// machine within that second can bring the message back, to be delivered again, as can
     /// one between the peer's 250 and our status record: RFC 5321 §6.1 prefers a duplicate
     /// to a loss.
-    pub fn remove(&self, item: &Item) -> io::Result<()> {
+    pub fn remove(&self, item: &StoredMessage) -> io::Result<()> {
         match self.free.put(
             &self.path_of(&item.id),
             &item.id,
@@ -642,8 +487,8 @@ impl Queue {
         Ok(())
     }
 
-    /// A reader over `item`'s message data; see [`Item::open_data`].
-    pub fn open_data(&self, item: &Item) -> io::Result<MessageReader> {
+    /// A reader over `item`'s message data; see [`StoredMessage::open_data`].
+    pub fn open_data(&self, item: &StoredMessage) -> io::Result<MessageReader> {
         item.open_data()
     }
 }
@@ -686,24 +531,24 @@ impl Incoming {
     /// The message is never read whole into memory.
     pub fn data_reader(&mut self) -> io::Result<FileRange> {
         self.out.flush()?;
-        Ok(FileRange {
-            file: self.file().clone(),
-            pos: HEADER_LEN,
-            end: HEADER_LEN + self.data_len,
-        })
+        Ok(FileRange::new(
+            self.file().clone(),
+            HEADER_LEN,
+            HEADER_LEN + self.data_len,
+        ))
     }
 
     /// The message as received so far, for a courier that delivers it before it is queued
-    /// (queue::direct): an [`Item`] whose file is the temp file. Valid until this `Incoming`
+    /// (queue::direct): an [`StoredMessage`] whose file is the temp file. Valid until this `Incoming`
     /// is committed, recycled or dropped.
-    pub fn view(&mut self, envelope: &Envelope) -> io::Result<Item> {
+    pub fn view(&mut self, envelope: &Envelope) -> io::Result<StoredMessage> {
         self.out.flush()?;
         Ok(self.item(self.path.clone(), envelope.clone()))
     }
 
-    /// The message as an [`Item`] whose file is at `path`, read through the open file.
-    fn item(&self, path: PathBuf, envelope: Envelope) -> Item {
-        Item {
+    /// The message as an [`StoredMessage`] whose file is at `path`, read through the open file.
+    fn item(&self, path: PathBuf, envelope: Envelope) -> StoredMessage {
+        StoredMessage {
             id: self.id.clone(),
             envelope,
             path,
@@ -735,7 +580,7 @@ impl Incoming {
     ///
     /// On error the temp file is removed and nothing is queued. The new name never replaces
     /// a file: a message already queued under the same id makes this commit fail.
-    pub fn commit(self, envelope: Envelope) -> io::Result<Item> {
+    pub fn commit(self, envelope: Envelope) -> io::Result<StoredMessage> {
         self.commit_unsynced(envelope)?.wait()
     }
 
@@ -812,24 +657,24 @@ impl Incoming {
 /// A message named in the queue whose folder is not fsync'd yet: not to be acknowledged
 /// before [`Unsynced::wait`] or [`Unsynced::durable`] says Ok.
 pub struct Unsynced {
-    item: Item,
+    item: StoredMessage,
     folder: crate::fsutil::DirTicket,
 }
 
 impl Unsynced {
     /// Blocks until the queue folder's fsync covers the rename.
-    pub fn wait(self) -> io::Result<Item> {
+    pub fn wait(self) -> io::Result<StoredMessage> {
         let outcome = self.folder.wait();
         Self::conclude(self.item, outcome)
     }
 
     /// Waits, as a task, until the queue folder's fsync covers the rename.
-    pub async fn durable(self) -> io::Result<Item> {
+    pub async fn durable(self) -> io::Result<StoredMessage> {
         let outcome = self.folder.durable().await;
         Self::conclude(self.item, outcome)
     }
 
-    fn conclude(item: Item, outcome: io::Result<()>) -> io::Result<Item> {
+    fn conclude(item: StoredMessage, outcome: io::Result<()>) -> io::Result<StoredMessage> {
         if let Err(e) = outcome {
             // Not acknowledged, so the client will send it again: a copy that reappears after
             // a crash would be delivered twice. Best effort; the fsync error is what matters.
@@ -856,7 +701,7 @@ impl Drop for Incoming {
 }
 
 /// Reads one committed queue file: header, envelope, then status records in order.
-fn load_file(id: QueueId, path: &Path) -> Result<Item, LoadError> {
+fn load_file(id: QueueId, path: &Path) -> Result<StoredMessage, LoadError> {
     let mut reader = BufReader::new(File::open(path)?);
     let data_len = read_header(&mut reader)?;
     let envelope_at = HEADER_LEN
@@ -868,7 +713,7 @@ fn load_file(id: QueueId, path: &Path) -> Result<Item, LoadError> {
     };
     let mut envelope: Envelope = serde_json::from_slice(&line)?;
     apply_records(&mut reader, &mut envelope, path)?;
-    let item = Item {
+    let item = StoredMessage {
         id,
         envelope,
         path: path.to_path_buf(),
@@ -960,16 +805,11 @@ fn read_line(reader: &mut impl BufRead) -> io::Result<Line> {
 }
 
 /// Current time as seconds since the epoch.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aliases::Recipient;
+    use crate::message::QueuedRcpt;
     use std::os::unix::fs::PermissionsExt;
 
     fn envelope(n_rcpts: usize) -> Envelope {
@@ -998,13 +838,13 @@ mod tests {
         (tmp, queue)
     }
 
-    fn put(queue: &Queue, data: &[u8], env: Envelope) -> Item {
+    fn put(queue: &Queue, data: &[u8], env: Envelope) -> StoredMessage {
         let mut incoming = queue.incoming().unwrap();
         incoming.write(data).unwrap();
         incoming.commit(env).unwrap()
     }
 
-    fn read_data(item: &Item) -> Vec<u8> {
+    fn read_data(item: &StoredMessage) -> Vec<u8> {
         let mut data = Vec::new();
         item.open_data().unwrap().read_to_end(&mut data).unwrap();
         data
@@ -1346,7 +1186,7 @@ mod tests {
     #[test]
     fn a_commit_can_wait_for_its_folder_fsync_as_a_task() {
         let (_tmp, queue) = queue();
-        let items: Vec<Item> = smol::block_on(async {
+        let items: Vec<StoredMessage> = smol::block_on(async {
             let mut unsynced = Vec::new();
             for i in 0..8u8 {
                 let mut incoming = queue.incoming().unwrap();
@@ -1561,7 +1401,7 @@ mod tests {
     #[test]
     fn load_is_sorted_and_remove_deletes() {
         let (_tmp, queue) = queue();
-        let items: Vec<Item> = (0..5)
+        let items: Vec<StoredMessage> = (0..5)
             .map(|i| put(&queue, &[b'0' + i], envelope(1)))
             .collect();
         let mut want: Vec<_> = items.iter().map(|i| i.id.clone()).collect();

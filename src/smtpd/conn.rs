@@ -7,13 +7,14 @@ use crate::hooks::{HookEnv, PostDataHook};
 use crate::mailauth::forged_results::ForgedResultsFilter;
 use crate::mailauth::inbound;
 use crate::maillog;
+use crate::message::{Envelope, QueuedRcpt, RcptState, StoredMessage, now_secs};
 use crate::monitoring::metrics;
 use crate::proto::command::{Body, ForwardPath};
 use crate::proto::proxy::{self, ProxyStatus};
 use crate::proto::reply::Reply;
 use crate::proto::session::{ListenerKind, Output, Session, SessionConfig, Subject};
 use crate::queue::direct::{DirectMaildir, Outcome};
-use crate::queue::store::{Envelope, Incoming, Item, QueuedRcpt, RcptState, now_secs};
+use crate::queue::store::Incoming;
 use crate::smtpd::access::{AccessRules, Action};
 use crate::smtpd::policy::{MailPolicy, reverse_path_text};
 use crate::smtpd::received;
@@ -867,7 +868,7 @@ impl Conn {
         id
     }
 
-    fn log_received(&self, item: &Item) {
+    fn log_received(&self, item: &StoredMessage) {
         let client = maillog::ClientDesc {
             ip: self.peer.ip(),
             helo: self.session.helo().unwrap_or(""),

@@ -10,10 +10,10 @@ use crate::addr::{Address, Domain};
 use crate::aliases::Recipient;
 use crate::config::{Domains, Settings};
 use crate::mailauth::srs::Srs;
+use crate::message::now_secs;
 use crate::proto::command::{ForwardPath, ReversePath};
 use crate::proto::reply::Reply;
 use crate::proto::session::{PeerInfo, Policy};
-use crate::queue::store::now_secs;
 use crate::smtpd::access::{AccessRules, Action};
 use std::net::IpAddr;
 

@@ -2,7 +2,6 @@
 
 use std::net::IpAddr;
 use time::OffsetDateTime;
-use time::macros::format_description;
 
 /// What the Received header says about the hop.
 pub struct Hop<'a> {
@@ -39,7 +38,7 @@ pub fn header(hop: &Hop<'_>, now: OffsetDateTime) -> String {
         with,
         hop.id,
         for_clause,
-        rfc5322_date(now)
+        crate::message::date::rfc5322_date(now)
     )
 }
 
@@ -55,15 +54,6 @@ fn sanitize(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// `Sun, 22 Nov 2026 21:57:14 +0000` (RFC 5322 §3.3).
-pub fn rfc5322_date(t: OffsetDateTime) -> String {
-    let fmt = format_description!(
-        "[weekday repr:short], [day padding:none] [month repr:short] [year] [hour]:[minute]:[second] [offset_hour sign:mandatory][offset_minute]"
-    );
-    t.format(&fmt)
-        .unwrap_or_else(|_| "Thu, 1 Jan 1970 00:00:00 +0000".into())
 }
 
 #[cfg(test)]

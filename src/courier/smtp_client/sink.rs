@@ -1,6 +1,6 @@
 use super::Io;
+use crate::message::{Envelope, QueueId, StoredMessage};
 use crate::proto::data::{DataReader, DataStatus};
-use crate::queue::store::{Envelope, Item, QueueId};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{RootCertStore, ServerConfig};
 use smol::io::{AsyncReadExt, AsyncWriteExt};
@@ -352,10 +352,10 @@ pub fn pki(name: &str) -> (Arc<ServerConfig>, Arc<RootCertStore>) {
 }
 
 /// A queue item whose data is `data`, in a file under `dir`.
-pub fn item(dir: &Path, data: &[u8]) -> Item {
+pub fn item(dir: &Path, data: &[u8]) -> StoredMessage {
     let path = dir.join("message");
     std::fs::write(&path, data).unwrap();
-    Item {
+    StoredMessage {
         id: QueueId::generate(),
         envelope: Envelope {
             from: "sender@example.org".into(),
