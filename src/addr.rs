@@ -38,6 +38,19 @@ pub struct Domain {
     ascii: String,
 }
 
+/// RFC 1123 §2.1 host names: dot-separated labels of letters, digits and `-`, 1-63 each,
+/// at most 253 in all; no trailing dot (we print it in greetings and certificates as is).
+/// `hostname` in `conf/tambo.json`, and what a chasquid import may carry over.
+pub fn is_host_name(s: &str) -> bool {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    s.len() <= 253 && s.split('.').all(label_ok)
+}
+
 impl Domain {
     pub fn parse(s: &str) -> Result<Domain, AddrError> {
         let bad = |why| AddrError::BadDomain(s.to_string(), why);

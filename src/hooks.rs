@@ -229,7 +229,7 @@ impl PostDataHook {
                 }
             }
         };
-        crate::monitoring::metrics::hook_result(outcome.label());
+        crate::metrics::hook_result(outcome.label());
         outcome
     }
 

@@ -32,6 +32,7 @@ pub mod listenfds;
 pub mod mailauth;
 pub mod maillog;
 pub mod message;
+pub mod metrics;
 pub mod monitoring;
 pub mod proto;
 pub mod queue;

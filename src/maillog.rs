@@ -14,7 +14,7 @@
 //! Values that may contain spaces are quoted with `{:?}`; addresses are in `<...>`. Each event
 //! also bumps its counter in [`metrics`] (`tambo_messages_<event>_total`).
 
-use crate::monitoring::metrics;
+use crate::metrics;
 use std::fmt::Write as _;
 use std::time::Duration;
 

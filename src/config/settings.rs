@@ -545,22 +545,10 @@ fn separator_chars(v: &Value) -> Result<String, String> {
 fn hostname(v: &Value) -> Result<String, String> {
     let what = "a host name (letters, digits, \"-\" and \".\")";
     let s = string(v, what)?;
-    if !is_host_name(s) {
+    if !crate::addr::is_host_name(s) {
         return Err(expected(what, v));
     }
     Ok(s.to_ascii_lowercase())
-}
-
-/// RFC 1123 §2.1 host names: dot-separated labels of letters, digits and `-`, 1-63 each,
-/// at most 253 in all; no trailing dot (we print it in greetings and certificates as is).
-fn is_host_name(s: &str) -> bool {
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    s.len() <= 253 && s.split('.').all(label_ok)
 }
 
 fn socket_addr(v: &Value) -> Result<SocketAddr, String> {
@@ -689,7 +677,7 @@ fn is_host_port(s: &str) -> bool {
     let port_ok = port.parse::<u16>().is_ok_and(|p| p > 0);
     let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
-        None => is_host_name(host),
+        None => crate::addr::is_host_name(host),
     };
     port_ok && host_ok
 }

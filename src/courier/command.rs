@@ -348,10 +348,9 @@ impl Drop for ProcessGroup {
 pub(crate) mod tests {
     use super::*;
     use crate::message::Envelope;
-    use crate::queue::store::Queue;
     use std::path::Path;
 
-    /// A committed queue item holding `data`, in a fresh temp dir.
+    /// A stored message holding `data`, in a fresh temp dir.
     pub(crate) fn item_with(data: &[u8]) -> (tempfile::TempDir, StoredMessage) {
         item_with_envelope(data, envelope("sender@example.com", Vec::new()))
     }
@@ -371,10 +370,7 @@ pub(crate) mod tests {
         env: Envelope,
     ) -> (tempfile::TempDir, StoredMessage) {
         let tmp = tempfile::tempdir().unwrap();
-        let queue = Queue::open(tmp.path()).unwrap();
-        let mut incoming = queue.incoming().unwrap();
-        incoming.write(data).unwrap();
-        let item = incoming.commit(env).unwrap();
+        let item = crate::message::stored::written(tmp.path(), data, env);
         (tmp, item)
     }
 

@@ -263,14 +263,10 @@ mod tests {
     use super::*;
     use crate::aliases::Recipient;
     use crate::message::{Envelope, QueuedRcpt, RcptState};
-    use crate::queue::store::Queue;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
     fn queued(dir: &Path, from: &str, data: &[u8]) -> StoredMessage {
-        let queue = Queue::open(dir).unwrap();
-        let mut incoming = queue.incoming().unwrap();
-        incoming.write(data).unwrap();
         let rcpt = QueuedRcpt {
             original: "bob@example.org".to_string(),
             target: Recipient::Mailbox {
@@ -286,7 +282,7 @@ mod tests {
             client: String::new(),
             ..Default::default()
         };
-        incoming.commit(envelope).unwrap()
+        crate::message::stored::written(dir, data, envelope)
     }
 
     fn files_in(dir: &Path) -> Vec<PathBuf> {

@@ -5,6 +5,8 @@
 //!   a delivery command is run.
 //! - [`remote`]: SMTP to other domains, over [`smtp_client`], with [`domaininfo`] (TLS levels)
 //!   and [`mta_sts`].
+//! - [`outbound`]: what a copy leaving for another domain looks like: SRS envelope sender,
+//!   DKIM signatures, ARC set.
 //! - [`dsn`]: bounces for permanent failures.
 
 pub mod command;
@@ -15,6 +17,7 @@ pub mod lmtp;
 pub mod maildir;
 pub mod mda;
 pub mod mta_sts;
+pub mod outbound;
 pub mod pipe;
 pub mod remote;
 pub mod smtp_client;

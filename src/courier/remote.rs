@@ -13,7 +13,7 @@ use crate::courier::mta_sts::{Mode, MtaSts, Policy};
 use crate::courier::smtp_client::{Client, ClientError, Deadlines, Protocol, Stage, TlsMode};
 use crate::dns::{Dns, DnsError};
 use crate::message::StoredMessage;
-use crate::monitoring::metrics;
+use crate::metrics;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 

@@ -13,4 +13,3 @@ pub mod dkim;
 pub mod forged_results;
 pub mod inbound;
 pub mod srs;
-pub mod txt_cache;

@@ -119,3 +119,20 @@ impl StoredMessage {
         self.envelope.headers.len() as u64 + self.data_len
     }
 }
+
+/// A message written to a file of its own in `dir`, for the tests of its readers.
+#[cfg(test)]
+pub(crate) fn written(dir: &std::path::Path, data: &[u8], envelope: Envelope) -> StoredMessage {
+    let id = QueueId::generate();
+    let path = dir.join(id.as_str());
+    std::fs::write(&path, data).expect("write a test message");
+    StoredMessage {
+        id,
+        envelope,
+        path,
+        data_offset: 0,
+        data_len: data.len() as u64,
+        file: None,
+        pool_name: None,
+    }
+}

@@ -3,7 +3,7 @@
 //! executor).
 
 use crate::message::now_secs;
-use crate::monitoring::metrics::{self, QueueStats};
+use crate::metrics::{self, QueueStats};
 use crate::queue::listing::{self, Listed};
 use crate::queue::store::Queue;
 use http_body_util::Full;

@@ -1,14 +1,13 @@
 //! The monitoring endpoint (SPEC §3 `monitoring_listen`): `/metrics` in the Prometheus text
 //! format, `/healthz`, `/queue` as JSON, served with hyper (HTTP/1.1) on our smol executor.
 //!
-//! - [`metrics`]: the process-wide counters and their text rendering.
+//! - [`crate::metrics`] holds the process-wide counters and their text rendering.
 //! - [`http`]: routing and responses.
 //!
 //! It is meant for a scraper on a private address; still, each connection is bounded in time
 //! and their number is capped, so an exposed port cannot pile up tasks.
 
 pub mod http;
-pub mod metrics;
 
 use crate::config::Settings;
 use crate::queue::store::Queue;

@@ -4,13 +4,11 @@
 //! - [`store`]: the file format, durable put, status records, load on start.
 //! - [`listing`]: what is queued, as `util queue` and `/queue` show it.
 //! - [`retry`]: the retry schedule, a pure function of age.
-//! - [`outbound`]: SRS envelope sender and DKIM signatures of copies leaving for other domains.
 //! - [`runner`]: the delivery loop: one task per message, attempts and retries.
 //! - [`direct`]: mail for local users only, delivered to the Maildirs before the 250.
 
 pub mod direct;
 pub mod listing;
-pub mod outbound;
 pub mod retry;
 pub mod runner;
 pub mod store;

@@ -8,7 +8,7 @@ use crate::mailauth::forged_results::ForgedResultsFilter;
 use crate::mailauth::inbound;
 use crate::maillog;
 use crate::message::{Envelope, QueuedRcpt, RcptState, StoredMessage, now_secs};
-use crate::monitoring::metrics;
+use crate::metrics;
 use crate::proto::command::{Body, ForwardPath};
 use crate::proto::proxy::{self, ProxyStatus};
 use crate::proto::reply::Reply;
@@ -202,7 +202,7 @@ pub async fn serve(
     kind: ListenerKind,
 ) {
     let _ = tcp.get_ref().set_nodelay(true);
-    let _open = crate::monitoring::metrics::connection_opened(kind);
+    let _open = crate::metrics::connection_opened(kind.name());
     // SPEC §3 `haproxy_incoming`: the real client is named by a PROXY header first.
     let (peer, early) = if kind == ListenerKind::Mx && server.settings.haproxy_incoming {
         match read_proxy_header(&tcp).await {
@@ -231,13 +231,13 @@ pub async fn serve(
     }
     let tls_now = kind == ListenerKind::SubmissionTls;
     let stream = if tls_now {
-        crate::monitoring::metrics::tls_handshake_started();
+        crate::metrics::tls_handshake_started();
         match with_deadline(server.tls().accept(tcp)).await {
             Ok(s) => Stream::Tls(Box::new(s)),
             Err(e) => {
                 let why = crate::tls::handshake_failure(&e);
                 log::info!("TLS handshake with {peer} failed: {why}");
-                crate::monitoring::metrics::tls_handshake_failed();
+                crate::metrics::tls_handshake_failed();
                 return;
             }
         }
@@ -352,7 +352,7 @@ impl Conn {
                 }
                 Err(e) => return Err(e),
             };
-            crate::monitoring::metrics::bytes_in(n);
+            crate::metrics::bytes_in(n);
             self.session.feed(&buf[..n]);
             read_buffers::give_back(buf);
         }
@@ -434,7 +434,7 @@ impl Conn {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
-        crate::monitoring::metrics::bytes_out(out.len());
+        crate::metrics::bytes_out(out.len());
         with_deadline(self.stream.write_all(&out)).await
     }
 
@@ -456,13 +456,13 @@ impl Conn {
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
             return Err(std::io::Error::other("STARTTLS on a TLS stream"));
         };
-        crate::monitoring::metrics::tls_handshake_started();
+        crate::metrics::tls_handshake_started();
         let tls = with_deadline(self.server.tls().accept(tcp))
             .await
             .inspect_err(|e| {
                 let why = crate::tls::handshake_failure(e);
                 log::info!("TLS handshake with {} failed: {why}", self.peer);
-                crate::monitoring::metrics::tls_handshake_failed();
+                crate::metrics::tls_handshake_failed();
             })?;
         self.stream = Stream::Tls(Box::new(tls));
         self.session.tls_established();
@@ -475,7 +475,7 @@ impl Conn {
         if limit.blocked(ip, std::time::Instant::now()) {
             // No password is checked while blocked, so guessing gets nowhere.
             log::info!("AUTH refused from {ip}: too many failures");
-            crate::monitoring::metrics::auth_blocked();
+            crate::metrics::auth_blocked();
             smol::Timer::after(AUTH_FAILURE_DELAY).await;
             let reply = Reply::new(454, "4.7.0", "Too many failed logins, try again later");
             return self.session.auth_refused(reply);
@@ -497,7 +497,7 @@ impl Conn {
             Some(_) => limit.succeeded(ip),
             None => {
                 log::info!("AUTH failed from {}", self.peer);
-                crate::monitoring::metrics::auth_failed();
+                crate::metrics::auth_failed();
                 limit.failed(ip, std::time::Instant::now());
                 smol::Timer::after(AUTH_FAILURE_DELAY).await;
             }

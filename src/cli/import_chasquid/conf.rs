@@ -134,7 +134,7 @@ impl ChasquidConf {
 
     fn hostname(&self, report: &mut Report) -> Option<Value> {
         let name = self.hostname.as_deref().filter(|h| !h.is_empty())?;
-        if !is_host_name(name) {
+        if !crate::addr::is_host_name(name) {
             let why =
                 format!("{name:?} is not a host name tambo accepts (letters, digits, '-', '.')");
             report.not_converted(what("hostname"), why);
@@ -365,17 +365,6 @@ fn chars_key(key: &str, value: Option<&str>, report: &mut Report) -> Option<Stri
     }
     report.converted(what(key), format!("-> {key:?}: {v:?}"));
     Some(v.to_string())
-}
-
-/// RFC 1123 §2.1 host name, as `conf/tambo.json` accepts it.
-fn is_host_name(s: &str) -> bool {
-    let label_ok = |l: &str| {
-        (1..=63).contains(&l.len())
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    s.len() <= 253 && s.split('.').all(label_ok)
 }
 
 /// chasquid's `mda-lmtp --addr X [--addr_network N] -f %from% -d %to%` is tambo's built-in

@@ -5,7 +5,6 @@
 //! index and an atomic add: no lock, no allocation on the hot path. A value outside the set
 //! (a result word we did not expect) is counted under `other`.
 
-use crate::proto::session::ListenerKind;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -336,12 +335,10 @@ pub fn global() -> &'static Metrics {
     &METRICS
 }
 
-fn listener_index(kind: ListenerKind) -> usize {
-    match kind {
-        ListenerKind::Mx => 0,
-        ListenerKind::Submission => 1,
-        ListenerKind::SubmissionTls => 2,
-    }
+/// The index of a listener's label; an unknown name counts as the first (it cannot happen:
+/// every listener kind's name is in [`LISTENERS`], which a test checks).
+fn listener_index(listener: &str) -> usize {
+    LISTENERS.iter().position(|l| *l == listener).unwrap_or(0)
 }
 
 /// An open connection, counted in `tambo_connections_open` until dropped.
@@ -354,9 +351,10 @@ impl Drop for OpenConnection {
     }
 }
 
-/// A connection was accepted on a listener of `kind`; keep the result for its lifetime.
-pub fn connection_opened(kind: ListenerKind) -> OpenConnection {
-    let i = listener_index(kind);
+/// A connection was accepted on the listener named `listener` (its setting's name, as
+/// `smtp`); keep the result for its lifetime.
+pub fn connection_opened(listener: &str) -> OpenConnection {
+    let i = listener_index(listener);
     METRICS.connections.add_at(i, 1);
     METRICS.connections_open.add_at(i, 1);
     OpenConnection(i)
@@ -549,8 +547,7 @@ mod tests {
         m.received.inc();
         m.received.inc();
         m.bytes_in.add_at(0, 1000);
-        m.connections
-            .add_at(listener_index(ListenerKind::SubmissionTls), 1);
+        m.connections.add_at(listener_index("submission_tls"), 1);
         m.connections_open.add_at(2, 1);
         m.connections_open.add_at(2, 1);
         m.connections_open.sub_at(2, 1);
@@ -578,7 +575,7 @@ mod tests {
     fn the_global_guard_closes_what_it_opened() {
         let before = METRICS.connections.get("submission");
         {
-            let _open = connection_opened(ListenerKind::Submission);
+            let _open = connection_opened("submission");
             assert_eq!(METRICS.connections.get("submission"), before + 1);
         }
         // Other tests never open submission connections on the global metrics.

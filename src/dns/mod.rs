@@ -2,6 +2,10 @@
 //! `MessageAuthenticator`, so delivery (MX, A/AAAA) and message authentication (SPF, DKIM,
 //! DMARC, MTA-STS TXT) share one cache. hickory needs a tokio reactor: every call runs
 //! inside `async_compat::Compat` (STACK.md), so callers just await it under smol.
+//!
+//! - [`txt_cache`]: mail-auth's parsed TXT records (SPF, DMARC, DKIM keys), kept for their TTL.
+
+pub mod txt_cache;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -43,7 +47,7 @@ impl DnsError {
 
 pub struct Dns {
     auth: mail_auth::MessageAuthenticator,
-    txt_cache: crate::mailauth::txt_cache::TxtCache,
+    txt_cache: txt_cache::TxtCache,
     /// Answers of [`Dns::query`] for their TTL. hickory caches them too, but asking it
     /// (under a tokio reactor, parsing the name, copying the records) costs more than the
     /// rest of planning a delivery, and a forwarder asks the same few names for every message.
@@ -84,7 +88,7 @@ impl Dns {
         &self.auth
     }
     /// mail-auth's parsed TXT records (SPF, DMARC, DKIM keys), for the checks on port 25.
-    pub fn txt_cache(&self) -> &crate::mailauth::txt_cache::TxtCache {
+    pub fn txt_cache(&self) -> &txt_cache::TxtCache {
         &self.txt_cache
     }
     /// MX host names in preference order (equal preferences in random order), without the
