@@ -21,6 +21,7 @@
 
 pub mod addr;
 pub mod aliases;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod courier;
@@ -28,12 +29,12 @@ pub mod dns;
 pub mod fsutil;
 pub mod hooks;
 pub mod jsontext;
-pub mod listenfds;
 pub mod mailauth;
 pub mod maillog;
 pub mod message;
 pub mod metrics;
 pub mod monitoring;
+pub mod net;
 pub mod proto;
 pub mod queue;
 pub mod smtpd;

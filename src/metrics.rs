@@ -9,7 +9,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Label values per metric at most.
-const MAX_VALUES: usize = 8;
+const MAX_VALUES: usize = 12;
 
 const LISTENERS: &[&str] = &["smtp", "submission", "submission_tls"];
 // RFC 8601 §2.7: the result words of each method.
@@ -36,6 +36,23 @@ const DKIM_RESULTS: &[&str] = &[
 const DMARC_RESULTS: &[&str] = &["pass", "fail", "none", "temperror", "permerror", "other"];
 const HOOK_OUTCOMES: &[&str] = &["accept", "reject", "tempfail", "other"];
 const AUTH_FAILURES: &[&str] = &["password", "blocked"];
+/// `tambo_logins_total`: protocol × result, as whole label sets (see [`RAW`]).
+const LOGINS: &[&str] = &[
+    "protocol=\"smtp\",result=\"ok\"",
+    "protocol=\"smtp\",result=\"password\"",
+    "protocol=\"smtp\",result=\"blocked\"",
+    "protocol=\"imap\",result=\"ok\"",
+    "protocol=\"imap\",result=\"password\"",
+    "protocol=\"imap\",result=\"blocked\"",
+    "protocol=\"pop3\",result=\"ok\"",
+    "protocol=\"pop3\",result=\"password\"",
+    "protocol=\"pop3\",result=\"blocked\"",
+];
+const LOGIN_PROTOCOLS: &[&str] = &["smtp", "imap", "pop3"];
+const LOGIN_RESULTS: &[&str] = &["ok", "password", "blocked"];
+/// The `label` of a metric whose values are whole label sets (`a="x",b="y"`): for the few
+/// metrics with two labels.
+const RAW: &str = "*";
 /// The TLS levels of the courier (`courier::domaininfo::TlsLevel`), lowest first.
 const OUTBOUND_TLS: &[&str] = &["plain", "insecure", "verified"];
 /// The one "value" of a metric without labels.
@@ -128,6 +145,8 @@ impl Metric {
             let n = self.counts[i].load(Ordering::Relaxed);
             if self.label.is_empty() {
                 let _ = writeln!(out, "{} {n}", self.name);
+            } else if self.label == RAW {
+                let _ = writeln!(out, "{}{{{value}}} {n}", self.name);
             } else {
                 let _ = writeln!(out, "{}{{{}=\"{value}\"}} {n}", self.name, self.label);
             }
@@ -159,6 +178,7 @@ pub struct Metrics {
     tls_handshakes: Metric,
     tls_failures: Metric,
     auth_failures: Metric,
+    logins: Metric,
     spf: Metric,
     dkim: Metric,
     dmarc: Metric,
@@ -223,6 +243,13 @@ impl Metrics {
                 "reason",
                 AUTH_FAILURES,
             ),
+            logins: Metric::labeled(
+                "tambo_logins_total",
+                "Logins by protocol and result: ok, password (wrong login or password), \
+                 blocked (refused while the client has too many failures).",
+                RAW,
+                LOGINS,
+            ),
             spf: Metric::labeled(
                 "tambo_spf_results_total",
                 "SPF results of messages received on port 25.",
@@ -269,7 +296,7 @@ impl Metrics {
         }
     }
 
-    fn all(&self) -> [&Metric; 19] {
+    fn all(&self) -> [&Metric; 20] {
         [
             &self.connections,
             &self.connections_open,
@@ -282,6 +309,7 @@ impl Metrics {
             &self.tls_handshakes,
             &self.tls_failures,
             &self.auth_failures,
+            &self.logins,
             &self.spf,
             &self.dkim,
             &self.dmarc,
@@ -394,14 +422,20 @@ pub fn tls_handshake_failed() {
     METRICS.tls_failures.inc();
 }
 
-/// A wrong user or password.
-pub fn auth_failed() {
-    METRICS.auth_failures.add_at(0, 1);
-}
-
-/// An AUTH refused without checking, the client having too many failures already.
-pub fn auth_blocked() {
-    METRICS.auth_failures.add_at(1, 1);
+/// A login over `protocol` (`smtp`, `imap`, `pop3`) ended with `result`: `ok`, `password`
+/// (a wrong login or password) or `blocked` (refused unchecked, the client having too many
+/// failures already). Failures of every protocol also count in `tambo_auth_failures_total`.
+pub fn login(protocol: &str, result: &str) {
+    let p = LOGIN_PROTOCOLS.iter().position(|x| *x == protocol);
+    let r = LOGIN_RESULTS.iter().position(|x| *x == result);
+    if let (Some(p), Some(r)) = (p, r) {
+        METRICS.logins.add_at(p * LOGIN_RESULTS.len() + r, 1);
+    }
+    match result {
+        "password" => METRICS.auth_failures.add_at(0, 1),
+        "blocked" => METRICS.auth_failures.add_at(1, 1),
+        _ => {}
+    }
 }
 
 pub fn bytes_in(n: usize) {

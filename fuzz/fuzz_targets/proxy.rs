@@ -1,4 +1,4 @@
-//! PROXY protocol header (`proto::proxy::parse`, v1 and v2): the first bytes of an MX
+//! PROXY protocol header (`net::proxy::parse`, v1 and v2): the first bytes of an MX
 //! connection when `haproxy_incoming` is on, from whoever can reach the port.
 //!
 //! The driver calls `parse` on what it has read so far and stops at the first answer that
@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use std::mem::discriminant;
-use tambo::proto::proxy::{self, ProxyStatus, V1_MAX_LEN, V2_MAX_LEN};
+use tambo::net::proxy::{self, ProxyStatus, V1_MAX_LEN, V2_MAX_LEN};
 
 fuzz_target!(|buf: &[u8]| {
     let bound = V1_MAX_LEN.max(V2_MAX_LEN);

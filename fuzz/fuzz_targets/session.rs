@@ -10,7 +10,7 @@
 use libfuzzer_sys::fuzz_target;
 use tambo::proto::command::{ForwardPath, ReversePath};
 use tambo::proto::reply::Reply;
-use tambo::proto::session::{ListenerKind, Output, PeerInfo, Policy, Session, SessionConfig};
+use tambo::proto::session::{SmtpPort, Output, PeerInfo, Policy, Session, SessionConfig};
 use tambo_fuzz::{chunks, split_plan};
 
 const MAX_SIZE: u64 = 200;
@@ -118,9 +118,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let kind = match mode % 3 {
-        0 => ListenerKind::Mx,
-        1 => ListenerKind::Submission,
-        _ => ListenerKind::SubmissionTls,
+        0 => SmtpPort::Mx,
+        1 => SmtpPort::Submission,
+        _ => SmtpPort::SubmissionTls,
     };
     let config = SessionConfig {
         hostname: "mx.example.test".into(),
@@ -129,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
         max_recipients: 3,
         tls_available: mode & 0x10 != 0,
     };
-    let tls = kind == ListenerKind::SubmissionTls || mode & 0x20 != 0;
+    let tls = kind == SmtpPort::SubmissionTls || mode & 0x20 != 0;
     let mut driver = Driver {
         session: Session::new(config, tls),
         closed: false,

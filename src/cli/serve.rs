@@ -1,23 +1,34 @@
 //! `tambo serve`: load everything (any config error exits 2 before a port is opened), bind the
 //! listeners, reload the queue, and run until SIGTERM/SIGINT.
 
+use crate::auth::Authenticator;
 use crate::cli::CliError;
+use crate::config::Settings;
+use crate::config::live_config::LiveConfig;
 use crate::config::settings::LocalDelivery;
-use crate::config::{Domains, Live, Settings};
 use crate::courier::domaininfo::DomainInfo;
 use crate::courier::mta_sts::MtaSts;
 use crate::courier::remote::RemoteCourier;
+use crate::courier::smtp_client::Deadlines;
 use crate::courier::{COMMAND_LIMIT, Couriers};
 use crate::dns::Dns;
 use crate::mailauth::srs::Srs;
-use crate::proto::session::ListenerKind;
+use crate::net::caps::{Caps, Connections};
+use crate::net::{Admission, ListenerKind, accept_loop};
 use crate::queue::direct::DirectMaildir;
 use crate::queue::runner::{self, Runner};
 use crate::queue::store::Queue;
-use crate::smtpd::server::{Server, accept_loop};
-use std::net::SocketAddr;
+use crate::smtpd::server::{ClientLimits, Server};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// The listeners this build serves.
+const SERVED: [ListenerKind; 3] = [
+    ListenerKind::Smtp,
+    ListenerKind::Submission,
+    ListenerKind::SubmissionTls,
+];
 
 pub fn run(config_dir: &Path) -> Result<(), CliError> {
     // First, so every thread started from here on inherits it.
@@ -25,9 +36,9 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     super::existing_config_dir(config_dir)?;
     let settings =
         Arc::new(Settings::load(config_dir).map_err(|e| CliError::usage(e.to_string()))?);
-    let domains = Domains::load(&settings.config_dir, settings.normalization())
-        .map_err(|e| CliError::usage(e.to_string()))?;
-    if domains.is_empty() {
+    let config =
+        Arc::new(LiveConfig::load(settings.clone()).map_err(|e| CliError::usage(e.to_string()))?);
+    if config.domains().is_empty() {
         log::warn!(
             "no domain to serve: {} has no domain folder, so every recipient will be refused",
             settings.config_dir.join("domains").display()
@@ -36,19 +47,25 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let data_dir = &settings.data_dir;
     crate::fsutil::create_private_dir_all(data_dir)
         .map_err(|e| CliError::failure(format!("{}: {e}", data_dir.display())))?;
-    let tls = crate::tls::server_config(&settings.config_dir, data_dir, &settings.hostname)
-        .map_err(|e| CliError::usage(e.to_string()))?;
     let queue = Queue::open(data_dir)
         .map_err(|e| CliError::failure(format!("{}/queue: {e}", data_dir.display())))?;
-    let access = crate::smtpd::server::load_access(&settings.config_dir)
-        .map_err(|e| CliError::usage(e.to_string()))?;
     let srs = Arc::new(Srs::new(&srs_secret(&settings)?));
     let couriers = couriers(&settings)?;
     let couriers_dns = couriers.remote.dns.clone();
-    let listeners = bind_all(&settings)?;
+    // Before any connection: the queue's pool of recycled files holds descriptors too.
+    crate::net::caps::raise_fd_limit(
+        settings.max_connections,
+        crate::queue::store::FREE_POOL as u64,
+    );
+    let listeners = crate::net::listener::bind_all(&settings, &SERVED).map_err(|e| {
+        if e.is_config_error() {
+            CliError::usage(e.to_string())
+        } else {
+            CliError::failure(e.to_string())
+        }
+    })?;
 
     let ex = Arc::new(smol::Executor::new());
-    let domains = Arc::new(Live::new(domains));
     let direct = matches!(couriers.local, LocalDelivery::Maildir).then(|| DirectMaildir {
         mail_root: couriers.mail_root.clone(),
         hostname: couriers.hostname.clone(),
@@ -57,7 +74,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let runner = Arc::new(Runner {
         queue: queue.clone(),
         couriers,
-        domains: domains.clone(),
+        config: config.clone(),
         srs: srs.clone(),
         hostname: settings.hostname.clone(),
         give_up_after: settings.give_up_after,
@@ -76,21 +93,14 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         deliveries.submit(item);
     }
     let server = Arc::new(Server {
-        settings: settings.clone(),
-        domains_watch: crate::config::watch::DomainsWatch::new(
-            &settings.config_dir,
-            &domains.get(),
-        ),
-        domains,
-        tls: Live::new(futures_rustls::TlsAcceptor::from(tls)),
+        config: config.clone(),
         queue,
         deliveries,
         srs,
         dns: couriers_dns,
-        access: Live::new(access),
-        auth_limit: Default::default(),
-        password_checks: Default::default(),
-        connections: Default::default(),
+        auth: Arc::new(Authenticator::new(config.clone())),
+        limits: client_limits(),
+        hook_limit: crate::hooks::DEFAULT_LIMIT,
     });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
         .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
@@ -101,16 +111,43 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
             unserved.join(", ")
         );
     }
+    let admission = Arc::new(Admission {
+        connections: Arc::new(Connections::default()),
+        caps: Caps::from_settings(&settings),
+        // SPEC §3 `haproxy_incoming`: a PROXY header names the client on the MX port.
+        proxied: if settings.haproxy_incoming {
+            vec![ListenerKind::Smtp]
+        } else {
+            Vec::new()
+        },
+    });
     let mut accepting = Vec::new();
     for (listener, kind) in listeners {
-        let addr = crate::smtpd::server::listener_addr(listener.get_ref());
+        let addr = crate::net::listener::listener_addr(listener.get_ref());
         log::info!("listening on {addr} ({kind})");
-        accepting.push(ex.spawn(accept_loop(server.clone(), listener, kind, ex.clone())));
+        let (admission, server) = (admission.clone(), server.clone());
+        accepting.push(ex.spawn(accept_loop(listener, kind, admission, server, ex.clone())));
     }
     // Detached: it only reads files and swaps configurations, so it may stop anywhere.
-    ex.spawn(crate::smtpd::server::watch_domains(server.clone()))
-        .detach();
-    run_executor(ex, server, accepting)
+    ex.spawn(config.clone().watch_domains()).detach();
+    run_executor(ex, config, admission, accepting)
+}
+
+/// SPEC §7's limits on slow clients; `TAMBO_SMTPD_TIMEOUT_SECS` (read here, once) replaces
+/// both, so that the end-to-end tests can watch a slow client being dropped without waiting
+/// 5 minutes.
+fn client_limits() -> ClientLimits {
+    let secs = std::env::var("TAMBO_SMTPD_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0);
+    match secs {
+        Some(s) => ClientLimits {
+            command: Duration::from_secs(s),
+            data: Duration::from_secs(s),
+        },
+        None => ClientLimits::default(),
+    }
 }
 
 /// The couriers, with the one DNS resolver of the process.
@@ -137,6 +174,9 @@ fn couriers(settings: &Settings) -> Result<Couriers, CliError> {
         own_listeners: settings.smtp_listen.clone(),
         test_roots: None,
         connections: Default::default(),
+        // A seam for the end-to-end tests, read here once: they cannot wait a minute for a
+        // peer that stopped answering.
+        deadlines: Deadlines::parse(std::env::var("TAMBO_SMTP_TIMEOUT_SECS").ok().as_deref()),
     };
     Ok(Couriers {
         local: settings.local_delivery.clone(),
@@ -174,87 +214,6 @@ fn srs_secret(settings: &Settings) -> Result<Vec<u8>, CliError> {
     }
 }
 
-/// Binds every configured listener, or takes the sockets systemd passed (`LISTEN_FDS`); any
-/// failure names the address or the socket and stops the start. Runs before any connection,
-/// so it also raises the file descriptor limit for them.
-fn bind_all(
-    settings: &Settings,
-) -> Result<Vec<(smol::Async<std::net::TcpListener>, ListenerKind)>, CliError> {
-    crate::smtpd::limits::raise_fd_limit(settings.max_connections);
-    let groups = [
-        (&settings.smtp_listen[..], ListenerKind::Mx),
-        (&settings.submission_listen[..], ListenerKind::Submission),
-        (
-            &settings.submission_tls_listen[..],
-            ListenerKind::SubmissionTls,
-        ),
-    ];
-    let passed = crate::listenfds::take().map_err(|e| CliError::failure(e.to_string()))?;
-    if let Some(passed) = passed {
-        return activated(passed, &groups);
-    }
-    let mut listeners = Vec::new();
-    for (addrs, kind) in groups {
-        for addr in addrs {
-            listeners.push((bind(*addr)?, kind));
-        }
-    }
-    Ok(listeners)
-}
-
-/// Socket activation: the passed sockets replace every configured SMTP listener (a kind with
-/// no socket is not served), as the socket units, not tambo.json, then say where to listen.
-fn activated(
-    passed: Vec<crate::listenfds::Passed>,
-    groups: &[(&[SocketAddr], ListenerKind)],
-) -> Result<Vec<(smol::Async<std::net::TcpListener>, ListenerKind)>, CliError> {
-    let assigned =
-        crate::listenfds::assign(passed, groups).map_err(|e| CliError::usage(e.to_string()))?;
-    for (_, kind) in groups {
-        if !assigned.iter().any(|(_, k)| k == kind) {
-            log::info!("systemd passed no socket for {kind}: not listening for it");
-        }
-    }
-    assigned
-        .into_iter()
-        .map(|(listener, kind)| {
-            let addr = crate::smtpd::server::listener_addr(&listener);
-            log::info!("using the socket systemd passed for {kind} ({addr})");
-            smol::Async::new(listener)
-                .map(|l| (l, kind))
-                .map_err(|e| CliError::failure(format!("systemd socket {addr}: {e}")))
-        })
-        .collect()
-}
-
-fn bind(addr: SocketAddr) -> Result<smol::Async<std::net::TcpListener>, CliError> {
-    let std_listener =
-        listen(addr).map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))?;
-    smol::Async::new(std_listener)
-        .map_err(|e| CliError::failure(format!("cannot listen on {addr}: {e}")))
-}
-
-/// A listening TCP socket on `addr`. An IPv6 socket is IPv6 only (`IPV6_V6ONLY`, as Postfix
-/// and Dovecot set it): with Linux's default `net.ipv6.bindv6only=0`, `[::]:25` would also
-/// take IPv4 and collide with `0.0.0.0:25`, and SPEC §3's default listeners are that pair.
-pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    // As std's TcpListener::bind: a restart must not wait for old connections in TIME_WAIT.
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
-}
-
-/// The accept queue: as long as the kernel allows (it clamps the value to
-/// `net.core.somaxconn`), so that a burst of connections waits to be answered by the caps
-/// instead of being dropped by the kernel.
-const LISTEN_BACKLOG: i32 = i32::MAX;
-
 /// How long open sessions may go on after SIGTERM (SPEC §11: "a few seconds").
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -288,7 +247,8 @@ fn executor_threads() -> usize {
 /// Runs the executor on its threads until SIGTERM or SIGINT.
 fn run_executor(
     ex: Arc<smol::Executor<'static>>,
-    server: Arc<Server>,
+    config: Arc<LiveConfig>,
+    admission: Arc<Admission>,
     accepting: Vec<smol::Task<()>>,
 ) -> Result<(), CliError> {
     let threads = executor_threads();
@@ -307,25 +267,25 @@ fn run_executor(
     // thread, and polling the signal stream there cost a recvfrom() each time; a task is only
     // polled when its signal socket is readable.
     let stopping = ex.spawn(async move {
-        wait_for_stop(signals, server.clone()).await;
+        wait_for_stop(signals, config).await;
         // SPEC §11: stop accepting (the listeners close with their tasks), let open sessions
         // finish for a few seconds. Nothing acknowledged can be lost whenever we stop: a 250
         // is only sent once the message is on disk.
         for task in accepting {
             task.cancel().await;
         }
-        drain(&server).await;
+        drain(&admission.connections).await;
     });
     smol::block_on(ex.run(stopping));
     drop(stop_tx);
     Ok(())
 }
 
-/// Waits until no SMTP connection is open, or the grace period is over.
-async fn drain(server: &Server) {
+/// Waits until no connection is open, or the grace period is over.
+async fn drain(connections: &Connections) {
     let deadline = std::time::Instant::now() + SHUTDOWN_GRACE;
     loop {
-        let open = server.connections.open();
+        let open = connections.open();
         if open == 0 {
             return;
         }
@@ -338,15 +298,17 @@ async fn drain(server: &Server) {
 }
 
 /// Returns on SIGTERM or SIGINT; SIGHUP reloads the configuration (SPEC §11).
-async fn wait_for_stop(mut signals: async_signal::Signals, server: Arc<Server>) {
+async fn wait_for_stop(mut signals: async_signal::Signals, config: Arc<LiveConfig>) {
     use smol::stream::StreamExt;
     while let Some(signal) = signals.next().await {
         match signal {
             Ok(async_signal::Signal::Hup) => {
-                let reloading = server.clone();
+                let reloading = config.clone();
                 match smol::unblock(move || reloading.reload()).await {
                     Ok(()) => {
-                        log::info!("SIGHUP: reloaded users, aliases, DKIM keys, certificates")
+                        log::info!(
+                            "SIGHUP: reloaded users, aliases, DKIM keys, certificates, access rules"
+                        )
                     }
                     Err(e) => {
                         log::error!("SIGHUP: reload failed, keeping the old configuration: {e}")

@@ -1,9 +1,12 @@
 //! Configuration: `conf/tambo.json` ([`settings`]), the `domains/` folder ([`domains`]),
-//! [`Live`], the configuration in force that a reload swaps, and [`watch`], which reloads the
-//! domains when their files change.
+//! `conf/access` ([`access`]), [`Live`], a value that a reload swaps, [`live_config`], the
+//! whole configuration in force while `serve` runs, and [`watch`], which notices that the
+//! domains' files changed.
 
+pub mod access;
 pub mod domains;
 pub mod live;
+pub mod live_config;
 pub mod settings;
 pub mod watch;
 

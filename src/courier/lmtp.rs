@@ -8,29 +8,9 @@ use crate::courier::smtp_client::{self, Client, Deadlines, OutboundEnvelope, Pro
 use crate::message::StoredMessage;
 use std::net::{SocketAddr, ToSocketAddrs};
 
-/// Delivers `item` (after `prepend`) to `rcpts` at `target`; one result per rcpt, in order.
+/// Delivers `item` (after `prepend`) to `rcpts` at `target`, each step within `deadlines`;
+/// one result per rcpt, in order.
 pub async fn deliver(
-    target: &str,
-    lhlo_name: &str,
-    from: &str,
-    rcpts: &[String],
-    item: &StoredMessage,
-    prepend: &[u8],
-) -> Vec<Result<(), DeliveryError>> {
-    deliver_with(
-        target,
-        lhlo_name,
-        from,
-        rcpts,
-        item,
-        prepend,
-        Deadlines::from_env(),
-    )
-    .await
-}
-
-/// `deliver` with explicit deadlines (tests).
-pub async fn deliver_with(
     target: &str,
     lhlo_name: &str,
     from: &str,
@@ -115,7 +95,7 @@ mod tests {
         let item = item(dir.path(), b"Subject: x\r\n\r\nhi\r\n");
         let to = rcpts(&["a@x.test", "b@x.test"]);
         let target = format!("unix:{}", socket.display());
-        let results = smol::block_on(deliver_with(
+        let results = smol::block_on(deliver(
             &target,
             "tambo.test",
             "s@y.test",
@@ -150,8 +130,7 @@ mod tests {
         ];
         for &(target, want) in cases {
             let d = Deadlines::uniform(SHORT);
-            let results =
-                smol::block_on(deliver_with(target, "me", "s@y.test", &to, &item, b"", d));
+            let results = smol::block_on(deliver(target, "me", "s@y.test", &to, &item, b"", d));
             assert_eq!(oks(&results), want, "{target}");
         }
     }
@@ -279,7 +258,7 @@ passdb {{
         ];
         for target in &targets {
             let d = Deadlines::uniform(Duration::from_secs(10));
-            let results = smol::block_on(deliver_with(
+            let results = smol::block_on(deliver(
                 target,
                 "tambo.test",
                 "s@y.test",

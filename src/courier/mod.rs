@@ -104,8 +104,10 @@ impl Couriers {
             LocalDelivery::Lmtp(target) => {
                 let from = item.envelope.from.clone();
                 let rcpts = [mailbox.to_string()];
+                let deadlines = self.remote.deadlines;
                 let mut results =
-                    lmtp::deliver(target, &self.hostname, &from, &rcpts, item, b"").await;
+                    lmtp::deliver(target, &self.hostname, &from, &rcpts, item, b"", deadlines)
+                        .await;
                 results
                     .pop()
                     .unwrap_or_else(|| Err(DeliveryError::temporary("LMTP gave no reply")))?;

@@ -35,6 +35,8 @@ pub struct RemoteCourier {
     pub test_roots: Option<Arc<rustls::RootCertStore>>,
     /// Sessions kept between transactions to the same host.
     pub connections: ConnectionCache,
+    /// How long each step of an SMTP session may take.
+    pub deadlines: Deadlines,
 }
 
 /// One host to try.
@@ -79,21 +81,7 @@ impl RemoteCourier {
         item: &StoredMessage,
         prepend: &[u8],
     ) -> Vec<Result<(), DeliveryError>> {
-        let deadlines = Deadlines::from_env();
-        self.deliver_with(domain, via, env, item, prepend, deadlines)
-            .await
-    }
-
-    /// `deliver` with explicit deadlines (tests).
-    pub async fn deliver_with(
-        &self,
-        domain: &str,
-        via: &[String],
-        env: &OutboundEnvelope<'_>,
-        item: &StoredMessage,
-        prepend: &[u8],
-        deadlines: Deadlines,
-    ) -> Vec<Result<(), DeliveryError>> {
+        let deadlines = self.deadlines;
         let everyone = |e: DeliveryError| vec![Err(e); env.rcpts.len()];
         let plan = match self.plan(domain, via).await {
             Ok(plan) => plan,
@@ -503,6 +491,7 @@ mod tests {
             own_listeners: vec![],
             test_roots: None,
             connections: Default::default(),
+            deadlines: Deadlines::uniform(SHORT),
         }
     }
 
@@ -527,8 +516,7 @@ mod tests {
             smtputf8: false,
             body_8bit: false,
         };
-        let d = Deadlines::uniform(SHORT);
-        let results = smol::block_on(c.deliver_with(domain, via, &env, &item, b"", d));
+        let results = smol::block_on(c.deliver(domain, via, &env, &item, b""));
         assert_eq!(results.len(), to.len());
         let kind = |r: &Result<(), DeliveryError>| match r {
             Ok(()) => "ok",

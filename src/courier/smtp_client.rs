@@ -19,11 +19,11 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Per-read deadline when `TAMBO_SMTP_TIMEOUT_SECS` is not set.
+/// Per-read deadline by default.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The message is read from the queue file and written out in pieces of this size.
@@ -40,16 +40,9 @@ pub struct Deadlines {
 }
 
 impl Deadlines {
-    /// From `TAMBO_SMTP_TIMEOUT_SECS` (read once per process), else 60 s; the connect
-    /// deadline is 30 s or that value if smaller.
-    pub fn from_env() -> Deadlines {
-        static DEADLINES: OnceLock<Deadlines> = OnceLock::new();
-        *DEADLINES.get_or_init(|| {
-            Deadlines::parse(std::env::var("TAMBO_SMTP_TIMEOUT_SECS").ok().as_deref())
-        })
-    }
-
-    fn parse(value: Option<&str>) -> Deadlines {
+    /// From a number of seconds (`TAMBO_SMTP_TIMEOUT_SECS`, which `serve` reads), else 60 s;
+    /// the connect deadline is 30 s or that value if smaller.
+    pub fn parse(value: Option<&str>) -> Deadlines {
         let io = value
             .and_then(|v| v.trim().parse::<u64>().ok())
             .filter(|&secs| secs > 0)

@@ -4,12 +4,10 @@
 //! - [`command`]: one command line → `Command`.
 //! - [`data`]: the DATA reader (dot-unstuffing, smuggling refusal, size cap).
 //! - [`session`]: the server session state machine that ties them together.
-//! - [`proxy`]: the PROXY protocol header (v1, v2) in front of an MX connection.
 //! - [`client`]: the client side: reply parser, EHLO capabilities, dot-stuffing.
 
 pub mod client;
 pub mod command;
 pub mod data;
-pub mod proxy;
 pub mod reply;
 pub mod session;

@@ -27,9 +27,9 @@ const MAX_ERRORS: u32 = 3;
 /// SPEC §7: more than 50 Received headers means a mail loop (RFC 5321 §6.3).
 pub const MAX_RECEIVED_HEADERS: u32 = 50;
 
-/// Which listener the connection came in on.
+/// Which SMTP service the connection came in for (the driver knows the listener).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
+pub enum SmtpPort {
     /// Port 25: mail for local domains, no AUTH.
     Mx,
     /// Port 587: STARTTLS, then AUTH, then mail from our users.
@@ -38,25 +38,9 @@ pub enum ListenerKind {
     SubmissionTls,
 }
 
-impl ListenerKind {
+impl SmtpPort {
     pub fn is_submission(self) -> bool {
-        self != ListenerKind::Mx
-    }
-
-    /// The name logs use: the one of the `<name>_listen` setting, of the systemd socket
-    /// (`FileDescriptorName=`) and of the metrics label.
-    pub fn name(self) -> &'static str {
-        match self {
-            ListenerKind::Mx => "smtp",
-            ListenerKind::Submission => "submission",
-            ListenerKind::SubmissionTls => "submission_tls",
-        }
-    }
-}
-
-impl std::fmt::Display for ListenerKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
+        self != SmtpPort::Mx
     }
 }
 
@@ -64,7 +48,7 @@ impl std::fmt::Display for ListenerKind {
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub hostname: String,
-    pub kind: ListenerKind,
+    pub kind: SmtpPort,
     pub max_message_size: u64,
     pub max_recipients: usize,
     /// A certificate is loaded, so STARTTLS can be offered.
@@ -74,7 +58,7 @@ pub struct SessionConfig {
 /// What the policy may look at when deciding.
 #[derive(Debug, Clone)]
 pub struct PeerInfo {
-    pub kind: ListenerKind,
+    pub kind: SmtpPort,
     pub tls: bool,
     /// The authenticated user (`user@domain`), on submission after AUTH.
     pub auth_user: Option<String>,
@@ -395,8 +379,7 @@ impl<R> Session<R> {
             format!("SIZE {}", self.config.max_message_size).into(),
             "ENHANCEDSTATUSCODES".into(),
         ];
-        if !self.tls && self.config.tls_available && self.config.kind != ListenerKind::SubmissionTls
-        {
+        if !self.tls && self.config.tls_available && self.config.kind != SmtpPort::SubmissionTls {
             lines.push("STARTTLS".into());
         }
         if self.config.kind.is_submission() && self.tls && self.auth_user.is_none() {

@@ -6,7 +6,7 @@
 
 use crate::addr::Address;
 use crate::aliases::Recipient;
-use crate::config::{Domains, Live};
+use crate::config::live_config::LiveConfig;
 use crate::courier::remote::OutboundEnvelope;
 use crate::courier::{Couriers, DeliveryError, dsn, outbound};
 use crate::mailauth::srs::Srs;
@@ -48,7 +48,8 @@ pub fn channel(
 pub struct Runner {
     pub queue: Queue,
     pub couriers: Couriers,
-    pub domains: Arc<Live<Domains>>,
+    /// The configuration in force (domains: users, aliases, DKIM keys).
+    pub config: Arc<LiveConfig>,
     pub srs: Arc<Srs>,
     pub hostname: String,
     pub give_up_after: Duration,
@@ -186,7 +187,7 @@ impl Runner {
     ) -> Result<RemoteRoute, DeliveryError> {
         let to = Address::parse(address)
             .map_err(|e| DeliveryError::permanent(format!("bad address {address:?}: {e}")))?;
-        let domains = self.domains.get();
+        let domains = self.config.domains();
         let sender = outbound::envelope_sender(
             &self.srs,
             &domains,
@@ -277,7 +278,7 @@ impl Runner {
     /// header section (just written, so in the page cache) and is done here; signing reads
     /// the whole message and costs an RSA operation, so it runs on a blocking thread.
     async fn dkim_headers(&self, item: &StoredMessage) -> Vec<u8> {
-        let domains = self.domains.get();
+        let domains = self.config.domains();
         let signed = match outbound::signing_keys(&domains, item) {
             Ok(None) => return Vec::new(),
             Ok(Some(keys)) => {
@@ -300,7 +301,7 @@ impl Runner {
         let Some(results) = item.envelope.auth_results.clone() else {
             return Vec::new();
         };
-        let Some(keys) = outbound::arc_keys(&self.domains.get(), domain) else {
+        let Some(keys) = outbound::arc_keys(&self.config.domains(), domain) else {
             return Vec::new();
         };
         let (dns, snapshot) = (self.couriers.remote.dns.clone(), item.clone());
@@ -448,7 +449,7 @@ impl Runner {
 
     /// Where a DSN to `sender` goes: through our users and aliases when the sender is ours.
     fn dsn_targets(&self, sender: &str) -> Vec<QueuedRcpt> {
-        let domains = self.domains.get();
+        let domains = self.config.domains();
         let targets = match Address::parse(sender) {
             Ok(a) if domains.get(a.domain()).is_some() => domains.resolve(&a).recipients,
             _ => vec![Recipient::Forward {

@@ -235,7 +235,7 @@ fn zero_fill(file: &File, len: u64) -> io::Result<()> {
 /// cut off (see `Incoming::finish_file`); a longer one is cut off.
 const MAX_PADDING: u64 = 4096;
 /// Recycled files kept at most (about the number of messages received at once). Each holds
-/// a descriptor open, counted in `smtpd::limits::FD_MARGIN`.
+/// a descriptor open, counted in the file descriptor margin `serve` asks for (`net::caps::raise_fd_limit`).
 pub const FREE_POOL: usize = 64;
 /// Larger files are deleted, not pooled: the pool must not hold on to much disk.
 const FREE_FILE_MAX: u64 = 256 * 1024;

@@ -1,138 +1,39 @@
-//! The I/O driver of one SMTP connection: socket ↔ `Session`, TLS upgrade, password checks off
-//! the executor, message data streamed into the queue, and the durable commit before the 250.
+//! The I/O driver of one SMTP connection: stream ↔ `Session`, TLS upgrade, logins through the
+//! shared `auth` module, message data streamed into the queue, and the durable commit before
+//! the 250.
 
 use crate::aliases::Recipient;
-use crate::config::settings::PolicyAction;
+use crate::auth::Login;
+use crate::config::access::{AccessRules, Action};
 use crate::hooks::{HookEnv, PostDataHook};
 use crate::mailauth::forged_results::ForgedResultsFilter;
 use crate::mailauth::inbound;
 use crate::maillog;
 use crate::message::{Envelope, QueuedRcpt, RcptState, StoredMessage, now_secs};
 use crate::metrics;
+use crate::net::stream::with_timeout;
+use crate::net::{Accepted, ListenerKind, Protocol, Stream};
 use crate::proto::command::{Body, ForwardPath};
-use crate::proto::proxy::{self, ProxyStatus};
 use crate::proto::reply::Reply;
-use crate::proto::session::{ListenerKind, Output, Session, SessionConfig, Subject};
+use crate::proto::session::{Output, Session, SessionConfig, SmtpPort, Subject};
 use crate::queue::direct::{DirectMaildir, Outcome};
 use crate::queue::store::Incoming;
-use crate::smtpd::access::{AccessRules, Action};
-use crate::smtpd::policy::{MailPolicy, reverse_path_text};
+use crate::smtpd::policy::{MailPolicy, judge_inbound, reverse_path_text};
 use crate::smtpd::received;
 use crate::smtpd::server::Server;
-use futures_rustls::server::TlsStream;
-use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use std::net::SocketAddr;
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// SPEC §7: idle clients are dropped after 5 minutes. The limit runs from our last reply, not
-/// from the client's last byte, so a client trickling a command a byte at a time is dropped
-/// just the same (RFC 5321 §4.5.3.2.7: the server waits 5 minutes for a command).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// The whole message, from our 354 to the final dot: RFC 5321 §4.5.3.2.5 wants 3 minutes per
-/// data block; a byte a second must not hold a session open forever either.
-const DATA_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 /// How long a closing connection's unread input is drained (so our last reply is not lost
 /// to a TCP reset).
 const LINGER: Duration = Duration::from_secs(2);
 /// One read from the client at most (a whole pipelined command group or 16 KiB of DATA).
 const READ_CHUNK: usize = 16 * 1024;
-/// SPEC §11: a failed AUTH is answered slowly.
-const AUTH_FAILURE_DELAY: Duration = Duration::from_secs(1);
 
 type SmtpSession = Session<Vec<Recipient>>;
-
-enum Stream {
-    Plain(Async<TcpStream>),
-    Tls(Box<TlsStream<Async<TcpStream>>>),
-    /// The TCP stream is inside the TLS acceptor (during STARTTLS).
-    Upgrading,
-}
-
-fn upgrading() -> std::io::Error {
-    std::io::Error::other("stream is being upgraded to TLS")
-}
-
-impl Stream {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf).await,
-            Stream::Tls(s) => s.read(buf).await,
-            Stream::Upgrading => Err(upgrading()),
-        }
-    }
-
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.write_all(bytes).await,
-            Stream::Tls(s) => {
-                s.write_all(bytes).await?;
-                s.flush().await
-            }
-            Stream::Upgrading => Err(upgrading()),
-        }
-    }
-
-    async fn shutdown_write(&mut self) {
-        let _ = match self {
-            Stream::Plain(s) => s.get_ref().shutdown(std::net::Shutdown::Write),
-            Stream::Tls(s) => s.close().await,
-            Stream::Upgrading => Ok(()),
-        };
-    }
-}
-
-/// How long a client may take for its next command, and for its message.
-#[derive(Debug, Clone, Copy)]
-struct ClientLimits {
-    command: Duration,
-    data: Duration,
-}
-
-impl ClientLimits {
-    /// The constants above; `TAMBO_SMTPD_TIMEOUT_SECS` (read once) replaces both, so that the
-    /// end-to-end tests can watch a slow client being dropped without waiting 5 minutes.
-    fn get() -> ClientLimits {
-        static LIMITS: std::sync::OnceLock<ClientLimits> = std::sync::OnceLock::new();
-        *LIMITS.get_or_init(|| {
-            let secs = std::env::var("TAMBO_SMTPD_TIMEOUT_SECS")
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|&s| s > 0);
-            match secs {
-                Some(s) => ClientLimits {
-                    command: Duration::from_secs(s),
-                    data: Duration::from_secs(s),
-                },
-                None => ClientLimits {
-                    command: IDLE_TIMEOUT,
-                    data: DATA_TIMEOUT,
-                },
-            }
-        })
-    }
-}
-
-/// Runs `fut` with the idle deadline; a timeout is an error like any other I/O error.
-async fn with_deadline<T>(
-    fut: impl std::future::Future<Output = std::io::Result<T>>,
-) -> std::io::Result<T> {
-    with_timeout(IDLE_TIMEOUT, fut).await
-}
-
-async fn with_timeout<T>(
-    limit: Duration,
-    fut: impl std::future::Future<Output = std::io::Result<T>>,
-) -> std::io::Result<T> {
-    smol::future::or(fut, async {
-        smol::Timer::after(limit).await;
-        Err(std::io::ErrorKind::TimedOut.into())
-    })
-    .await
-}
 
 /// The message being received, and whether writing it has failed.
 struct Receiving {
@@ -194,61 +95,50 @@ impl LocalFailure {
     }
 }
 
+/// The SMTP service a listener offers.
+fn smtp_port(kind: ListenerKind) -> SmtpPort {
+    match kind {
+        ListenerKind::Submission => SmtpPort::Submission,
+        ListenerKind::SubmissionTls => SmtpPort::SubmissionTls,
+        _ => SmtpPort::Mx,
+    }
+}
+
 /// One connection, from accept to close.
-pub async fn serve(
-    server: Arc<Server>,
-    tcp: Async<TcpStream>,
-    peer: SocketAddr,
-    kind: ListenerKind,
-) {
-    let _ = tcp.get_ref().set_nodelay(true);
-    let _open = crate::metrics::connection_opened(kind.name());
-    // SPEC §3 `haproxy_incoming`: the real client is named by a PROXY header first.
-    let (peer, early) = if kind == ListenerKind::Mx && server.settings.haproxy_incoming {
-        match read_proxy_header(&tcp).await {
-            Ok(found) => found.unwrap_or((peer, Vec::new())),
-            Err(e) => {
-                log::info!("PROXY header from {peer} refused: {e}");
-                return;
-            }
-        }
-    } else {
-        (peer, Vec::new())
-    };
-    // The per-address cap counts the client the PROXY header named (the accept loop could
-    // only see the proxy).
-    let Some(_per_address) = crate::smtpd::server::admit_proxied(&server, &tcp, peer, kind) else {
-        return;
-    };
-    let access = server.access();
+pub async fn serve(server: Arc<Server>, conn: Accepted) {
+    let Accepted {
+        tcp,
+        peer,
+        kind,
+        early,
+    } = conn;
+    let access = server.config.access();
     let connect_rule = access.connect(peer.ip()).cloned();
     if let Some(reply) = connect_rule.as_ref().and_then(Action::reply) {
         // SPEC §7: a Connect REJECT is the greeting, then the connection ends.
         log::info!("access: refusing connection from {}", peer.ip());
         let mut stream = tcp;
-        let _ = with_deadline(stream.write_all(&reply.to_bytes())).await;
+        let _ = with_timeout(server.limits.command, stream.write_all(&reply.to_bytes())).await;
         return;
     }
-    let tls_now = kind == ListenerKind::SubmissionTls;
+    let tls_now = kind.implicit_tls();
     let stream = if tls_now {
-        crate::metrics::tls_handshake_started();
-        match with_deadline(server.tls().accept(tcp)).await {
-            Ok(s) => Stream::Tls(Box::new(s)),
-            Err(e) => {
-                let why = crate::tls::handshake_failure(&e);
+        match Stream::accept_tls(tcp, &server.config.tls(), server.limits.command).await {
+            Ok(stream) => stream,
+            Err(why) => {
                 log::info!("TLS handshake with {peer} failed: {why}");
-                crate::metrics::tls_handshake_failed();
                 return;
             }
         }
     } else {
         Stream::Plain(tcp)
     };
+    let settings = server.settings();
     let config = SessionConfig {
-        hostname: server.settings.hostname.clone(),
-        kind,
-        max_message_size: server.settings.max_message_size(),
-        max_recipients: server.settings.max_recipients,
+        hostname: settings.hostname.clone(),
+        kind: smtp_port(kind),
+        max_message_size: settings.max_message_size(),
+        max_recipients: settings.max_recipients,
         tls_available: true,
     };
     let mut session = Session::new(config, tls_now);
@@ -270,31 +160,6 @@ pub async fn serve(
     }
     if let Some(r) = conn.receiving.take().and_then(|r| r.incoming) {
         r.abort();
-    }
-}
-
-/// Reads the PROXY protocol header (v1 or v2) that must open the connection. Returns the
-/// client it names (None for a LOCAL header: the proxy's own health check) and the bytes
-/// read after it.
-async fn read_proxy_header(
-    tcp: &Async<TcpStream>,
-) -> std::io::Result<Option<(SocketAddr, Vec<u8>)>> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 512];
-    loop {
-        let n = with_deadline((&*tcp).read(&mut chunk)).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        match proxy::parse(&buf) {
-            ProxyStatus::NeedMore => continue,
-            ProxyStatus::Invalid(why) => return Err(std::io::Error::other(why)),
-            ProxyStatus::Done { header_len, source } => {
-                let rest = buf.split_off(header_len);
-                return Ok(source.map(|s| (s, rest)));
-            }
-        }
     }
 }
 
@@ -330,7 +195,7 @@ impl Conn {
             // RFC 2920 §3.1: replies may wait until the server must read.
             self.flush().await?;
             self.session.release_buffers();
-            let limits = ClientLimits::get();
+            let limits = self.server.limits;
             let limit = if self.session.in_data() {
                 limits.data
             } else {
@@ -362,9 +227,7 @@ impl Conn {
     /// only once the socket is readable, so an idle connection holds no read buffer (memory
     /// per idle connection is what a flood or a slow client costs us).
     async fn read_chunk(&mut self, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-        if let Stream::Plain(s) = &self.stream {
-            s.readable().await?;
-        }
+        self.stream.readable().await?;
         *buf = read_buffers::take();
         self.stream.read(buf).await
     }
@@ -375,7 +238,7 @@ impl Conn {
             let domains = self.server.domains();
             let policy = MailPolicy {
                 domains: &domains,
-                settings: &self.server.settings,
+                settings: self.server.settings(),
                 srs: &self.server.srs,
                 access: &self.access,
                 client_ip: self.peer.ip(),
@@ -435,78 +298,46 @@ impl Conn {
         }
         let out = std::mem::take(&mut self.out);
         crate::metrics::bytes_out(out.len());
-        with_deadline(self.stream.write_all(&out)).await
+        with_timeout(self.server.limits.command, self.stream.write_all(&out)).await
     }
 
     /// Half-closes and drains what the client still sends, briefly, so that our last reply
     /// reaches it instead of being destroyed by a reset.
     async fn linger(&mut self) -> std::io::Result<()> {
-        self.stream.shutdown_write().await;
-        let mut sink = [0u8; 4096];
-        let drain = async { while self.stream.read(&mut sink).await.unwrap_or(0) > 0 {} };
-        let deadline = async {
-            smol::Timer::after(LINGER).await;
-        };
-        smol::future::or(drain, deadline).await;
+        self.stream.linger(LINGER).await;
         Ok(())
     }
 
     async fn start_tls(&mut self) -> std::io::Result<()> {
         self.flush().await?;
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Upgrading) else {
-            return Err(std::io::Error::other("STARTTLS on a TLS stream"));
-        };
-        crate::metrics::tls_handshake_started();
-        let tls = with_deadline(self.server.tls().accept(tcp))
-            .await
-            .inspect_err(|e| {
-                let why = crate::tls::handshake_failure(e);
-                log::info!("TLS handshake with {} failed: {why}", self.peer);
-                crate::metrics::tls_handshake_failed();
-            })?;
-        self.stream = Stream::Tls(Box::new(tls));
+        let tls = self.server.config.tls();
+        let upgraded = self
+            .stream
+            .start_tls(&tls, self.server.limits.command)
+            .await;
+        upgraded.inspect_err(|why| log::info!("TLS handshake with {} failed: {why}", self.peer))?;
         self.session.tls_established();
         Ok(())
     }
 
+    /// AUTH through the shared login check (`auth`): its failure delay and per-address limit.
     async fn authenticate(&mut self, login: String, password: String) {
-        let ip = self.peer.ip();
-        let limit = &self.server.auth_limit;
-        if limit.blocked(ip, std::time::Instant::now()) {
-            // No password is checked while blocked, so guessing gets nowhere.
-            log::info!("AUTH refused from {ip}: too many failures");
-            crate::metrics::auth_blocked();
-            smol::Timer::after(AUTH_FAILURE_DELAY).await;
-            let reply = Reply::new(454, "4.7.0", "Too many failed logins, try again later");
-            return self.session.auth_refused(reply);
-        }
-        let server = self.server.clone();
-        let slot = self.server.password_checks.slot().await;
-        let verified = smol::unblock(move || {
-            server.refresh_users_for(&login);
-            let domains = server.domains();
-            let user = domains.canonical_user(&login)?;
-            let data = domains.get(user.domain())?;
-            data.users
-                .check_password(user.local().as_str(), &password)
-                .then(|| user.to_string())
-        })
-        .await;
-        drop(slot);
-        match &verified {
-            Some(_) => limit.succeeded(ip),
-            None => {
-                log::info!("AUTH failed from {}", self.peer);
-                crate::metrics::auth_failed();
-                limit.failed(ip, std::time::Instant::now());
-                smol::Timer::after(AUTH_FAILURE_DELAY).await;
+        let auth = self.server.auth.clone();
+        match auth
+            .login(Protocol::Smtp, self.peer.ip(), &login, password)
+            .await
+        {
+            Login::Ok(user) => self.session.auth_result(Some(user)),
+            Login::Failed => self.session.auth_result(None),
+            Login::Blocked => {
+                let reply = Reply::new(454, "4.7.0", "Too many failed logins, try again later");
+                self.session.auth_refused(reply);
             }
         }
-        self.session.auth_result(verified);
     }
 
     fn data_start(&mut self) {
-        let filter = ForgedResultsFilter::new(&self.server.settings.hostname);
+        let filter = ForgedResultsFilter::new(&self.server.settings().hostname);
         let receiving = match self.server.queue.incoming() {
             Ok(mut incoming) => {
                 let header = self.received_header(incoming.id().as_str());
@@ -535,7 +366,7 @@ impl Conn {
         let hop = received::Hop {
             helo: self.session.helo().unwrap_or(""),
             ip: self.peer.ip(),
-            hostname: &self.server.settings.hostname,
+            hostname: &self.server.settings().hostname,
             esmtp: self.session.is_esmtp(),
             tls: self.session.is_tls(),
             authenticated: self.session.auth_user().is_some(),
@@ -629,8 +460,8 @@ impl Conn {
         let mut envelope = self.envelope();
         // SPEC §9: the hook runs for mail received on port 25; looked up per message, so
         // adding or removing it needs no restart.
-        let hook = (self.kind == ListenerKind::Mx)
-            .then(|| PostDataHook::find(&self.server.settings.config_dir))
+        let hook = (self.kind == ListenerKind::Smtp)
+            .then(|| PostDataHook::find(&self.server.settings().config_dir))
             .flatten();
         let mut spf_pass = false;
         if self.checks_inbound() {
@@ -747,11 +578,11 @@ impl Conn {
     /// domains, like submission: their mail is not checked.
     fn checks_inbound(&self) -> bool {
         let ip = self.peer.ip();
-        self.kind == ListenerKind::Mx
+        self.kind == ListenerKind::Smtp
             && !self.connect_relay
             && !self
                 .server
-                .settings
+                .settings()
                 .relay_networks
                 .iter()
                 .any(|net| net.contains(ip))
@@ -767,7 +598,7 @@ impl Conn {
         body_len: u64,
         envelope: &mut Envelope,
     ) -> Result<bool, Reply> {
-        let hostname = &self.server.settings.hostname;
+        let hostname = &self.server.settings().hostname;
         let ctx = inbound::Inbound {
             client_ip: self.peer.ip(),
             helo: self.session.helo().unwrap_or(""),
@@ -777,31 +608,8 @@ impl Conn {
         let verdict = inbound::check(&self.server.dns, &ctx, header, body, body_len).await;
         let dkim: Vec<&str> = verdict.dkim.iter().map(|d| d.result.as_str()).collect();
         metrics::inbound_auth(verdict.spf.as_str(), &dkim, verdict.dmarc.result.as_str());
-        let policy = &self.server.settings.inbound_policy;
-        if verdict.spf_failed() {
-            if policy.spf_fail == PolicyAction::Reject {
-                // RFC 7372 §3.2: 5.7.23, SPF validation failed.
-                return Err(Reply::new(
-                    550,
-                    "5.7.23",
-                    format!("SPF check failed for {}", spf_identity(&ctx)),
-                ));
-            }
-            envelope.no_forward = Some("SPF fail".into());
-        }
-        if verdict.dmarc_reject() {
-            if policy.dmarc_reject == PolicyAction::Reject {
-                return Err(Reply::new(
-                    550,
-                    "5.7.1",
-                    format!(
-                        "Message rejected per the DMARC policy of {}",
-                        verdict.dmarc.from_domain
-                    ),
-                ));
-            }
-            envelope.no_forward = Some("DMARC p=reject failure".into());
-        }
+        let policy = &self.server.settings().inbound_policy;
+        envelope.no_forward = judge_inbound(&verdict, policy, &spf_identity(&ctx))?;
         let value = verdict
             .header
             .strip_prefix("Authentication-Results:")

@@ -8,13 +8,15 @@
 
 use crate::addr::{Address, Domain};
 use crate::aliases::Recipient;
+use crate::config::access::{AccessRules, Action};
+use crate::config::settings::{InboundPolicy, PolicyAction};
 use crate::config::{Domains, Settings};
+use crate::mailauth::inbound::Verdict;
 use crate::mailauth::srs::Srs;
 use crate::message::now_secs;
 use crate::proto::command::{ForwardPath, ReversePath};
 use crate::proto::reply::Reply;
 use crate::proto::session::{PeerInfo, Policy};
-use crate::smtpd::access::{AccessRules, Action};
 use std::net::IpAddr;
 
 pub struct MailPolicy<'a> {
@@ -197,6 +199,44 @@ impl Policy for MailPolicy<'_> {
     }
 }
 
+/// What the SPF and DMARC results of a message received on port 25 mean for it, under
+/// `inbound_policy` (SPEC §3, §7, §8): an SPF `fail` (RFC 7208 §2.6.4; not `softfail`) or a
+/// DMARC failure under `p=reject` is refused, unless the policy says "tag": then the message
+/// is taken but must never leave for an outside address, and the reason why is returned.
+/// `spf_identity` is what SPF checked (MAIL FROM, or HELO for `<>`), for the reply.
+pub fn judge_inbound(
+    verdict: &Verdict,
+    policy: &InboundPolicy,
+    spf_identity: &str,
+) -> Result<Option<String>, Reply> {
+    let mut no_forward = None;
+    if verdict.spf_failed() {
+        if policy.spf_fail == PolicyAction::Reject {
+            // RFC 7372 §3.2: 5.7.23, SPF validation failed.
+            return Err(Reply::new(
+                550,
+                "5.7.23",
+                format!("SPF check failed for {spf_identity}"),
+            ));
+        }
+        no_forward = Some("SPF fail".to_string());
+    }
+    if verdict.dmarc_reject() {
+        if policy.dmarc_reject == PolicyAction::Reject {
+            return Err(Reply::new(
+                550,
+                "5.7.1",
+                format!(
+                    "Message rejected per the DMARC policy of {}",
+                    verdict.dmarc.from_domain
+                ),
+            ));
+        }
+        no_forward = Some("DMARC p=reject failure".to_string());
+    }
+    Ok(no_forward)
+}
+
 /// The reverse-path as access rules and logs take it (`""` for `<>`).
 pub fn reverse_path_text(from: &ReversePath) -> String {
     match from {
@@ -208,7 +248,8 @@ pub fn reverse_path_text(from: &ReversePath) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::session::ListenerKind;
+    use crate::mailauth::inbound::{DmarcCheck, DmarcPolicy, DmarcResult, SpfResult};
+    use crate::proto::session::SmtpPort;
 
     /// example.test with users alice and bob (receive-only: no password is needed here),
     /// and `aliases` as its aliases file.
@@ -252,7 +293,7 @@ mod tests {
 
     fn submission(user: &str) -> PeerInfo {
         PeerInfo {
-            kind: ListenerKind::Submission,
+            kind: SmtpPort::Submission,
             tls: true,
             auth_user: Some(user.to_string()),
         }
@@ -353,7 +394,7 @@ mod tests {
         let peer = submission("alice@example.test");
         assert!(policy.check_sender(&peer, &ReversePath::Null).is_err());
         let mx = PeerInfo {
-            kind: ListenerKind::Mx,
+            kind: SmtpPort::Mx,
             tls: false,
             auth_user: None,
         };
@@ -391,7 +432,7 @@ mod tests {
             ("ghost: nobody, nobody2", "ghost@example.test", vec![]),
         ];
         let mx = PeerInfo {
-            kind: ListenerKind::Mx,
+            kind: SmtpPort::Mx,
             tls: false,
             auth_user: None,
         };
@@ -411,6 +452,89 @@ mod tests {
                     assert_eq!((reply.code, reply.enhanced), (550, "5.1.1"));
                 }
             }
+        }
+    }
+
+    fn verdict(spf: SpfResult, dmarc: DmarcResult, p: DmarcPolicy) -> Verdict {
+        Verdict {
+            spf,
+            dkim: Vec::new(),
+            dmarc: DmarcCheck {
+                result: dmarc,
+                policy: p,
+                from_domain: "sender.example".into(),
+            },
+            header: String::new(),
+        }
+    }
+
+    #[test]
+    fn inbound_verdicts_under_each_policy() {
+        use PolicyAction::{Reject, Tag};
+        let (pass, fail, none) = (SpfResult::Pass, SpfResult::Fail, DmarcPolicy::None);
+        let (dpass, dfail) = (DmarcResult::Pass, DmarcResult::Fail);
+        let spf_reject = Err("550 5.7.23 SPF check failed for a@sender.example".to_string());
+        let dmarc_reject =
+            Err("550 5.7.1 Message rejected per the DMARC policy of sender.example".to_string());
+        let cases = [
+            // (spf, dmarc, p=, spf_fail action, dmarc_reject action) -> outcome
+            (pass, dpass, DmarcPolicy::Reject, Reject, Reject, Ok(None)),
+            (
+                SpfResult::SoftFail,
+                dfail,
+                DmarcPolicy::Quarantine,
+                Reject,
+                Reject,
+                Ok(None),
+            ),
+            (SpfResult::TempError, dfail, none, Reject, Reject, Ok(None)),
+            (fail, dpass, none, Reject, Reject, spf_reject.clone()),
+            (fail, dpass, none, Tag, Reject, Ok(Some("SPF fail"))),
+            (
+                pass,
+                dfail,
+                DmarcPolicy::Reject,
+                Reject,
+                Reject,
+                dmarc_reject.clone(),
+            ),
+            (
+                pass,
+                dfail,
+                DmarcPolicy::Reject,
+                Reject,
+                Tag,
+                Ok(Some("DMARC p=reject failure")),
+            ),
+            // SPF is judged first; a tagged SPF failure still meets DMARC's rejection.
+            (fail, dfail, DmarcPolicy::Reject, Tag, Reject, dmarc_reject),
+            (fail, dfail, DmarcPolicy::Reject, Reject, Tag, spf_reject),
+            (
+                fail,
+                dfail,
+                DmarcPolicy::Reject,
+                Tag,
+                Tag,
+                Ok(Some("DMARC p=reject failure")),
+            ),
+        ];
+        for (spf, dmarc, p, spf_fail, dmarc_reject, want) in cases {
+            let policy = InboundPolicy {
+                spf_fail,
+                dmarc_reject,
+            };
+            let got = judge_inbound(&verdict(spf, dmarc, p), &policy, "a@sender.example")
+                .map(|reason| reason.map(|r| r.to_string()))
+                .map_err(|reply| {
+                    String::from_utf8_lossy(&reply.to_bytes())
+                        .trim()
+                        .to_string()
+                });
+            let want = want.map(|reason| reason.map(str::to_string));
+            assert_eq!(
+                got, want,
+                "{spf:?} {dmarc:?} p={p:?} {spf_fail:?}/{dmarc_reject:?}"
+            );
         }
     }
 }

@@ -5,7 +5,7 @@
 use super::*;
 use crate::addr::Domain;
 use crate::aliases::AliasFile;
-use crate::smtpd::access::AccessRules;
+use crate::config::access::AccessRules;
 use crate::userdb::UserDb;
 
 const DOC: &str = include_str!("../../../docs/config.md");

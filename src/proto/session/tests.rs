@@ -30,7 +30,7 @@ impl Policy for TestPolicy {
     }
 }
 
-fn config(kind: ListenerKind) -> SessionConfig {
+fn config(kind: SmtpPort) -> SessionConfig {
     SessionConfig {
         hostname: "mx.example.test".into(),
         kind,
@@ -52,7 +52,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(kind: ListenerKind, tls: bool) -> Harness {
+    fn new(kind: SmtpPort, tls: bool) -> Harness {
         let mut h = Harness {
             session: Session::new(config(kind), tls),
             wire: String::new(),
@@ -113,13 +113,13 @@ impl Harness {
 
 #[test]
 fn greeting_names_the_host() {
-    let h = Harness::new(ListenerKind::Mx, false);
+    let h = Harness::new(SmtpPort::Mx, false);
     assert_eq!(h.wire, "220 mx.example.test ESMTP tambo\r\n");
 }
 
 #[test]
 fn ehlo_lists_extensions_without_auth_on_port_25() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     let r = h.send(b"EHLO client.example\r\n");
     for ext in [
         "PIPELINING",
@@ -136,7 +136,7 @@ fn ehlo_lists_extensions_without_auth_on_port_25() {
 
 #[test]
 fn auth_offered_on_submission_only_after_tls() {
-    let mut h = Harness::new(ListenerKind::Submission, false);
+    let mut h = Harness::new(SmtpPort::Submission, false);
     assert!(!h.send(b"EHLO c\r\n").contains("AUTH"));
     assert!(
         h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n")
@@ -152,7 +152,7 @@ fn auth_offered_on_submission_only_after_tls() {
 
 #[test]
 fn whole_transaction_pipelined_in_one_packet() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\n");
     let r = h.send(
         b"MAIL FROM:<x@remote.example>\r\nRCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nDATA\r\nSubject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n",
@@ -168,7 +168,7 @@ fn whole_transaction_pipelined_in_one_packet() {
 
 #[test]
 fn commands_pipelined_behind_starttls_are_discarded() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\n");
     let r = h.send(b"STARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<a@example.test>\r\n");
     assert_eq!(r, "220 2.0.0 Ready to start TLS\r\n");
@@ -182,7 +182,7 @@ fn commands_pipelined_behind_starttls_are_discarded() {
 
 #[test]
 fn relay_denied_and_unknown_verbs() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\nMAIL FROM:<x@remote.example>\r\n");
     assert!(
         h.send(b"RCPT TO:<y@elsewhere.example>\r\n")
@@ -193,7 +193,7 @@ fn relay_denied_and_unknown_verbs() {
 
 #[test]
 fn three_errors_close_with_421() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\n");
     let r = h.send(b"FOO\r\nBAR\r\nBAZ\r\nNOOP\r\n");
     assert!(r.ends_with("421 4.5.0 Too many errors, bye\r\n"), "{r}");
@@ -211,7 +211,7 @@ fn http_verbs_get_502_and_close() {
         "POST /x HTTP/1.0",
         "CONNECT host:25 HTTP/1.1",
     ] {
-        let mut h = Harness::new(ListenerKind::Mx, false);
+        let mut h = Harness::new(SmtpPort::Mx, false);
         let r = h.send(format!("{verb}\r\nHost: x\r\n\r\n").as_bytes());
         assert_eq!(r, "502 5.7.0 This is an SMTP server\r\n", "{verb}");
         assert_eq!(h.events, ["close"]);
@@ -220,7 +220,7 @@ fn http_verbs_get_502_and_close() {
 
 #[test]
 fn long_line_gets_500_and_the_session_goes_on() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\n");
     let mut long = b"NOOP ".to_vec();
     long.extend(std::iter::repeat_n(b'x', 3000));
@@ -235,7 +235,7 @@ fn long_line_gets_500_and_the_session_goes_on() {
 
 #[test]
 fn too_many_recipients() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\nMAIL FROM:<>\r\n");
     h.send(b"RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\n");
     assert!(
@@ -246,7 +246,7 @@ fn too_many_recipients() {
 
 #[test]
 fn declared_size_over_limit_refused_at_mail() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\n");
     assert!(
         h.send(b"MAIL FROM:<x@r.example> SIZE=1001\r\n")
@@ -260,7 +260,7 @@ fn declared_size_over_limit_refused_at_mail() {
 
 #[test]
 fn oversize_message_refused_after_data_and_session_goes_on() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
     for _ in 0..50 {
         h.send(&[b'x'; 100]);
@@ -282,7 +282,7 @@ fn smuggling_variants_are_refused_and_close() {
         b"a\r\n.\nMAIL FROM:<e@x.example>\r\n.\r\n",
     ];
     for v in variants {
-        let mut h = Harness::new(ListenerKind::Mx, false);
+        let mut h = Harness::new(SmtpPort::Mx, false);
         h.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
         let r = h.send(v);
         assert!(
@@ -297,7 +297,7 @@ fn smuggling_variants_are_refused_and_close() {
 
 #[test]
 fn mail_loop_detected() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
     let mut msg = String::new();
     for i in 0..51 {
@@ -309,7 +309,7 @@ fn mail_loop_detected() {
 
 #[test]
 fn auth_plain_and_sender_check() {
-    let mut h = Harness::new(ListenerKind::SubmissionTls, true);
+    let mut h = Harness::new(SmtpPort::SubmissionTls, true);
     h.send(b"EHLO c\r\n");
     assert!(
         h.send(b"MAIL FROM:<alice@example.test>\r\n")
@@ -332,7 +332,7 @@ fn auth_plain_and_sender_check() {
 
 #[test]
 fn auth_login_exchange_and_wrong_password() {
-    let mut h = Harness::new(ListenerKind::SubmissionTls, true);
+    let mut h = Harness::new(SmtpPort::SubmissionTls, true);
     h.send(b"EHLO c\r\n");
     assert_eq!(h.send(b"AUTH LOGIN\r\n"), "334 VXNlcm5hbWU6\r\n");
     assert_eq!(
@@ -347,7 +347,7 @@ fn auth_login_exchange_and_wrong_password() {
 
 #[test]
 fn auth_refused_on_port_25_even_with_tls() {
-    let mut h = Harness::new(ListenerKind::Mx, true);
+    let mut h = Harness::new(SmtpPort::Mx, true);
     h.send(b"EHLO c\r\n");
     assert!(
         h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n")
@@ -358,7 +358,7 @@ fn auth_refused_on_port_25_even_with_tls() {
 
 #[test]
 fn sequencing_errors() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     assert!(h.send(b"MAIL FROM:<>\r\n").starts_with("503 5.5.1"));
     h.send(b"EHLO c\r\n");
     assert!(h.send(b"DATA\r\n").starts_with("503 5.5.1"));
@@ -366,7 +366,7 @@ fn sequencing_errors() {
 
 #[test]
 fn empty_message_and_dot_unstuffing() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<a@example.test>\r\nDATA\r\n");
     h.send(b"..leading dot\r\n.\r\n");
     assert_eq!(h.message, b".leading dot\r\n");
@@ -375,7 +375,7 @@ fn empty_message_and_dot_unstuffing() {
 
 #[test]
 fn idle_timeout_says_421_once() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.session.timed_out();
     h.drain();
     assert!(
@@ -395,7 +395,7 @@ fn recipient(addr: &str) -> Subject {
 
 #[test]
 fn refused_rcpts_name_their_recipient() {
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\n");
     assert!(
         h.send(b"RCPT TO:<Early@Example.test>\r\n")
@@ -415,7 +415,7 @@ fn refused_rcpts_name_their_recipient() {
         ]
     );
 
-    let mut h = Harness::new(ListenerKind::Mx, false);
+    let mut h = Harness::new(SmtpPort::Mx, false);
     h.send(b"EHLO c\r\nMAIL FROM:<x@remote.example>\r\n");
     let r = h.send(b"RCPT TO:<a@example.test>\r\nRCPT TO:<b@example.test>\r\nRCPT TO:<c@example.test>\r\nRCPT TO:<d@example.test>\r\n");
     assert!(r.ends_with("452 4.5.3 Too many recipients\r\n"), "{r}");
@@ -427,7 +427,7 @@ fn refused_rcpts_name_their_recipient() {
 
 #[test]
 fn refused_logins_name_the_user_never_the_password() {
-    let mut h = Harness::new(ListenerKind::SubmissionTls, true);
+    let mut h = Harness::new(SmtpPort::SubmissionTls, true);
     h.send(b"EHLO c\r\n");
     // \0alice@example.test\0wrong
     let r = h.send(b"AUTH PLAIN AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw==\r\n");
@@ -444,7 +444,7 @@ fn refused_logins_name_the_user_never_the_password() {
     assert!(!format!("{:?}", h.refused).contains("wrong"));
 
     // An authorization identity that is not the user: refused without a check.
-    let mut h = Harness::new(ListenerKind::SubmissionTls, true);
+    let mut h = Harness::new(SmtpPort::SubmissionTls, true);
     h.send(b"EHLO c\r\n");
     // other@example.test\0alice@example.test\0secret
     let r = h.send(b"AUTH PLAIN b3RoZXJAZXhhbXBsZS50ZXN0AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ=\r\n");
@@ -455,7 +455,7 @@ fn refused_logins_name_the_user_never_the_password() {
 
 #[test]
 fn auth_refused_by_the_driver_names_the_login() {
-    let mut s: Session<String> = Session::new(config(ListenerKind::SubmissionTls), true);
+    let mut s: Session<String> = Session::new(config(SmtpPort::SubmissionTls), true);
     // \0carol@example.test\0pw
     s.feed(b"EHLO c\r\nAUTH PLAIN AGNhcm9sQGV4YW1wbGUudGVzdABwdw==\r\n");
     loop {

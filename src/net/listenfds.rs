@@ -3,11 +3,12 @@
 //! The protocol: when `LISTEN_PID` is our pid, `LISTEN_FDS` sockets start at fd 3 and
 //! `LISTEN_FDNAMES` (colon-separated, one per fd) names them, from each socket unit's
 //! `FileDescriptorName=`. As chasquid's socket units do, the names `smtp`, `submission` and
-//! `submission_tls` say which listener a socket is; a socket without one of these names is
-//! matched by its local port against the configured listen addresses. The variables are unset
+//! `submission_tls` (and `imap`, `imaps`, `pop3`, `pop3s`) say which listener a socket is; a
+//! socket without one of these names is matched by its local port against the configured
+//! listen addresses. The variables are unset
 //! once read, so that nothing we start (hooks, MDAs) believes the sockets are its own.
 
-use crate::proto::session::ListenerKind;
+use crate::net::listener::ListenerKind;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
@@ -30,8 +31,8 @@ pub enum ListenFdsError {
     NotListening { fd: RawFd },
     #[error(
         "socket passed by systemd as fd {fd} ({name}, {addr}) matches no listener: name it \
-         smtp, submission or submission_tls (FileDescriptorName=), or give its port in \
-         smtp_listen, submission_listen or submission_tls_listen"
+         after one (FileDescriptorName=smtp, submission, submission_tls, ...), or give its \
+         port in that listener's <name>_listen setting"
     )]
     Unmatched {
         fd: RawFd,
@@ -186,12 +187,11 @@ pub fn kind_of(
     local: SocketAddr,
     groups: &[(&[SocketAddr], ListenerKind)],
 ) -> Option<ListenerKind> {
-    let by_name = match name {
-        Some("smtp") => Some(ListenerKind::Mx),
-        Some("submission") => Some(ListenerKind::Submission),
-        Some("submission_tls") => Some(ListenerKind::SubmissionTls),
-        _ => None,
-    };
+    // A name counts only for a kind being served (`groups`): a socket for a protocol that is
+    // off is an error, not a listener nobody answers on.
+    let by_name = name
+        .and_then(ListenerKind::from_name)
+        .filter(|kind| groups.iter().any(|(_, served)| served == kind));
     by_name.or_else(|| {
         groups
             .iter()
@@ -227,7 +227,7 @@ pub fn assign(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ListenerKind::{Mx, Submission, SubmissionTls};
+    use ListenerKind::{Smtp as Mx, Submission, SubmissionTls};
 
     #[test]
     fn parse_follows_sd_listen_fds() {
@@ -310,7 +310,9 @@ mod tests {
         let b = TcpListener::bind("127.0.0.1:0").unwrap();
         let b_addr = b.local_addr().unwrap();
         let sub = [b_addr];
-        let groups = [(&sub[..], Submission)];
+        // A name counts for a kind being served: here smtp (on no configured address) and
+        // submission.
+        let groups = [(&[][..], Mx), (&sub[..], Submission)];
         let passed = |name: Option<&str>, listener| Passed {
             fd: 3,
             name: name.map(String::from),

@@ -1,5 +1,6 @@
 //! The PROXY protocol header (HAProxy, versions 1 and 2) that a load balancer sends in front
-//! of the SMTP stream when `haproxy_incoming` is on (SPEC §3, issue 5 item 4). Sans-I/O:
+//! of the SMTP stream when `haproxy_incoming` is on (SPEC §3). Sans-I/O (the accept loop,
+//! `net::accept`, reads it):
 //! [`parse`] looks at the bytes received so far and says whether to read more, where the
 //! header ends, or that the connection must be dropped.
 //!

@@ -1,27 +1,29 @@
-//! Caps on concurrent connections, overall and per client address (issue 5).
+//! Caps on concurrent connections, overall and per client address, for every listener of
+//! every protocol.
 //!
-//! [`Connections`] counts the open SMTP connections of every listener, in total and per client
-//! address; the caps themselves come from the settings at each admission, so the counters need
-//! nothing but `Default`. As for failed AUTH attempts ([`super::auth_limit`]), IPv6 clients are
-//! counted per /64 (one host usually has a whole /64 to rotate through) and IPv4-mapped IPv6
-//! counts as IPv4. Clients in `relay_networks` are exempt from the per-address cap, as Postfix
-//! exempts `mynetworks` from `smtpd_client_connection_count_limit`; they still count towards
-//! the overall cap.
+//! [`Connections`] counts the open connections of every listener, in total and per client
+//! address; the caps come from the settings ([`Caps`]). As for failed logins
+//! (`auth::limit`), IPv6 clients are counted per /64 (one host usually has a whole /64 to
+//! rotate through) and IPv4-mapped IPv6 counts as IPv4. Clients in `relay_networks` are exempt
+//! from the per-address cap, as Postfix exempts `mynetworks` from
+//! `smtpd_client_connection_count_limit`; they still count towards the overall cap.
 //!
-//! A connection over a cap is answered `421 4.7.0` and closed (RFC 5321 §3.8: a server may
-//! close with 421 when it cannot serve the client now, and the client retries later).
+//! A connection over a cap is [`Refused`]: each protocol tells the client so in its own words
+//! (SMTP: `421 4.7.0`) and closes.
 
 use crate::config::Settings;
-use crate::proto::reply::Reply;
+use crate::config::settings::IpNet;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-/// `max_connections` and `max_connections_per_address` of the settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `max_connections` and `max_connections_per_address` of the settings, and the networks
+/// exempt from the second (`relay_networks`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caps {
     pub total: usize,
     pub per_address: usize,
+    pub exempt: Vec<IpNet>,
 }
 
 impl Caps {
@@ -29,29 +31,23 @@ impl Caps {
         Caps {
             total: settings.max_connections,
             per_address: settings.max_connections_per_address,
+            exempt: settings.relay_networks.clone(),
         }
+    }
+
+    /// Whether `ip` escapes the per-address cap (it is in `relay_networks`).
+    pub fn exempt(&self, ip: IpAddr) -> bool {
+        self.exempt.iter().any(|net| net.contains(ip))
     }
 }
 
-/// Whether `ip` escapes the per-address cap (it is in `relay_networks`).
-pub fn exempt(settings: &Settings, ip: IpAddr) -> bool {
-    settings.relay_networks.iter().any(|net| net.contains(ip))
-}
-
-/// Which cap a connection ran into (for the log; the client sees the same 421 for both).
+/// Which cap a connection ran into (for the log; the client is told the same for both).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     #[error("too many connections in all (max_connections)")]
     Total,
     #[error("too many connections from this address (max_connections_per_address)")]
     PerAddress,
-}
-
-impl Refused {
-    /// RFC 5321 §3.8 / RFC 3463: 4.7.0, a temporary refusal by local policy.
-    pub fn reply(self) -> Reply {
-        Reply::new(421, "4.7.0", "Too many connections, try again later")
-    }
 }
 
 /// An IPv4 address, or the /64 of an IPv6 one. Opaque outside this module: it is handed back
@@ -82,7 +78,7 @@ struct Counts {
     per_address: HashMap<AddressKey, usize>,
 }
 
-/// The open SMTP connections, in total and per client address.
+/// The open connections, in total and per client address.
 #[derive(Default)]
 pub struct Connections {
     counts: Mutex<Counts>,
@@ -152,16 +148,17 @@ impl Connections {
     }
 }
 
-/// File descriptors needed beyond one per connection: listeners, queue files (those being
-/// written and delivered, and the pool of recycled ones, `queue::store::FREE_POOL`),
+/// File descriptors needed beyond one per connection and the caller's own (`held`, such as
+/// the queue's pool of recycled files): listeners, queue files being written and delivered,
 /// outbound SMTP and DNS sockets, hooks' pipes, logs.
-pub const FD_MARGIN: u64 = 256 + crate::queue::store::FREE_POOL as u64;
+pub const FD_MARGIN: u64 = 256;
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, as Go does for every program at start
 /// (and so chasquid): the default soft limit of 1024 would end a flood in EMFILE on accept
 /// long before `max_connections`. Logs the limit, and warns when it leaves no room for
-/// `max_connections`. Returns the soft limit in force, if it could be read.
-pub fn raise_fd_limit(max_connections: usize) -> Option<u64> {
+/// `max_connections`, [`FD_MARGIN`] and `held` more. Returns the soft limit in force, if it
+/// could be read.
+pub fn raise_fd_limit(max_connections: usize, held: u64) -> Option<u64> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -198,18 +195,75 @@ pub fn raise_fd_limit(max_connections: usize) -> Option<u64> {
         log::info!("file descriptor limit: {}", lim.rlim_cur);
     }
     let limit: u64 = lim.rlim_cur;
-    if fd_limit_too_low(limit, max_connections) {
+    let margin = FD_MARGIN.saturating_add(held);
+    if fd_limit_too_low(limit, max_connections, margin) {
         log::warn!(
             "file descriptor limit {limit} is below max_connections ({max_connections}) + \
-             {FD_MARGIN}: a flood may exhaust it; raise LimitNOFILE= or lower max_connections"
+             {margin}: a flood may exhaust it; raise LimitNOFILE= or lower max_connections"
         );
     }
     Some(limit)
 }
 
-fn fd_limit_too_low(limit: u64, max_connections: usize) -> bool {
+fn fd_limit_too_low(limit: u64, max_connections: usize, margin: u64) -> bool {
     let needed = u64::try_from(max_connections).unwrap_or(u64::MAX);
-    limit < needed.saturating_add(FD_MARGIN)
+    limit < needed.saturating_add(margin)
+}
+
+/// One connection counted in [`Connections`] (and its client address, when it was counted)
+/// for as long as this lives.
+pub struct Admitted {
+    connections: Arc<Connections>,
+    address: Option<AddressKey>,
+}
+
+impl Admitted {
+    /// Counts a connection from `client` within `caps`; `count_address: false` leaves the
+    /// address to [`Admitted::count_address`] (the client a PROXY header will name).
+    pub fn new(
+        connections: &Arc<Connections>,
+        caps: &Caps,
+        client: IpAddr,
+        count_address: bool,
+    ) -> Result<Admitted, Refused> {
+        connections.admit(caps.total)?;
+        // From here on, a refusal drops `admitted`, which gives the overall slot back.
+        let mut admitted = Admitted {
+            connections: connections.clone(),
+            address: None,
+        };
+        if count_address {
+            admitted.count_address(caps, client)?;
+        }
+        Ok(admitted)
+    }
+
+    /// Counts a connection that no cap may refuse.
+    pub fn uncapped(connections: &Arc<Connections>) -> Admitted {
+        connections.add();
+        Admitted {
+            connections: connections.clone(),
+            address: None,
+        }
+    }
+
+    /// Counts the client's address (IPv6: its /64) within the per-address cap, unless it is
+    /// exempt.
+    pub fn count_address(&mut self, caps: &Caps, client: IpAddr) -> Result<(), Refused> {
+        if self.address.is_none() && !caps.exempt(client) {
+            self.address = Some(self.connections.admit_address(client, caps.per_address)?);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(key) = self.address.take() {
+            self.connections.release_address(key);
+        }
+        self.connections.release();
+    }
 }
 
 #[cfg(test)]
@@ -278,50 +332,69 @@ mod tests {
     fn relay_networks_are_exempt() {
         let mut s = Settings::defaults(PathBuf::from("/nonexistent"));
         s.relay_networks = vec![crate::config::settings::IpNet::parse("10.0.0.0/8").unwrap()];
+        let caps = Caps::from_settings(&s);
         let cases = [
             ("10.1.2.3", true),
             ("::ffff:10.0.0.1", true),
             ("192.0.2.1", false),
         ];
         for (addr, want) in cases {
-            assert_eq!(exempt(&s, ip(addr)), want, "{addr}");
+            assert_eq!(caps.exempt(ip(addr)), want, "{addr}");
         }
     }
 
     #[test]
+    fn admitted_connections_count_until_dropped() {
+        let c = Arc::new(Connections::default());
+        let caps = Caps {
+            total: 3,
+            per_address: 1,
+            exempt: vec![IpNet::parse("10.0.0.0/8").unwrap()],
+        };
+        let first = Admitted::new(&c, &caps, ip("192.0.2.1"), true).unwrap();
+        // The address is full: refused, and the overall slot it took is given back.
+        assert!(matches!(
+            Admitted::new(&c, &caps, ip("192.0.2.1"), true),
+            Err(Refused::PerAddress)
+        ));
+        assert_eq!(c.open(), 1);
+        // Exempt addresses and uncounted ones (behind a proxy) pass the per-address cap.
+        let exempt = Admitted::new(&c, &caps, ip("10.0.0.1"), true).unwrap();
+        let mut proxied = Admitted::new(&c, &caps, ip("192.0.2.1"), false).unwrap();
+        assert_eq!(c.admit(3), Err(Refused::Total));
+        assert_eq!(
+            proxied.count_address(&caps, ip("192.0.2.1")),
+            Err(Refused::PerAddress)
+        );
+        drop((first, exempt));
+        proxied.count_address(&caps, ip("192.0.2.1")).unwrap();
+        assert_eq!((c.open(), c.from_address(ip("192.0.2.1"))), (1, 1));
+        drop(proxied);
+        assert_eq!((c.open(), c.from_address(ip("192.0.2.1"))), (0, 0));
+    }
+
+    #[test]
     fn fd_limit_must_leave_room_for_every_connection_and_the_margin() {
+        let margin = FD_MARGIN + 64;
         let cases = [
             (1024, 4000, true),
-            (4000 + FD_MARGIN, 4000, false),
-            (4000 + FD_MARGIN - 1, 4000, true),
+            (4000 + margin, 4000, false),
+            (4000 + margin - 1, 4000, true),
             (u64::MAX - 1, usize::MAX, true),
         ];
         for (limit, max, low) in cases {
-            assert_eq!(fd_limit_too_low(limit, max), low, "{limit} {max}");
+            assert_eq!(fd_limit_too_low(limit, max, margin), low, "{limit} {max}");
         }
     }
 
     #[test]
     fn raising_the_fd_limit_reaches_the_hard_limit() {
-        let soft = raise_fd_limit(1).unwrap();
+        let soft = raise_fd_limit(1, 0).unwrap();
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
         assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
         assert_eq!((soft, lim.rlim_cur), (lim.rlim_max, lim.rlim_max));
-    }
-
-    #[test]
-    fn refusal_is_421_4_7_0() {
-        for why in [Refused::Total, Refused::PerAddress] {
-            let bytes = why.reply().to_bytes();
-            assert!(
-                bytes.starts_with(b"421 4.7.0 "),
-                "{:?}",
-                String::from_utf8_lossy(&bytes)
-            );
-            assert!(bytes.ends_with(b"\r\n"));
-        }
     }
 }

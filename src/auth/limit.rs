@@ -1,5 +1,5 @@
-//! Failed AUTH attempts, counted per client address (SPEC §11, issue "abuse limits"): each
-//! failure is answered slowly (the driver waits), and after [`MAX_FAILURES`] failures within
+//! Failed logins, counted per client address over every protocol (SPEC §11): each failure is
+//! answered slowly (`auth::Authenticator` waits), and after [`MAX_FAILURES`] failures within
 //! [`WINDOW`] the address may not try again until the window has passed. IPv6 clients are
 //! counted per /64, since one host usually has a whole /64 to rotate through. Nothing here
 //! touches other addresses.

@@ -1,0 +1,136 @@
+//! The configuration in force while `serve` runs, in one value that `cli/serve.rs` builds and
+//! hands to every server: the settings (fixed until a restart), and what a reload swaps — the
+//! domains (users, aliases, DKIM keys), the TLS acceptor (certificates) and the access rules.
+//! SIGHUP reloads all of them; a change of a users or aliases file reloads the domains by
+//! itself ([`watch::DomainsWatch`]).
+
+use crate::config::access::{AccessError, AccessRules};
+use crate::config::watch::DomainsWatch;
+use crate::config::{Domains, Live, Settings};
+use futures_rustls::TlsAcceptor;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often [`LiveConfig::watch_domains`] looks at the users and aliases files.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+
+pub struct LiveConfig {
+    pub settings: Arc<Settings>,
+    domains: Live<Domains>,
+    /// What `domains` was loaded from: a change reloads it without a SIGHUP.
+    domains_watch: DomainsWatch,
+    /// Swapped by a reload (certificates); handshakes in progress keep theirs.
+    tls: Live<TlsAcceptor>,
+    /// `conf/access` rules.
+    access: Live<AccessRules>,
+}
+
+/// Why the configuration could not be loaded: the message names the file and the line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct LoadError(pub String);
+
+impl LiveConfig {
+    /// Loads domains, certificates and access rules for `settings`. Blocking.
+    pub fn load(settings: Arc<Settings>) -> Result<LiveConfig, LoadError> {
+        let domains = load_domains(&settings)?;
+        let tls = load_tls(&settings)?;
+        let access = load_access(&settings.config_dir).map_err(|e| LoadError(e.to_string()))?;
+        Ok(LiveConfig {
+            domains_watch: DomainsWatch::new(&settings.config_dir, &domains),
+            domains: Live::new(domains),
+            tls: Live::new(tls),
+            access: Live::new(access),
+            settings,
+        })
+    }
+
+    /// The current domains (a snapshot: a reload does not change it under a transaction).
+    pub fn domains(&self) -> Arc<Domains> {
+        self.domains.get()
+    }
+
+    /// The access rules in force (a snapshot).
+    pub fn access(&self) -> Arc<AccessRules> {
+        self.access.get()
+    }
+
+    /// The TLS acceptor in force.
+    pub fn tls(&self) -> Arc<TlsAcceptor> {
+        self.tls.get()
+    }
+
+    /// SIGHUP (SPEC §11): reloads users, aliases, access rules, DKIM keys and certificates.
+    /// Everything is loaded first and swapped in only when all of it is valid, so a broken
+    /// file keeps the old configuration; the error names the file and the line. Open
+    /// connections keep the snapshot they have. Blocking.
+    pub fn reload(&self) -> Result<(), LoadError> {
+        let settings = &self.settings;
+        let domains = load_domains(settings)?;
+        let tls = load_tls(settings)?;
+        let access = load_access(&settings.config_dir).map_err(|e| LoadError(e.to_string()))?;
+        self.domains_watch.loaded(&domains);
+        self.domains.replace(domains);
+        self.access.replace(access);
+        self.tls.replace(tls);
+        Ok(())
+    }
+
+    /// At a login: when the users file of the login's domain changed since the domains were
+    /// loaded (a user just added by `util user-add`), reloads them first, so that the new
+    /// password works at once rather than at the watcher's next look. Blocking (a stat, and
+    /// the load when something changed): call it off the executor, as the password check.
+    pub fn refresh_users_for(&self, login: &str) {
+        let Ok(address) = crate::addr::Address::parse(login) else {
+            return;
+        };
+        if self.domains_watch.users_changed(address.domain()) {
+            self.reload_changed_domains();
+        }
+    }
+
+    /// Reloads users and aliases when one of their files changed, and logs it: which file,
+    /// or why the reload failed (file, line, problem; the old configuration stays). Blocking.
+    pub fn reload_changed_domains(&self) {
+        let Some(reload) = self.domains_watch.reload_if_changed(&self.domains) else {
+            return;
+        };
+        let file = reload.changed.display();
+        match reload.result {
+            Ok(()) => log::info!("{file} changed: reloaded users and aliases"),
+            Err(e) => log::error!(
+                "{file} changed, but the reload failed, keeping the old users and aliases: {e}"
+            ),
+        }
+    }
+
+    /// Reloads users and aliases whenever their files change (SPEC §11's reload, without the
+    /// SIGHUP). Every 2 seconds it stats the files, right on the executor: a few cached stat
+    /// calls, nothing read unless one changed; the reload itself runs off the executor.
+    pub async fn watch_domains(self: Arc<Self>) {
+        loop {
+            smol::Timer::after(WATCH_INTERVAL).await;
+            if self.domains_watch.changed().is_some() {
+                let reloading = self.clone();
+                smol::unblock(move || reloading.reload_changed_domains()).await;
+            }
+        }
+    }
+}
+
+fn load_domains(settings: &Settings) -> Result<Domains, LoadError> {
+    Domains::load(&settings.config_dir, settings.normalization())
+        .map_err(|e| LoadError(e.to_string()))
+}
+
+fn load_tls(settings: &Settings) -> Result<TlsAcceptor, LoadError> {
+    crate::tls::server_config(&settings.config_dir, &settings.data_dir, &settings.hostname)
+        .map(TlsAcceptor::from)
+        .map_err(|e| LoadError(e.to_string()))
+}
+
+/// `<config_dir>/conf/access` (no file: no rules).
+pub fn load_access(config_dir: &Path) -> Result<AccessRules, AccessError> {
+    AccessRules::load(&config_dir.join("conf").join("access"))
+}
