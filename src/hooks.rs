@@ -17,9 +17,11 @@
 //! - Exit 0: accept; its stdout, when it is header lines, is added at the top of the message
 //!   (normalised to CRLF); anything else on stdout is logged and ignored, as chasquid does.
 //! - Exit 20: permanent rejection (554 5.7.1), the last line of stdout as the reply text.
-//! - Any other exit, a signal, failure to start, or the time limit (60 s, as chasquid):
-//!   temporary rejection (451 4.3.0) with the last line of stdout, if any, as the text.
-//!   At the time limit the hook's whole process group is killed.
+//! - Any other exit, or a signal: temporary rejection (451 4.3.0) with the last line of
+//!   stdout, if any, as the text.
+//! - Failure to start, the time limit (60 s, as chasquid), or a failure to read the message back from the queue file while
+//!   feeding it: 451 4.3.0 with a generic text. In the last two cases the hook's whole process
+//!   group is killed (before its stdin is closed: it never judges a truncated message).
 //!
 //! Differences from chasquid, all on the lenient or safe side: a missing final newline in
 //! the headers is tolerated; header field names and line lengths are checked (RFC 5322
@@ -28,22 +30,18 @@
 //!
 //! # How
 //!
-//! As [`crate::courier::command`]: a `std::process::Command` in its own process group,
-//! converted to `smol::process`, so stdin is fed while stdout and stderr are drained on the
-//! caller's executor (a hook that ignores its input or writes a lot cannot deadlock us).
+//! [`crate::process`] runs it, as it runs delivery commands: in its own process group, stdin
+//! fed while stdout and stderr are drained on the caller's executor (a hook that ignores its
+//! input or writes a lot cannot deadlock us). This module gives it its environment, logs its
+//! stderr and judges its end.
 
-use crate::courier::command::{ProcessGroup, spawn_in_group};
+use crate::process::{self, Captured, End, Stderr};
 use crate::proto::reply::Reply;
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use smol::process::{Child, ChildStdin};
+use smol::io::AsyncRead;
 use std::ffi::CString;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -66,9 +64,6 @@ const STDERR_LINE_MAX: usize = 300;
 const REPLY_TEXT_MAX: usize = 200;
 /// RFC 5322 §2.1.1: lines of at most 998 characters, without the CRLF.
 const HEADER_LINE_MAX: usize = 998;
-/// How long output is still read after the hook exited (something it left in the
-/// background may hold the pipe open): its exit status is what counts.
-const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 const REJECT_TEXT: &str = "Message rejected";
 const TEMPFAIL_TEXT: &str = "Temporary local problem, please try again later";
@@ -220,86 +215,77 @@ impl PostDataHook {
     /// Runs the hook with whatever `message` yields on stdin (e.g. added headers chained
     /// with the queue file), so a big message need not be held in memory.
     pub async fn run_reader(&self, env: &HookEnv, message: impl AsyncRead + Unpin) -> HookOutcome {
-        let outcome = match self.execute(env, message).await {
-            Ok((status, stdout)) => self.judge(status, &stdout),
-            Err(e) => {
-                log::warn!("post-data hook {}: {e}", self.path.display());
-                HookOutcome::TempFail {
-                    text: TEMPFAIL_TEXT.to_string(),
-                }
-            }
-        };
+        let outcome = self.judge(self.execute(env, message).await);
         crate::metrics::hook_result(outcome.label());
         outcome
     }
 
-    /// Spawns the hook and supervises it to its end; returns its status and stdout.
-    async fn execute(
-        &self,
-        env: &HookEnv,
-        message: impl AsyncRead + Unpin,
-    ) -> Result<(ExitStatus, Captured), RunError> {
-        let mut child = self.spawn(env).map_err(RunError::Spawn)?;
-        let group = ProcessGroup::of(&child);
-        let (stdin, stdout, stderr) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take());
-        let mut out = Captured::default();
-        let (exited_tx, exited_rx) = smol::channel::bounded::<()>(1);
-        let exited = async {
-            let exit = wait_within(&mut child, &group, feed(stdin, message), self.limit).await;
-            drop(exited_tx);
-            exit
-        };
-        let drained = async {
-            smol::future::zip(capture(stdout, &mut out), log_stderr(stderr, &self.path)).await;
-        };
-        let grace = async {
-            let _ = exited_rx.recv().await; // Err once the sender is gone: the hook ended.
-            smol::Timer::after(OUTPUT_GRACE).await;
-        };
-        let (exit, ()) = smol::future::zip(exited, smol::future::or(drained, grace)).await;
-        Ok((exit?, out))
-    }
-
-    fn spawn(&self, env: &HookEnv) -> io::Result<Child> {
-        let mut std_cmd = std::process::Command::new(&self.path);
-        std_cmd
+    /// Runs the hook to its end (or the time limit), logging its stderr as it comes.
+    async fn execute(&self, env: &HookEnv, message: impl AsyncRead + Unpin) -> process::Finished {
+        let path = &self.path;
+        let mut lines = StderrLines::default();
+        let mut log_lines = |chunk: &[u8]| lines.feed(chunk, |l| log_stderr_line(path, l));
+        let finished = process::Command::new(path, self.limit)
             .current_dir(&self.dir)
-            .env_clear()
             .envs(inherited_vars(&self.dir))
-            .envs(env.vars());
-        spawn_in_group(std_cmd)
+            .envs(env.vars())
+            .keep(STDOUT_KEPT)
+            .label("post-data hook")
+            .run(message, Stderr::Each(&mut log_lines))
+            .await;
+        lines.finish(|l| log_stderr_line(path, l));
+        finished
     }
 
-    /// Turns the exit status and stdout into an outcome, logging refusals.
-    fn judge(&self, status: ExitStatus, stdout: &Captured) -> HookOutcome {
+    /// Turns the hook's end and stdout into an outcome, logging refusals.
+    fn judge(&self, finished: process::Finished) -> HookOutcome {
         let path = self.path.display();
-        match status.code() {
-            Some(0) => HookOutcome::Accept {
-                headers: match parse_headers(stdout) {
-                    Ok(headers) => headers,
-                    Err(e) => {
-                        log::warn!("post-data hook {path}: output ignored, {e}");
-                        String::new()
-                    }
-                },
-            },
-            Some(EXIT_PERMANENT) => {
+        let stdout = &finished.stdout;
+        let how = match finished.end {
+            End::Exited(0) => return accepted(&self.path, stdout),
+            End::Exited(EXIT_PERMANENT) => {
                 let text = reply_text(&stdout.bytes).unwrap_or_else(|| REJECT_TEXT.into());
                 log::info!("post-data hook {path}: exit {EXIT_PERMANENT}, rejecting: {text}");
-                HookOutcome::Reject { text }
+                return HookOutcome::Reject { text };
             }
-            _ => {
-                let text = reply_text(&stdout.bytes).unwrap_or_else(|| TEMPFAIL_TEXT.into());
-                let how = match (status.code(), status.signal()) {
-                    (Some(code), _) => format!("exit {code}"),
-                    (None, Some(signal)) => format!("killed by signal {signal}"),
-                    (None, None) => status.to_string(),
-                };
-                log::info!("post-data hook {path}: {how}, deferring: {text}");
-                HookOutcome::TempFail { text }
+            End::Exited(code) => format!("exit {code}"),
+            End::Signaled(signal) => format!("killed by signal {signal}"),
+            // No verdict of its own: its output means nothing.
+            End::SpawnFailed(e) => return self.failed(format_args!("cannot start: {e}")),
+            End::WaitFailed(e) => return self.failed(format_args!("cannot wait for it: {e}")),
+            End::InputFailed(e) => {
+                return self.failed(format_args!("cannot read the message: {e}"));
             }
+            End::TimedOut => {
+                return self.failed(format_args!(
+                    "still running after {:?}: killed with its process group",
+                    self.limit
+                ));
+            }
+        };
+        let text = reply_text(&stdout.bytes).unwrap_or_else(|| TEMPFAIL_TEXT.into());
+        log::info!("post-data hook {path}: {how}, deferring: {text}");
+        HookOutcome::TempFail { text }
+    }
+
+    fn failed(&self, why: std::fmt::Arguments) -> HookOutcome {
+        log::warn!("post-data hook {}: {why}", self.path.display());
+        HookOutcome::TempFail {
+            text: TEMPFAIL_TEXT.to_string(),
         }
+    }
+}
+
+/// Exit 0: its stdout, when it is header lines, goes on top of the message.
+fn accepted(path: &Path, stdout: &Captured) -> HookOutcome {
+    HookOutcome::Accept {
+        headers: match parse_headers(stdout) {
+            Ok(headers) => headers,
+            Err(e) => {
+                log::warn!("post-data hook {}: output ignored, {e}", path.display());
+                String::new()
+            }
+        },
     }
 }
 
@@ -338,104 +324,6 @@ fn inherited_vars(dir: &Path) -> Vec<(&'static str, std::ffi::OsString)> {
         ("PATH", path),
         ("PWD", dir.as_os_str().to_owned()),
     ]
-}
-
-/// Why the hook gave no exit status of its own.
-#[derive(Debug, thiserror::Error)]
-enum RunError {
-    #[error("cannot start: {0}")]
-    Spawn(io::Error),
-    #[error("cannot wait for it: {0}")]
-    Wait(io::Error),
-    #[error("still running after {0:?}: killed with its process group")]
-    TimedOut(Duration),
-}
-
-/// Feeds the input and waits for the exit; at the time limit, kills the process group.
-async fn wait_within(
-    child: &mut Child,
-    group: &ProcessGroup,
-    feed: impl Future<Output = ()>,
-    limit: Duration,
-) -> Result<ExitStatus, RunError> {
-    let finished = async {
-        feed.await;
-        let status = child.status().await;
-        group.mark_reaped();
-        status.map_err(RunError::Wait)
-    };
-    let timer = async {
-        smol::Timer::after(limit).await;
-        Err(RunError::TimedOut(limit))
-    };
-    let exit = smol::future::or(finished, timer).await;
-    if let Err(RunError::TimedOut(_)) = exit {
-        group.kill();
-        // Reap it; the kill already decided the outcome.
-        let _ = child.status().await;
-        group.mark_reaped();
-    }
-    exit
-}
-
-/// Writes the message to the hook's stdin, then closes it. A write error means the hook
-/// stopped reading (EPIPE); its exit status decides, as with chasquid.
-async fn feed(stdin: Option<ChildStdin>, mut message: impl AsyncRead + Unpin) {
-    let Some(mut stdin) = stdin else {
-        return;
-    };
-    if let Err(e) = smol::io::copy(&mut message, &mut stdin).await {
-        log::debug!("post-data hook stopped reading its input: {e}");
-        return;
-    }
-    // Dropping stdin afterwards closes the pipe: the hook sees the end of its input.
-    let _ = stdin.close().await;
-}
-
-/// The first [`STDOUT_KEPT`] bytes of a stream, and whether there was more.
-#[derive(Debug, Default)]
-struct Captured {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-/// Reads a stream to its end, keeping its beginning in `kept`.
-async fn capture(pipe: Option<impl AsyncRead + Unpin>, kept: &mut Captured) {
-    let Some(mut pipe) = pipe else {
-        return;
-    };
-    let mut buf = [0u8; 4096];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = STDOUT_KEPT.saturating_sub(kept.bytes.len());
-                kept.bytes.extend_from_slice(&buf[..n.min(room)]);
-                kept.truncated |= n > room;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-}
-
-/// Logs the hook's stderr at info, a line at a time as it comes, up to a bound; the rest
-/// is read and dropped.
-async fn log_stderr(pipe: Option<impl AsyncRead + Unpin>, path: &Path) {
-    let Some(mut pipe) = pipe else {
-        return;
-    };
-    let mut lines = StderrLines::default();
-    let mut buf = [0u8; 4096];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => lines.feed(&buf[..n], |l| log_stderr_line(path, l)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    lines.finish(|l| log_stderr_line(path, l));
 }
 
 fn log_stderr_line(path: &Path, line: &str) {
