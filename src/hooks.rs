@@ -19,7 +19,8 @@
 //! - Exit 20: permanent rejection (554 5.7.1), the last line of stdout as the reply text.
 //! - Any other exit, or a signal: temporary rejection (451 4.3.0) with the last line of
 //!   stdout, if any, as the text.
-//! - Failure to start, the time limit (60 s, as chasquid), or a failure to read the message back from the queue file while
+//! - Failure to start, the time limit (60 s as chasquid; `tambo serve` passes it to
+//!   [`PostDataHook::find`]), or a failure to read the message back from the queue file while
 //!   feeding it: 451 4.3.0 with a generic text. In the last two cases the hook's whole process
 //!   group is killed (before its stdin is closed: it never judges a truncated message).
 //!
@@ -42,15 +43,12 @@ use std::ffi::CString;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Where the hook lives, relative to the config folder (SPEC §2).
 pub const HOOK_PATH: &str = "hooks/post-data";
 /// chasquid's limit.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(60);
-/// Overrides [`DEFAULT_LIMIT`] (whole seconds, > 0); meant for tests.
-pub const LIMIT_ENV: &str = "TAMBO_HOOK_TIMEOUT_SECS";
 /// chasquid's exit status for a permanent rejection.
 pub const EXIT_PERMANENT: i32 = 20;
 /// Used when the hook's environment has no `PATH` of its own to pass on.
@@ -167,9 +165,9 @@ pub struct PostDataHook {
 }
 
 impl PostDataHook {
-    /// The hook of `config_dir`, when present and executable; looked up per message.
-    /// The time limit is [`DEFAULT_LIMIT`], or [`LIMIT_ENV`] when set.
-    pub fn find(config_dir: &Path) -> Option<PostDataHook> {
+    /// The hook of `config_dir`, when present and executable; looked up per message. It is
+    /// killed (with whatever it started) when it runs longer than `limit`.
+    pub fn find(config_dir: &Path, limit: Duration) -> Option<PostDataHook> {
         // Absolute, because the child's working directory is the folder itself (the server's
         // config folder already is).
         let dir = if config_dir.is_absolute() {
@@ -187,16 +185,7 @@ impl PostDataHook {
             log::warn!("{} is not executable: ignored", path.display());
             return None;
         }
-        Some(PostDataHook {
-            path,
-            dir,
-            limit: limit_from_env(),
-        })
-    }
-
-    /// The same hook with another time limit.
-    pub fn with_limit(self, limit: Duration) -> PostDataHook {
-        PostDataHook { limit, ..self }
+        Some(PostDataHook { path, dir, limit })
     }
 
     pub fn limit(&self) -> Duration {
@@ -289,13 +278,9 @@ fn accepted(path: &Path, stdout: &Captured) -> HookOutcome {
     }
 }
 
-/// [`LIMIT_ENV`] read once per process, else [`DEFAULT_LIMIT`].
-fn limit_from_env() -> Duration {
-    static LIMIT: OnceLock<Duration> = OnceLock::new();
-    *LIMIT.get_or_init(|| parse_limit(std::env::var(LIMIT_ENV).ok().as_deref()))
-}
-
-fn parse_limit(value: Option<&str>) -> Duration {
+/// What a `TAMBO_HOOK_TIMEOUT_SECS`-like setting asks for: whole seconds, > 0; anything
+/// else (unset included) is [`DEFAULT_LIMIT`].
+pub fn parse_limit(value: Option<&str>) -> Duration {
     value
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&secs| secs > 0)
@@ -505,7 +490,7 @@ mod tests {
 
     fn run_script(script: &str, limit: Duration) -> HookOutcome {
         let tmp = config_with_hook(script);
-        let hook = PostDataHook::find(tmp.path()).unwrap().with_limit(limit);
+        let hook = PostDataHook::find(tmp.path(), limit).unwrap();
         smol::block_on(hook.run(&env(), MESSAGE))
     }
 
@@ -589,7 +574,7 @@ mod tests {
     #[test]
     fn message_reaches_stdin_whole() {
         let tmp = config_with_hook("cat > seen");
-        let hook = PostDataHook::find(tmp.path()).unwrap();
+        let hook = PostDataHook::find(tmp.path(), DEFAULT_LIMIT).unwrap();
         let message: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         let got = smol::block_on(hook.run(&env(), &message));
         assert_eq!(got, accept(""));
@@ -599,9 +584,7 @@ mod tests {
     #[test]
     fn hook_that_ignores_stdin_and_floods_stdout_does_not_deadlock() {
         let tmp = config_with_hook("head -c 2000000 /dev/zero | tr '\\0' a; exit 20");
-        let hook = PostDataHook::find(tmp.path())
-            .unwrap()
-            .with_limit(Duration::from_secs(20));
+        let hook = PostDataHook::find(tmp.path(), Duration::from_secs(20)).unwrap();
         let message = vec![b'x'; 4_000_000];
         let start = Instant::now();
         let got = smol::block_on(hook.run(&env(), &message));
@@ -627,9 +610,7 @@ mod tests {
     #[test]
     fn time_limit_kills_the_process_group() {
         let tmp = config_with_hook("sleep 30 & echo $! > bg.pid; sleep 30");
-        let hook = PostDataHook::find(tmp.path())
-            .unwrap()
-            .with_limit(Duration::from_millis(500));
+        let hook = PostDataHook::find(tmp.path(), Duration::from_millis(500)).unwrap();
         let start = Instant::now();
         let got = smol::block_on(hook.run(&env(), MESSAGE));
         let took = start.elapsed();
@@ -662,7 +643,7 @@ mod tests {
         let path = tmp.path().join(HOOK_PATH);
         std::fs::write(&path, "#!/nonexistent/interpreter\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let hook = PostDataHook::find(tmp.path()).unwrap();
+        let hook = PostDataHook::find(tmp.path(), DEFAULT_LIMIT).unwrap();
         assert_eq!(
             smol::block_on(hook.run(&env(), MESSAGE)),
             tempfail(TEMPFAIL_TEXT)
@@ -672,23 +653,35 @@ mod tests {
     #[test]
     fn find_needs_an_executable_file() {
         let tmp = config_with_hook("exit 0");
-        let found = PostDataHook::find(tmp.path()).unwrap();
-        assert_eq!(found.limit(), limit_from_env());
+        let found = PostDataHook::find(tmp.path(), Duration::from_secs(7)).unwrap();
+        assert_eq!(found.limit(), Duration::from_secs(7));
         assert!(found.path().is_absolute());
 
         let path = tmp.path().join(HOOK_PATH);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(PostDataHook::find(tmp.path()), None, "not executable");
+        assert_eq!(
+            PostDataHook::find(tmp.path(), DEFAULT_LIMIT),
+            None,
+            "not executable"
+        );
 
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(PostDataHook::find(tmp.path()), None, "absent");
+        assert_eq!(
+            PostDataHook::find(tmp.path(), DEFAULT_LIMIT),
+            None,
+            "absent"
+        );
 
         std::fs::create_dir(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(PostDataHook::find(tmp.path()), None, "a directory");
+        assert_eq!(
+            PostDataHook::find(tmp.path(), DEFAULT_LIMIT),
+            None,
+            "a directory"
+        );
 
         assert_eq!(
-            PostDataHook::find(&tmp.path().join("nope")),
+            PostDataHook::find(&tmp.path().join("nope"), DEFAULT_LIMIT),
             None,
             "no config folder"
         );
@@ -698,7 +691,7 @@ mod tests {
     fn recorded_env(e: &HookEnv) -> (tempfile::TempDir, BTreeMap<String, String>) {
         // Relative output path: the working directory must be the config folder.
         let tmp = config_with_hook("env > env.out");
-        let hook = PostDataHook::find(tmp.path()).unwrap();
+        let hook = PostDataHook::find(tmp.path(), DEFAULT_LIMIT).unwrap();
         assert_eq!(smol::block_on(hook.run(e, MESSAGE)), accept(""));
         let text = std::fs::read_to_string(tmp.path().join("env.out")).unwrap();
         let vars = text

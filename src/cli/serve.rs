@@ -19,6 +19,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Overrides the post-data hook's time limit; meant for tests.
+const HOOK_LIMIT_ENV: &str = "TAMBO_HOOK_TIMEOUT_SECS";
+
 pub fn run(config_dir: &Path) -> Result<(), CliError> {
     // First, so every thread started from here on inherits it.
     batch_scheduling();
@@ -91,6 +94,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         auth_limit: Default::default(),
         password_checks: Default::default(),
         connections: Default::default(),
+        hook_limit: hook_limit(),
     });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
         .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
@@ -111,6 +115,12 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     ex.spawn(crate::smtpd::server::watch_domains(server.clone()))
         .detach();
     run_executor(ex, server, accepting)
+}
+
+/// The post-data hook's time limit: chasquid's 60 s, or `TAMBO_HOOK_TIMEOUT_SECS` (whole
+/// seconds, > 0), which the end-to-end tests set to keep their time-outs short.
+fn hook_limit() -> std::time::Duration {
+    crate::hooks::parse_limit(std::env::var(HOOK_LIMIT_ENV).ok().as_deref())
 }
 
 /// The couriers, with the one DNS resolver of the process.

@@ -36,6 +36,9 @@ pub struct Server {
     /// Open SMTP connections, in all and per client address: a shutdown waits for them,
     /// `max_connections` and `max_connections_per_address` cap them.
     pub connections: Connections,
+    /// How long `hooks/post-data` may run (SPEC §9): chasquid's 60 s, or
+    /// `TAMBO_HOOK_TIMEOUT_SECS`.
+    pub hook_limit: std::time::Duration,
 }
 
 /// `<config_dir>/conf/access` (no file: no rules).
