@@ -17,9 +17,12 @@
 //! - Exit 0: accept; its stdout, when it is header lines, is added at the top of the message
 //!   (normalised to CRLF); anything else on stdout is logged and ignored, as chasquid does.
 //! - Exit 20: permanent rejection (554 5.7.1), the last line of stdout as the reply text.
-//! - Any other exit, a signal, failure to start, or the time limit (60 s, as chasquid):
-//!   temporary rejection (451 4.3.0) with the last line of stdout, if any, as the text.
-//!   At the time limit the hook's whole process group is killed.
+//! - Any other exit, or a signal: temporary rejection (451 4.3.0) with the last line of
+//!   stdout, if any, as the text.
+//! - Failure to start, the time limit (60 s as chasquid; `tambo serve` passes it to
+//!   [`PostDataHook::find`]), or a failure to read the message back from the queue file while
+//!   feeding it: 451 4.3.0 with a generic text. In the last two cases the hook's whole process
+//!   group is killed (before its stdin is closed: it never judges a truncated message).
 //!
 //! Differences from chasquid, all on the lenient or safe side: a missing final newline in
 //! the headers is tolerated; header field names and line lengths are checked (RFC 5322
@@ -28,31 +31,24 @@
 //!
 //! # How
 //!
-//! As [`crate::courier::command`]: a `std::process::Command` in its own process group,
-//! converted to `smol::process`, so stdin is fed while stdout and stderr are drained on the
-//! caller's executor (a hook that ignores its input or writes a lot cannot deadlock us).
+//! [`crate::process`] runs it, as it runs delivery commands: in its own process group, stdin
+//! fed while stdout and stderr are drained on the caller's executor (a hook that ignores its
+//! input or writes a lot cannot deadlock us). This module gives it its environment, logs its
+//! stderr and judges its end.
 
-use crate::courier::command::{ProcessGroup, spawn_in_group};
+use crate::process::{self, Captured, End, Stderr};
 use crate::proto::reply::Reply;
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use smol::process::{Child, ChildStdin};
+use smol::io::AsyncRead;
 use std::ffi::CString;
-use std::future::Future;
-use std::io;
 use std::net::SocketAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 /// Where the hook lives, relative to the config folder (SPEC §2).
 pub const HOOK_PATH: &str = "hooks/post-data";
 /// chasquid's limit.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(60);
-/// Overrides [`DEFAULT_LIMIT`] (whole seconds, > 0); meant for tests.
-pub const LIMIT_ENV: &str = "TAMBO_HOOK_TIMEOUT_SECS";
 /// chasquid's exit status for a permanent rejection.
 pub const EXIT_PERMANENT: i32 = 20;
 /// Used when the hook's environment has no `PATH` of its own to pass on.
@@ -66,9 +62,6 @@ const STDERR_LINE_MAX: usize = 300;
 const REPLY_TEXT_MAX: usize = 200;
 /// RFC 5322 §2.1.1: lines of at most 998 characters, without the CRLF.
 const HEADER_LINE_MAX: usize = 998;
-/// How long output is still read after the hook exited (something it left in the
-/// background may hold the pipe open): its exit status is what counts.
-const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 const REJECT_TEXT: &str = "Message rejected";
 const TEMPFAIL_TEXT: &str = "Temporary local problem, please try again later";
@@ -172,9 +165,9 @@ pub struct PostDataHook {
 }
 
 impl PostDataHook {
-    /// The hook of `config_dir`, when present and executable; looked up per message.
-    /// The time limit is [`DEFAULT_LIMIT`], or [`LIMIT_ENV`] when set.
-    pub fn find(config_dir: &Path) -> Option<PostDataHook> {
+    /// The hook of `config_dir`, when present and executable; looked up per message. It is
+    /// killed (with whatever it started) when it runs longer than `limit`.
+    pub fn find(config_dir: &Path, limit: Duration) -> Option<PostDataHook> {
         // Absolute, because the child's working directory is the folder itself (the server's
         // config folder already is).
         let dir = if config_dir.is_absolute() {
@@ -192,16 +185,7 @@ impl PostDataHook {
             log::warn!("{} is not executable: ignored", path.display());
             return None;
         }
-        Some(PostDataHook {
-            path,
-            dir,
-            limit: limit_from_env(),
-        })
-    }
-
-    /// The same hook with another time limit.
-    pub fn with_limit(self, limit: Duration) -> PostDataHook {
-        PostDataHook { limit, ..self }
+        Some(PostDataHook { path, dir, limit })
     }
 
     pub fn limit(&self) -> Duration {
@@ -220,96 +204,83 @@ impl PostDataHook {
     /// Runs the hook with whatever `message` yields on stdin (e.g. added headers chained
     /// with the queue file), so a big message need not be held in memory.
     pub async fn run_reader(&self, env: &HookEnv, message: impl AsyncRead + Unpin) -> HookOutcome {
-        let outcome = match self.execute(env, message).await {
-            Ok((status, stdout)) => self.judge(status, &stdout),
-            Err(e) => {
-                log::warn!("post-data hook {}: {e}", self.path.display());
-                HookOutcome::TempFail {
-                    text: TEMPFAIL_TEXT.to_string(),
-                }
-            }
-        };
+        let outcome = self.judge(self.execute(env, message).await);
         crate::metrics::hook_result(outcome.label());
         outcome
     }
 
-    /// Spawns the hook and supervises it to its end; returns its status and stdout.
-    async fn execute(
-        &self,
-        env: &HookEnv,
-        message: impl AsyncRead + Unpin,
-    ) -> Result<(ExitStatus, Captured), RunError> {
-        let mut child = self.spawn(env).map_err(RunError::Spawn)?;
-        let group = ProcessGroup::of(&child);
-        let (stdin, stdout, stderr) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take());
-        let mut out = Captured::default();
-        let (exited_tx, exited_rx) = smol::channel::bounded::<()>(1);
-        let exited = async {
-            let exit = wait_within(&mut child, &group, feed(stdin, message), self.limit).await;
-            drop(exited_tx);
-            exit
-        };
-        let drained = async {
-            smol::future::zip(capture(stdout, &mut out), log_stderr(stderr, &self.path)).await;
-        };
-        let grace = async {
-            let _ = exited_rx.recv().await; // Err once the sender is gone: the hook ended.
-            smol::Timer::after(OUTPUT_GRACE).await;
-        };
-        let (exit, ()) = smol::future::zip(exited, smol::future::or(drained, grace)).await;
-        Ok((exit?, out))
-    }
-
-    fn spawn(&self, env: &HookEnv) -> io::Result<Child> {
-        let mut std_cmd = std::process::Command::new(&self.path);
-        std_cmd
+    /// Runs the hook to its end (or the time limit), logging its stderr as it comes.
+    async fn execute(&self, env: &HookEnv, message: impl AsyncRead + Unpin) -> process::Finished {
+        let path = &self.path;
+        let mut lines = StderrLines::default();
+        let mut log_lines = |chunk: &[u8]| lines.feed(chunk, |l| log_stderr_line(path, l));
+        let finished = process::Command::new(path, self.limit)
             .current_dir(&self.dir)
-            .env_clear()
             .envs(inherited_vars(&self.dir))
-            .envs(env.vars());
-        spawn_in_group(std_cmd)
+            .envs(env.vars())
+            .keep(STDOUT_KEPT)
+            .label("post-data hook")
+            .run(message, Stderr::Each(&mut log_lines))
+            .await;
+        lines.finish(|l| log_stderr_line(path, l));
+        finished
     }
 
-    /// Turns the exit status and stdout into an outcome, logging refusals.
-    fn judge(&self, status: ExitStatus, stdout: &Captured) -> HookOutcome {
+    /// Turns the hook's end and stdout into an outcome, logging refusals.
+    fn judge(&self, finished: process::Finished) -> HookOutcome {
         let path = self.path.display();
-        match status.code() {
-            Some(0) => HookOutcome::Accept {
-                headers: match parse_headers(stdout) {
-                    Ok(headers) => headers,
-                    Err(e) => {
-                        log::warn!("post-data hook {path}: output ignored, {e}");
-                        String::new()
-                    }
-                },
-            },
-            Some(EXIT_PERMANENT) => {
+        let stdout = &finished.stdout;
+        let how = match finished.end {
+            End::Exited(0) => return accepted(&self.path, stdout),
+            End::Exited(EXIT_PERMANENT) => {
                 let text = reply_text(&stdout.bytes).unwrap_or_else(|| REJECT_TEXT.into());
                 log::info!("post-data hook {path}: exit {EXIT_PERMANENT}, rejecting: {text}");
-                HookOutcome::Reject { text }
+                return HookOutcome::Reject { text };
             }
-            _ => {
-                let text = reply_text(&stdout.bytes).unwrap_or_else(|| TEMPFAIL_TEXT.into());
-                let how = match (status.code(), status.signal()) {
-                    (Some(code), _) => format!("exit {code}"),
-                    (None, Some(signal)) => format!("killed by signal {signal}"),
-                    (None, None) => status.to_string(),
-                };
-                log::info!("post-data hook {path}: {how}, deferring: {text}");
-                HookOutcome::TempFail { text }
+            End::Exited(code) => format!("exit {code}"),
+            End::Signaled(signal) => format!("killed by signal {signal}"),
+            // No verdict of its own: its output means nothing.
+            End::SpawnFailed(e) => return self.failed(format_args!("cannot start: {e}")),
+            End::WaitFailed(e) => return self.failed(format_args!("cannot wait for it: {e}")),
+            End::InputFailed(e) => {
+                return self.failed(format_args!("cannot read the message: {e}"));
             }
+            End::TimedOut => {
+                return self.failed(format_args!(
+                    "still running after {:?}: killed with its process group",
+                    self.limit
+                ));
+            }
+        };
+        let text = reply_text(&stdout.bytes).unwrap_or_else(|| TEMPFAIL_TEXT.into());
+        log::info!("post-data hook {path}: {how}, deferring: {text}");
+        HookOutcome::TempFail { text }
+    }
+
+    fn failed(&self, why: std::fmt::Arguments) -> HookOutcome {
+        log::warn!("post-data hook {}: {why}", self.path.display());
+        HookOutcome::TempFail {
+            text: TEMPFAIL_TEXT.to_string(),
         }
     }
 }
 
-/// [`LIMIT_ENV`] read once per process, else [`DEFAULT_LIMIT`].
-fn limit_from_env() -> Duration {
-    static LIMIT: OnceLock<Duration> = OnceLock::new();
-    *LIMIT.get_or_init(|| parse_limit(std::env::var(LIMIT_ENV).ok().as_deref()))
+/// Exit 0: its stdout, when it is header lines, goes on top of the message.
+fn accepted(path: &Path, stdout: &Captured) -> HookOutcome {
+    HookOutcome::Accept {
+        headers: match parse_headers(stdout) {
+            Ok(headers) => headers,
+            Err(e) => {
+                log::warn!("post-data hook {}: output ignored, {e}", path.display());
+                String::new()
+            }
+        },
+    }
 }
 
-fn parse_limit(value: Option<&str>) -> Duration {
+/// What a `TAMBO_HOOK_TIMEOUT_SECS`-like setting asks for: whole seconds, > 0; anything
+/// else (unset included) is [`DEFAULT_LIMIT`].
+pub fn parse_limit(value: Option<&str>) -> Duration {
     value
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&secs| secs > 0)
@@ -338,104 +309,6 @@ fn inherited_vars(dir: &Path) -> Vec<(&'static str, std::ffi::OsString)> {
         ("PATH", path),
         ("PWD", dir.as_os_str().to_owned()),
     ]
-}
-
-/// Why the hook gave no exit status of its own.
-#[derive(Debug, thiserror::Error)]
-enum RunError {
-    #[error("cannot start: {0}")]
-    Spawn(io::Error),
-    #[error("cannot wait for it: {0}")]
-    Wait(io::Error),
-    #[error("still running after {0:?}: killed with its process group")]
-    TimedOut(Duration),
-}
-
-/// Feeds the input and waits for the exit; at the time limit, kills the process group.
-async fn wait_within(
-    child: &mut Child,
-    group: &ProcessGroup,
-    feed: impl Future<Output = ()>,
-    limit: Duration,
-) -> Result<ExitStatus, RunError> {
-    let finished = async {
-        feed.await;
-        let status = child.status().await;
-        group.mark_reaped();
-        status.map_err(RunError::Wait)
-    };
-    let timer = async {
-        smol::Timer::after(limit).await;
-        Err(RunError::TimedOut(limit))
-    };
-    let exit = smol::future::or(finished, timer).await;
-    if let Err(RunError::TimedOut(_)) = exit {
-        group.kill();
-        // Reap it; the kill already decided the outcome.
-        let _ = child.status().await;
-        group.mark_reaped();
-    }
-    exit
-}
-
-/// Writes the message to the hook's stdin, then closes it. A write error means the hook
-/// stopped reading (EPIPE); its exit status decides, as with chasquid.
-async fn feed(stdin: Option<ChildStdin>, mut message: impl AsyncRead + Unpin) {
-    let Some(mut stdin) = stdin else {
-        return;
-    };
-    if let Err(e) = smol::io::copy(&mut message, &mut stdin).await {
-        log::debug!("post-data hook stopped reading its input: {e}");
-        return;
-    }
-    // Dropping stdin afterwards closes the pipe: the hook sees the end of its input.
-    let _ = stdin.close().await;
-}
-
-/// The first [`STDOUT_KEPT`] bytes of a stream, and whether there was more.
-#[derive(Debug, Default)]
-struct Captured {
-    bytes: Vec<u8>,
-    truncated: bool,
-}
-
-/// Reads a stream to its end, keeping its beginning in `kept`.
-async fn capture(pipe: Option<impl AsyncRead + Unpin>, kept: &mut Captured) {
-    let Some(mut pipe) = pipe else {
-        return;
-    };
-    let mut buf = [0u8; 4096];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = STDOUT_KEPT.saturating_sub(kept.bytes.len());
-                kept.bytes.extend_from_slice(&buf[..n.min(room)]);
-                kept.truncated |= n > room;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-}
-
-/// Logs the hook's stderr at info, a line at a time as it comes, up to a bound; the rest
-/// is read and dropped.
-async fn log_stderr(pipe: Option<impl AsyncRead + Unpin>, path: &Path) {
-    let Some(mut pipe) = pipe else {
-        return;
-    };
-    let mut lines = StderrLines::default();
-    let mut buf = [0u8; 4096];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => lines.feed(&buf[..n], |l| log_stderr_line(path, l)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-    lines.finish(|l| log_stderr_line(path, l));
 }
 
 fn log_stderr_line(path: &Path, line: &str) {
@@ -617,7 +490,7 @@ mod tests {
 
     fn run_script(script: &str, limit: Duration) -> HookOutcome {
         let tmp = config_with_hook(script);
-        let hook = PostDataHook::find(tmp.path()).unwrap().with_limit(limit);
+        let hook = PostDataHook::find(tmp.path(), limit).unwrap();
         smol::block_on(hook.run(&env(), MESSAGE))
     }
 
@@ -701,7 +574,7 @@ mod tests {
     #[test]
     fn message_reaches_stdin_whole() {
         let tmp = config_with_hook("cat > seen");
-        let hook = PostDataHook::find(tmp.path()).unwrap();
+        let hook = PostDataHook::find(tmp.path(), DEFAULT_LIMIT).unwrap();
         let message: Vec<u8> = (0..3_000_000u32).map(|i| b'a' + (i % 26) as u8).collect();
         let got = smol::block_on(hook.run(&env(), &message));
         assert_eq!(got, accept(""));
@@ -711,9 +584,7 @@ mod tests {
     #[test]
     fn hook_that_ignores_stdin_and_floods_stdout_does_not_deadlock() {
         let tmp = config_with_hook("head -c 2000000 /dev/zero | tr '\\0' a; exit 20");
-        let hook = PostDataHook::find(tmp.path())
-            .unwrap()
-            .with_limit(Duration::from_secs(20));
+        let hook = PostDataHook::find(tmp.path(), Duration::from_secs(20)).unwrap();
         let message = vec![b'x'; 4_000_000];
         let start = Instant::now();
         let got = smol::block_on(hook.run(&env(), &message));
@@ -739,9 +610,7 @@ mod tests {
     #[test]
     fn time_limit_kills_the_process_group() {
         let tmp = config_with_hook("sleep 30 & echo $! > bg.pid; sleep 30");
-        let hook = PostDataHook::find(tmp.path())
-            .unwrap()
-            .with_limit(Duration::from_millis(500));
+        let hook = PostDataHook::find(tmp.path(), Duration::from_millis(500)).unwrap();
         let start = Instant::now();
         let got = smol::block_on(hook.run(&env(), MESSAGE));
         let took = start.elapsed();
@@ -774,7 +643,7 @@ mod tests {
         let path = tmp.path().join(HOOK_PATH);
         std::fs::write(&path, "#!/nonexistent/interpreter\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let hook = PostDataHook::find(tmp.path()).unwrap();
+        let hook = PostDataHook::find(tmp.path(), DEFAULT_LIMIT).unwrap();
         assert_eq!(
             smol::block_on(hook.run(&env(), MESSAGE)),
             tempfail(TEMPFAIL_TEXT)
@@ -784,23 +653,35 @@ mod tests {
     #[test]
     fn find_needs_an_executable_file() {
         let tmp = config_with_hook("exit 0");
-        let found = PostDataHook::find(tmp.path()).unwrap();
-        assert_eq!(found.limit(), limit_from_env());
+        let found = PostDataHook::find(tmp.path(), Duration::from_secs(7)).unwrap();
+        assert_eq!(found.limit(), Duration::from_secs(7));
         assert!(found.path().is_absolute());
 
         let path = tmp.path().join(HOOK_PATH);
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert_eq!(PostDataHook::find(tmp.path()), None, "not executable");
+        assert_eq!(
+            PostDataHook::find(tmp.path(), DEFAULT_LIMIT),
+            None,
+            "not executable"
+        );
 
         std::fs::remove_file(&path).unwrap();
-        assert_eq!(PostDataHook::find(tmp.path()), None, "absent");
+        assert_eq!(
+            PostDataHook::find(tmp.path(), DEFAULT_LIMIT),
+            None,
+            "absent"
+        );
 
         std::fs::create_dir(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(PostDataHook::find(tmp.path()), None, "a directory");
+        assert_eq!(
+            PostDataHook::find(tmp.path(), DEFAULT_LIMIT),
+            None,
+            "a directory"
+        );
 
         assert_eq!(
-            PostDataHook::find(&tmp.path().join("nope")),
+            PostDataHook::find(&tmp.path().join("nope"), DEFAULT_LIMIT),
             None,
             "no config folder"
         );
@@ -810,7 +691,7 @@ mod tests {
     fn recorded_env(e: &HookEnv) -> (tempfile::TempDir, BTreeMap<String, String>) {
         // Relative output path: the working directory must be the config folder.
         let tmp = config_with_hook("env > env.out");
-        let hook = PostDataHook::find(tmp.path()).unwrap();
+        let hook = PostDataHook::find(tmp.path(), DEFAULT_LIMIT).unwrap();
         assert_eq!(smol::block_on(hook.run(e, MESSAGE)), accept(""));
         let text = std::fs::read_to_string(tmp.path().join("env.out")).unwrap();
         let vars = text

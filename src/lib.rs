@@ -17,6 +17,7 @@
 //! - [`mailauth`]: SRS and DKIM signing.
 //! - [`tls`]: certificates from `conf/certs/<name>/`, SNI, the self-signed fallback.
 //! - [`maillog`]: one line per mail event, in the spirit of Postfix's mail.log.
+//! - [`process`]: child processes (hook, MDA, pipes) in their own group, fed, capped, timed.
 //! - `testsupport` (tests only): a cross-check whose peer is missing fails or says it skipped.
 
 pub mod addr;
@@ -35,6 +36,7 @@ pub mod message;
 pub mod metrics;
 pub mod monitoring;
 pub mod net;
+pub mod process;
 pub mod proto;
 pub mod queue;
 pub mod smtpd;

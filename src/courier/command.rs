@@ -3,13 +3,11 @@
 //!
 //! # How
 //!
-//! The child is spawned with `smol::process` (smol's re-export of async-process, already a
-//! dependency of smol): the command is configured as a `std::process::Command` (for
-//! `process_group`, which async-process does not expose) and converted. Its pipes are then
-//! async, so feeding stdin, draining stdout/stderr and waiting for the exit all run on the
-//! caller's executor without a thread per command; only the queue-file reads go through
-//! `smol::Unblock` (a blocking-pool reader). Dropping the future (shutdown) kills the child's
-//! process group.
+//! [`crate::process`] spawns and supervises the child (its own process group, stdin fed from
+//! the queue file a chunk at a time, output drained and capped, the group killed at the time
+//! limit or when the delivery future is dropped at shutdown); only the queue-file reads go
+//! through `smol::Unblock` (a blocking-pool reader). This module decides what the command is
+//! given and what its end means.
 //!
 //! # Environment
 //!
@@ -19,15 +17,12 @@
 //! The working directory is tambo's.
 
 use crate::courier::DeliveryError;
-use crate::message::MessageReader;
 use crate::message::StoredMessage;
-use smol::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use smol::process::{Child, ChildStdin, Stdio};
-use std::future::Future;
+use crate::process::{self, End, Stderr};
+use smol::io::{AsyncRead, AsyncReadExt};
 use std::io;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::ExitStatus;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 /// The only inherited-looking variable: where to find programs named without a `/`.
@@ -41,8 +36,6 @@ const CHUNK: usize = 64 * 1024;
 const OUTPUT_KEPT: usize = 4 * 1024;
 /// Longest output line quoted in a reason (reasons end up in logs and DSNs).
 const REASON_LINE_MAX: usize = 200;
-/// How long output is still read after the exit (see [`supervise`]).
-const OUTPUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Runs `argv` with `prepend` and then the message of `item` on stdin, under `limit`.
 pub async fn run(
@@ -57,48 +50,47 @@ pub async fn run(
     };
     // Opened before spawning: a queue file we cannot read must not start anything.
     let data = item.open_data().map_err(|e| unreadable(item, &e))?;
-    let mut child = spawn(argv, env).map_err(|e| spawn_error(program, &e))?;
-    let group = ProcessGroup::of(&child);
-    let feed = feed(child.stdin.take(), &group, data, item, prepend);
-    let (exit, stdout, stderr) = supervise(&mut child, &group, feed, limit).await;
-    match exit? {
-        Exit::Status(status) => interpret(program, status, &stdout, &stderr),
-        Exit::TimedOut => Err(DeliveryError::temporary(format!(
-            "{program}: killed after the time limit of {}s",
-            limit.as_secs_f64()
-        ))),
-    }
-}
-
-/// How the child ended.
-enum Exit {
-    Status(ExitStatus),
-    /// Killed (with its process group) at the time limit.
-    TimedOut,
-}
-
-fn spawn(argv: &[String], env: &[(String, String)]) -> io::Result<Child> {
-    let mut std_cmd = std::process::Command::new(&argv[0]);
-    std_cmd
+    let input = smol::io::Cursor::new(prepend).chain(Exactly {
+        inner: smol::Unblock::with_capacity(CHUNK, data),
+        expected: item.message_len(),
+        read: 0,
+    });
+    let finished = process::Command::new(program, limit)
         .args(&argv[1..])
-        .env_clear()
         .env("PATH", PATH)
-        .envs(env.iter().map(|(k, v)| (k, v)));
-    spawn_in_group(std_cmd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .keep(OUTPUT_KEPT)
+        .label("command")
+        .run(input, Stderr::Keep)
+        .await;
+    outcome(program, item, limit, finished)
 }
 
-/// Starts `std_cmd` in a process group of its own (so a time-out kills whatever it started
-/// too, kill -pgid: see [`ProcessGroup`]), with piped stdin, stdout and stderr. Also used by
-/// the post-data hook (`hooks.rs`).
-pub(crate) fn spawn_in_group(mut std_cmd: std::process::Command) -> io::Result<Child> {
-    std_cmd.process_group(0);
-    let mut cmd = smol::process::Command::from(std_cmd);
-    // The conversion forgets stdio settings: set them on the async command.
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd.spawn()
+/// The queue file's data, which must be the recorded length: one that ends short (a damaged
+/// disk, a stray truncate) reads as an error, so the command is killed before it sees the end
+/// of its input and can take a truncated message for a whole one.
+struct Exactly<R> {
+    inner: R,
+    expected: u64,
+    read: u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Exactly<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+        self.read += n as u64;
+        if n == 0 && !buf.is_empty() && self.read != self.expected {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "queue file shorter than recorded",
+            )));
+        }
+        Poll::Ready(Ok(n))
+    }
 }
 
 fn spawn_error(program: &str, e: &io::Error) -> DeliveryError {
@@ -125,169 +117,42 @@ fn unreadable(item: &StoredMessage, e: &io::Error) -> DeliveryError {
     ))
 }
 
-/// Runs the child to its end (or the time limit) while draining its output; returns how it
-/// ended and the first bytes of its stdout and stderr.
-///
-/// Output held open by something the command left running in the background is not waited
-/// for more than [`OUTPUT_GRACE`] after the exit: the exit status is what counts, and a
-/// delivery that succeeded must not turn into a time-out (and be delivered again).
-async fn supervise(
-    child: &mut Child,
-    group: &ProcessGroup,
-    feed: impl Future<Output = Result<(), DeliveryError>>,
-    limit: Duration,
-) -> (Result<Exit, DeliveryError>, Vec<u8>, Vec<u8>) {
-    let (stdout, stderr) = (child.stdout.take(), child.stderr.take());
-    let (mut out, mut err) = (Vec::new(), Vec::new());
-    let (exited_tx, exited_rx) = smol::channel::bounded::<()>(1);
-    let exited = async {
-        let exit = wait_within(child, group, feed, limit).await;
-        drop(exited_tx);
-        exit
-    };
-    let drained = async {
-        smol::future::zip(capture(stdout, &mut out), capture(stderr, &mut err)).await;
-    };
-    let grace = async {
-        let _ = exited_rx.recv().await; // Err once the sender is dropped: the child is gone.
-        smol::Timer::after(OUTPUT_GRACE).await;
-    };
-    let (exit, ()) = smol::future::zip(exited, smol::future::or(drained, grace)).await;
-    (exit, out, err)
-}
-
-/// Feeds the input and waits for the exit; at the time limit, kills the process group.
-async fn wait_within(
-    child: &mut Child,
-    group: &ProcessGroup,
-    feed: impl Future<Output = Result<(), DeliveryError>>,
-    limit: Duration,
-) -> Result<Exit, DeliveryError> {
-    let finished = async {
-        let fed = feed.await;
-        let status = child.status().await;
-        group.mark_reaped();
-        fed?; // On a queue read error the child was killed: its status means nothing.
-        let status = status.map_err(|e| DeliveryError::temporary(format!("cannot wait: {e}")))?;
-        Ok(Exit::Status(status))
-    };
-    let timer = async {
-        smol::Timer::after(limit).await;
-        Ok(Exit::TimedOut)
-    };
-    let exit = smol::future::or(finished, timer).await;
-    if let Ok(Exit::TimedOut) = exit {
-        group.kill();
-        // Reap it; the kill already decided the outcome.
-        let _ = child.status().await;
-        group.mark_reaped();
-    }
-    exit
-}
-
-/// Writes `prepend` and the message to the child's stdin, then closes it.
-///
-/// A write error means the child stopped reading (EPIPE: it exited or closed stdin); that is
-/// not ours to judge, its exit status decides. A read error on the queue file is ours: the
-/// child is killed *before* stdin is closed, so it can never take a truncated message for a
-/// whole one.
-async fn feed(
-    stdin: Option<ChildStdin>,
-    group: &ProcessGroup,
-    data: MessageReader,
-    item: &StoredMessage,
-    prepend: &[u8],
-) -> Result<(), DeliveryError> {
-    let Some(mut stdin) = stdin else {
-        return Ok(());
-    };
-    let mut source = smol::Unblock::with_capacity(CHUNK, data);
-    if stdin.write_all(prepend).await.is_err() {
-        return Ok(());
-    }
-    let mut buf = vec![0u8; CHUNK];
-    let mut copied = 0u64;
-    loop {
-        let n = match source.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(abort(group, unreadable(item, &e), stdin)),
-        };
-        copied += n as u64;
-        if let Err(e) = stdin.write_all(&buf[..n]).await {
-            log::debug!("command stopped reading its input: {e}");
-            return Ok(());
-        }
-    }
-    if copied != item.message_len() {
-        let e = io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "queue file shorter than recorded",
-        );
-        return Err(abort(group, unreadable(item, &e), stdin));
-    }
-    // Dropping stdin afterwards closes the pipe: the child sees end of input.
-    let _ = stdin.close().await;
-    Ok(())
-}
-
-/// Kills the child while still holding its stdin open (see [`feed`]).
-fn abort(group: &ProcessGroup, error: DeliveryError, stdin: ChildStdin) -> DeliveryError {
-    group.kill();
-    drop(stdin);
-    error
-}
-
-/// Reads a stream to its end, keeping the first [`OUTPUT_KEPT`] bytes in `kept`.
-async fn capture(pipe: Option<impl AsyncRead + Unpin>, kept: &mut Vec<u8>) {
-    let Some(mut pipe) = pipe else {
-        return;
-    };
-    let mut buf = [0u8; 4096];
-    loop {
-        match pipe.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
-                let room = OUTPUT_KEPT.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => break,
-        }
-    }
-}
-
-/// Exit 0 delivered; 75 temporary; any other exit or a signal permanent.
-fn interpret(
+/// Exit 0 delivered; 75 temporary; any other exit or a signal permanent, with the first line
+/// of stderr (else stdout) as the reason. Not ending on its own is temporary, except a
+/// command that cannot be run at all.
+fn outcome(
     program: &str,
-    status: ExitStatus,
-    stdout: &[u8],
-    stderr: &[u8],
+    item: &StoredMessage,
+    limit: Duration,
+    finished: process::Finished,
 ) -> Result<(), DeliveryError> {
-    let detail = first_line(stderr)
-        .or_else(|| first_line(stdout))
+    let detail = first_line(&finished.stderr.bytes)
+        .or_else(|| first_line(&finished.stdout.bytes))
         .map(|line| format!(": {line}"))
         .unwrap_or_default();
-    if status.success() {
-        if !detail.is_empty() {
-            log::debug!("{program} succeeded{detail}");
+    match finished.end {
+        End::Exited(0) => {
+            if !detail.is_empty() {
+                log::debug!("{program} succeeded{detail}");
+            }
+            Ok(())
         }
-        return Ok(());
-    }
-    match (status.code(), status.signal()) {
-        (Some(EX_TEMPFAIL), _) => Err(DeliveryError::temporary(format!(
+        End::Exited(EX_TEMPFAIL) => Err(DeliveryError::temporary(format!(
             "{program} exited with status {EX_TEMPFAIL} (temporary failure){detail}"
         ))),
-        (Some(code), _) => Err(DeliveryError::permanent(format!(
+        End::Exited(code) => Err(DeliveryError::permanent(format!(
             "{program} exited with status {code}{detail}"
         ))),
-        (None, Some(signal)) => Err(DeliveryError::permanent(format!(
+        End::Signaled(signal) => Err(DeliveryError::permanent(format!(
             "{program} killed by signal {signal}{detail}"
         ))),
-        (None, None) => Err(DeliveryError::permanent(format!(
-            "{program} ended abnormally ({status}){detail}"
+        End::TimedOut => Err(DeliveryError::temporary(format!(
+            "{program}: killed after the time limit of {}s",
+            limit.as_secs_f64()
         ))),
+        End::SpawnFailed(e) => Err(spawn_error(program, &e)),
+        End::InputFailed(e) => Err(unreadable(item, &e)),
+        End::WaitFailed(e) => Err(DeliveryError::temporary(format!("cannot wait: {e}"))),
     }
 }
 
@@ -301,47 +166,6 @@ fn first_line(output: &[u8]) -> Option<String> {
         .take(REASON_LINE_MAX)
         .collect();
     Some(clean)
-}
-
-/// The child's process group: killed on time-out, on a queue read error, and when the
-/// delivery future is dropped (shutdown) before the child was reaped. Also used by the
-/// post-data hook (`hooks.rs`), whose children are started the same way.
-pub(crate) struct ProcessGroup {
-    pgid: libc::pid_t,
-    /// Once the child is reaped its pid (= the group id) may be reused: no more kills.
-    /// Atomic only so that a `&ProcessGroup` held across awaits keeps the future `Send`.
-    reaped: AtomicBool,
-}
-
-impl ProcessGroup {
-    pub(crate) fn of(child: &Child) -> ProcessGroup {
-        ProcessGroup {
-            // Pids fit in pid_t; std gets them from the kernel as pid_t.
-            pgid: child.id() as libc::pid_t,
-            reaped: AtomicBool::new(false),
-        }
-    }
-
-    pub(crate) fn mark_reaped(&self) {
-        self.reaped.store(true, Ordering::Relaxed);
-    }
-
-    pub(crate) fn kill(&self) {
-        if self.reaped.load(Ordering::Relaxed) || self.pgid <= 0 {
-            return;
-        }
-        // SAFETY: kill(2) has no memory-safety preconditions. A negative pid names the group
-        // that process_group(0) created; the leader is not reaped yet, so the id is still ours.
-        unsafe {
-            libc::kill(-self.pgid, libc::SIGKILL);
-        }
-    }
-}
-
-impl Drop for ProcessGroup {
-    fn drop(&mut self) {
-        self.kill();
-    }
 }
 
 #[cfg(test)]

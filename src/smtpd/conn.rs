@@ -461,7 +461,7 @@ impl Conn {
         // SPEC §9: the hook runs for mail received on port 25; looked up per message, so
         // adding or removing it needs no restart.
         let hook = (self.kind == ListenerKind::Smtp)
-            .then(|| PostDataHook::find(&self.server.settings().config_dir))
+            .then(|| PostDataHook::find(&self.server.settings().config_dir, self.server.hook_limit))
             .flatten();
         let mut spf_pass = false;
         if self.checks_inbound() {
