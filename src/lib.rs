@@ -1,23 +1,37 @@
 //! tambo: a single-binary mail server for a domain on a small VPS.
 //!
-//! Modules, one noun each; dependencies point down this list (cli → smtpd → queue → courier).
+//! Modules, one noun each, listed from the top down: each uses only modules listed below it
+//! (no module uses one above it, no folder one that uses it back).
 //!
 //! - [`cli`]: argh command line, `serve` and `util ...`; the only place that picks exit codes.
-//! - [`config`]: `conf/tambo.json` settings and the `domains/` folder, validated.
-//! - [`addr`]: `Domain`, `LocalPart`, `Address` newtypes (IDNA, case, path-safe).
-//! - [`jsontext`]: positions of keys and errors in JSON text, for error messages.
-//! - [`fsutil`]: the one durable write helper (temp, fsync, rename, fsync dir).
-//! - [`userdb`]: per-domain users file (PHC scrypt / argon2id hashes).
-//! - [`aliases`]: chasquid-syntax aliases file and recursive resolution.
-//! - [`proto`]: sans-I/O SMTP core: replies, line framer, command parser, DATA reader, session.
-//! - [`smtpd`]: listeners, TLS, the I/O driver of the session, recipient and relay policy.
-//! - [`queue`]: durable on-disk queue, per-recipient state, delivery loop.
-//! - [`courier`]: deliveries: Maildir, MDA, LMTP, pipes, remote SMTP; DSN bounces.
-//! - [`dns`]: the one resolver (hickory inside mail-auth), MX / A / AAAA / TXT.
-//! - [`mailauth`]: SRS and DKIM signing.
-//! - [`tls`]: certificates from `conf/certs/<name>/`, SNI, the self-signed fallback.
+//! - [`smtpd`]: the SMTP driver (session over a stream, DATA into the queue, the checks of
+//!   port 25, the durable commit) and its policy (relay, senders, recipients).
+//! - [`monitoring`]: the HTTP endpoint: `/metrics`, `/healthz`, `/queue`.
+//! - [`auth`]: logins for every protocol: password check, failure delay, per-address limit.
+//! - [`queue`]: the durable on-disk queue, the delivery loop, direct Maildir delivery.
+//! - [`net`]: the server layer every protocol shares: listeners, caps, PROXY, accept loop,
+//!   plain/TLS stream.
+//! - [`courier`]: deliveries (Maildir, MDA, LMTP, pipes, remote SMTP), outbound rewriting
+//!   (SRS, DKIM, ARC), DSN bounces.
+//! - [`config`]: `conf/tambo.json`, `domains/`, `conf/access`; the configuration in force and
+//!   its reloads.
+//! - [`mailauth`]: message authentication: SPF/DKIM/DMARC checks, DKIM signing, ARC, SRS.
+//! - [`hooks`]: `hooks/post-data`, run for every message received on port 25.
 //! - [`maillog`]: one line per mail event, in the spirit of Postfix's mail.log.
-//! - [`process`]: child processes (hook, MDA, pipes) in their own group, fed, capped, timed.
+//! - [`message`]: a message below the queue and the couriers: envelope, stored data, split
+//!   into a bounded header section and a streamed body.
+//! - [`proto`]: the sans-I/O SMTP core: replies, commands, DATA reader, session, client side.
+//! - [`aliases`]: the chasquid-syntax aliases file and recursive resolution.
+//! - [`userdb`]: the per-domain users file (PHC scrypt / argon2id hashes).
+//! - [`tls`]: certificates from `conf/certs/<name>/`, SNI, the self-signed fallback.
+//! - [`dns`]: the one resolver (hickory inside mail-auth), answers and parsed TXT records
+//!   kept for their TTL.
+//! - [`process`]: child processes (hook, MDA, pipes) in their own group, under a time limit.
+//! - [`metrics`]: the process-wide counters, rendered for `/metrics`.
+//! - [`addr`]: `Domain`, `LocalPart`, `Address` newtypes (IDNA, case, path-safe); host names.
+//! - [`fsutil`]: the one durable write helper; shared directory fsyncs.
+//! - [`ttl_cache`]: a bounded map whose entries expire.
+//! - [`jsontext`]: positions of keys and errors in JSON text, for error messages.
 //! - `testsupport` (tests only): a cross-check whose peer is missing fails or says it skipped.
 
 pub mod addr;

@@ -171,7 +171,7 @@ impl Command {
     /// A child that stops reading its input (exits, closes stdin) is not an error: the write
     /// fails with EPIPE, feeding stops, and its exit decides. Output held open by something
     /// the child left running in the background is not waited for more than
-    /// [`OUTPUT_GRACE`] after the exit: the exit is what counts, and a delivery that
+    /// `OUTPUT_GRACE` after the exit: the exit is what counts, and a delivery that
     /// succeeded must not turn into a time-out (and be delivered again).
     pub async fn run(&self, input: impl AsyncRead + Unpin, stderr: Stderr<'_>) -> Finished {
         let (mut out, mut err) = (Captured::default(), Captured::default());

@@ -4,7 +4,7 @@
 use crate::addr::{Address, Domain};
 use crate::aliases::{AliasFile, Directory, Normalization, Resolution};
 use crate::config::settings::ConfigError;
-use crate::config::watch::Stamps;
+use crate::config::stamps::Stamps;
 use crate::mailauth::dkim::{self, DkimKey};
 use crate::userdb::UserDb;
 use std::collections::BTreeMap;

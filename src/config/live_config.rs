@@ -2,7 +2,7 @@
 //! hands to every server: the settings (fixed until a restart), and what a reload swaps — the
 //! domains (users, aliases, DKIM keys), the TLS acceptor (certificates) and the access rules.
 //! SIGHUP reloads all of them; a change of a users or aliases file reloads the domains by
-//! itself ([`watch::DomainsWatch`]).
+//! itself (`config::watch::DomainsWatch`).
 
 use crate::config::access::{AccessError, AccessRules};
 use crate::config::watch::DomainsWatch;

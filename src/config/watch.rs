@@ -1,7 +1,7 @@
 //! Noticing, by `stat` alone, that the files the domains were loaded from changed, so that a
 //! running server picks up `util user-add` or an edited aliases file without a SIGHUP.
 //!
-//! A [`Stamp`] is what stat says of a file: device, inode, size and modification time to the
+//! A `config::stamps::Stamp` is what stat says of a file: device, inode, size and modification time to the
 //! nanosecond. `util` replaces files atomically (a new inode), so a change is seen even within
 //! one tick of the file system's clock. The `domains/` folder's own stamp changes when a
 //! domain folder is added or removed, a domain folder's when a file in it is (a DKIM key).
@@ -10,63 +10,10 @@ use crate::addr::Domain;
 use crate::aliases::Normalization;
 use crate::config::domains::domain_dir;
 use crate::config::settings::ConfigError;
+use crate::config::stamps::Stamps;
 use crate::config::{Domains, Live};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
-
-/// What stat says of a file, as far as a change goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stamp {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime: i64,
-    mtime_nsec: i64,
-}
-
-impl Stamp {
-    /// `None` for a file that does not exist or cannot be stat'ed, so that its appearance is
-    /// a change too.
-    pub fn of(path: &Path) -> Option<Stamp> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(Stamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime: m.mtime(),
-            mtime_nsec: m.mtime_nsec(),
-        })
-    }
-}
-
-/// The stamps of the files one load read, each taken just before reading it: a change made
-/// while the load ran is seen at the next look.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stamps(Vec<(PathBuf, Option<Stamp>)>);
-
-impl Stamps {
-    /// Stamps `path` now, before it is read.
-    pub fn record(&mut self, path: &Path) {
-        self.0.push((path.to_path_buf(), Stamp::of(path)));
-    }
-
-    /// The first recorded file that is no longer as it was. Stats only.
-    pub fn changed(&self) -> Option<&Path> {
-        self.0
-            .iter()
-            .find(|(path, stamp)| Stamp::of(path) != *stamp)
-            .map(|(path, _)| path.as_path())
-    }
-
-    /// Whether `path` changed; `None` when it was not recorded.
-    fn path_changed(&self, path: &Path) -> Option<bool> {
-        self.0
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(p, stamp)| Stamp::of(p) != *stamp)
-    }
-}
 
 /// A reload made because `changed` did.
 pub struct Reload {

@@ -139,7 +139,7 @@ pub fn sign(keys: &[DkimKey], message: &[u8]) -> Result<String, DkimError> {
     sign_stream(keys, &split.header, split.body)
 }
 
-/// [`sign`] for a message given as its header section (see [`crate::message::split`]) and
+/// [`sign`] for a message given as its header section (see [`crate::message::split()`]) and
 /// its body, which is read once, in chunks, for all keys at the same time.
 pub fn sign_stream(
     keys: &[DkimKey],

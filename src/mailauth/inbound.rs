@@ -116,7 +116,7 @@ impl Verdict {
 const INLINE_BODY: u64 = 256 * 1024;
 
 /// Runs SPF, DKIM and DMARC on a message received as `ctx` describes, given as its header
-/// section (see [`crate::message::split`]) and its body of `body_len` octets, which is read
+/// section (see [`crate::message::split()`]) and its body of `body_len` octets, which is read
 /// once, in chunks, when a signature needs its hash. Never fails: DNS problems become
 /// `temperror` results, an unparseable message has no DKIM or DMARC result, and a body that
 /// cannot be read fails its signatures.

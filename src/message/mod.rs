@@ -3,7 +3,7 @@
 //!
 //! - [`envelope`]: sender, recipients with their state, what tambo added on the way in.
 //! - [`stored`]: a message on disk ([`StoredMessage`]) and its id, read through pread.
-//! - [`split`]: a message read as its header section (bounded) and its body in chunks.
+//! - [`mod@split`]: a message read as its header section (bounded) and its body in chunks.
 //! - [`date`]: RFC 5322 dates for the headers tambo writes.
 
 pub mod date;

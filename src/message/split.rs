@@ -33,7 +33,7 @@ pub struct Split<R> {
 
 /// Reads `message` up to the end of its header section, and leaves the rest to read from
 /// [`Split::body`]. Reads at most [`MAX_HEADER_SECTION`] plus one chunk; a small message in
-/// one read of [`FIRST_READ`].
+/// one read of `FIRST_READ`.
 pub fn split<R: Read>(mut message: R) -> Result<Split<R>, HeaderError> {
     let mut header = Vec::new();
     let mut want = FIRST_READ;

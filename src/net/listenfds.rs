@@ -8,7 +8,7 @@
 //! listen addresses. The variables are unset
 //! once read, so that nothing we start (hooks, MDAs) believes the sockets are its own.
 
-use crate::net::listener::ListenerKind;
+use crate::net::kind::ListenerKind;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 

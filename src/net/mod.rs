@@ -3,7 +3,8 @@
 //! (reading its PROXY header when the listener is behind a proxy) and hands it to a protocol
 //! [`accept::Service`], and the plain / TLS stream with its STARTTLS upgrade and deadlines.
 //!
-//! - [`listener`]: [`listener::ListenerKind`] (protocol and port), binding, `LISTEN_FDS`.
+//! - [`kind`]: [`kind::ListenerKind`], the protocol and port a listener serves.
+//! - [`listener`]: binding the configured addresses, or taking the sockets systemd passed.
 //! - [`listenfds`]: the sockets systemd passes (sd_listen_fds(3)).
 //! - [`caps`]: connections counted overall and per client address; [`caps::Refused`].
 //! - [`proxy`]: the PROXY protocol header, v1 and v2 (sans-I/O).
@@ -12,11 +13,12 @@
 
 pub mod accept;
 pub mod caps;
+pub mod kind;
 pub mod listener;
 pub mod listenfds;
 pub mod proxy;
 pub mod stream;
 
 pub use accept::{Accepted, Admission, Service, accept_loop};
-pub use listener::{ListenerKind, Protocol};
+pub use kind::{ListenerKind, Protocol};
 pub use stream::Stream;

@@ -11,8 +11,9 @@ use crate::mailauth::inbound;
 use crate::maillog;
 use crate::message::{Envelope, QueuedRcpt, RcptState, StoredMessage, now_secs};
 use crate::metrics;
+use crate::net::caps::Refused;
 use crate::net::stream::with_timeout;
-use crate::net::{Accepted, ListenerKind, Protocol, Stream};
+use crate::net::{Accepted, ListenerKind, Protocol, Service, Stream};
 use crate::proto::command::{Body, ForwardPath};
 use crate::proto::reply::Reply;
 use crate::proto::session::{Output, Session, SessionConfig, SmtpPort, Subject};
@@ -92,6 +93,18 @@ impl LocalFailure {
             ),
             None => log::error!("cannot take a message from {peer}: {}", self.what),
         }
+    }
+}
+
+impl Service for Server {
+    async fn serve(self: Arc<Self>, conn: Accepted) {
+        serve(self, conn).await;
+    }
+
+    /// RFC 5321 §3.8 / RFC 3463: `421 4.7.0`, a temporary refusal by local policy, and the
+    /// client retries later. On the implicit-TLS port, nothing.
+    fn refusal(&self, kind: ListenerKind, _why: Refused) -> Option<Vec<u8>> {
+        (!kind.implicit_tls()).then(|| crate::smtpd::server::refusal_reply().to_bytes())
     }
 }
 

@@ -1,13 +1,11 @@
-//! What every SMTP connection shares, and the SMTP side of the shared server layer: the
-//! [`Service`] that `net::accept_loop` hands connections to.
+//! What every SMTP connection shares (the `net::Service` that `net::accept_loop` hands
+//! connections to is implemented for it in `conn.rs`).
 
 use crate::auth::Authenticator;
 use crate::config::live_config::LiveConfig;
 use crate::config::{Domains, Settings};
 use crate::dns::Dns;
 use crate::mailauth::srs::Srs;
-use crate::net::caps::Refused;
-use crate::net::{Accepted, ListenerKind, Service};
 use crate::proto::reply::Reply;
 use crate::queue::runner::Deliveries;
 use crate::queue::store::Queue;
@@ -60,18 +58,6 @@ impl Server {
     /// The current domains (a snapshot: a reload does not change it under a transaction).
     pub fn domains(&self) -> Arc<Domains> {
         self.config.domains()
-    }
-}
-
-impl Service for Server {
-    async fn serve(self: Arc<Self>, conn: Accepted) {
-        crate::smtpd::conn::serve(self, conn).await;
-    }
-
-    /// RFC 5321 §3.8 / RFC 3463: `421 4.7.0`, a temporary refusal by local policy, and the
-    /// client retries later. On the implicit-TLS port, nothing.
-    fn refusal(&self, kind: ListenerKind, _why: Refused) -> Option<Vec<u8>> {
-        (!kind.implicit_tls()).then(|| refusal_reply().to_bytes())
     }
 }
 
