@@ -792,3 +792,6 @@ mod read_buffers {
         });
     }
 }
+
+#[cfg(test)]
+mod tests;
