@@ -112,6 +112,18 @@ fn rejected_line(r: &Rejected<'_>) -> String {
     line
 }
 
+/// A login (IMAP, POP3) succeeded. The user is the normalised address.
+pub fn login(protocol: &str, client: std::net::IpAddr, user: &str, tls: bool) {
+    let tls = if tls { "yes" } else { "no" };
+    log::info!(target: TARGET, "event=login protocol={protocol} client=[{client}] user={user:?} tls={tls}");
+}
+
+/// A login failed, or was refused for too many failures. The login is what the client sent
+/// (quoted: it is free text); never the password.
+pub fn login_failed(protocol: &str, client: std::net::IpAddr, login: &str) {
+    log::info!(target: TARGET, "event=login_failed protocol={protocol} client=[{client}] user={login:?}");
+}
+
 /// Every recipient is done and the queue file is gone.
 pub fn removed(id: &str) {
     log::info!(target: TARGET, "event=removed id={id}");

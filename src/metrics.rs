@@ -11,7 +11,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Label values per metric at most.
 const MAX_VALUES: usize = 12;
 
-const LISTENERS: &[&str] = &["smtp", "submission", "submission_tls"];
+const LISTENERS: &[&str] = &[
+    "smtp",
+    "submission",
+    "submission_tls",
+    "imap",
+    "imaps",
+    "pop3",
+    "pop3s",
+];
 // RFC 8601 §2.7: the result words of each method.
 const SPF_RESULTS: &[&str] = &[
     "pass",
@@ -361,6 +369,12 @@ static METRICS: Metrics = Metrics::new();
 /// The process's metrics.
 pub fn global() -> &'static Metrics {
     &METRICS
+}
+
+/// Whether `listener` is one of the `listener` label's values (a test of `net` checks every
+/// listener kind).
+pub fn knows_listener(listener: &str) -> bool {
+    LISTENERS.contains(&listener)
 }
 
 /// The index of a listener's label; an unknown name counts as the first (it cannot happen:

@@ -120,4 +120,11 @@ mod tests {
         }
         assert_eq!(ListenerKind::from_name("mx"), None);
     }
+
+    #[test]
+    fn every_kind_has_its_metrics_label() {
+        for kind in ListenerKind::ALL {
+            assert!(crate::metrics::knows_listener(kind.name()), "{kind}");
+        }
+    }
 }

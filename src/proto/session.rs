@@ -670,12 +670,12 @@ impl<R> Session<R> {
         }
     }
 
-    /// The idle timeout fired (SPEC §7: 5 minutes).
     /// Receiving message data (after 354, before the final dot).
     pub fn in_data(&self) -> bool {
         matches!(self.state, State::Data(..))
     }
 
+    /// The idle timeout fired (SPEC §7: 5 minutes).
     pub fn timed_out(&mut self) {
         if self.is_closed() {
             return;

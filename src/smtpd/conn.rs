@@ -22,7 +22,7 @@ use crate::queue::store::Incoming;
 use crate::smtpd::policy::{MailPolicy, judge_inbound, reverse_path_text};
 use crate::smtpd::received;
 use crate::smtpd::server::Server;
-use smol::io::{AsyncReadExt, AsyncWriteExt};
+use smol::io::AsyncReadExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -128,10 +128,18 @@ pub async fn serve(server: Arc<Server>, conn: Accepted) {
     let access = server.config.access();
     let connect_rule = access.connect(peer.ip()).cloned();
     if let Some(reply) = connect_rule.as_ref().and_then(Action::reply) {
-        // SPEC §7: a Connect REJECT is the greeting, then the connection ends.
-        log::info!("access: refusing connection from {}", peer.ip());
-        let mut stream = tcp;
+        // SPEC §7: a Connect REJECT is the greeting, then the connection ends (lingering,
+        // so a client that talks first does not turn our reply into a reset).
+        maillog::rejected(&maillog::Rejected {
+            client: peer.ip(),
+            from: None,
+            to: None,
+            user: None,
+            reply: &reply,
+        });
+        let mut stream = Stream::Plain(tcp);
         let _ = with_timeout(server.limits.command, stream.write_all(&reply.to_bytes())).await;
+        stream.linger(LINGER).await;
         return;
     }
     let tls_now = kind.implicit_tls();
@@ -226,7 +234,7 @@ impl Conn {
                     self.session.timed_out();
                     self.drive().await?;
                     self.flush().await?;
-                    return Ok(());
+                    return self.linger().await;
                 }
                 Err(e) => return Err(e),
             };
@@ -247,8 +255,9 @@ impl Conn {
 
     /// Handles outputs until the session needs input. Returns true when it asked to close.
     async fn drive(&mut self) -> std::io::Result<bool> {
+        // One snapshot per pass (a reload in between changes nothing under a command).
+        let domains = self.server.domains();
         loop {
-            let domains = self.server.domains();
             let policy = MailPolicy {
                 domains: &domains,
                 settings: self.server.settings(),
