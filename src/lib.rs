@@ -13,6 +13,8 @@
 //!   plain/TLS stream.
 //! - [`courier`]: deliveries (Maildir, MDA, LMTP, pipes, remote SMTP), outbound rewriting
 //!   (SRS, DKIM, ARC), DSN bounces.
+//! - [`mailbox`]: the Maildir++ store that IMAP and local delivery share: folders, UIDs
+//!   (Dovecot's `dovecot-uidlist`), flags, the summary cache, quota, change notices.
 //! - [`config`]: `conf/tambo.json`, `domains/`, `conf/access`; the configuration in force and
 //!   its reloads.
 //! - [`mailauth`]: message authentication: SPF/DKIM/DMARC checks, DKIM signing, ARC, SRS.
@@ -45,6 +47,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod jsontext;
 pub mod mailauth;
+pub mod mailbox;
 pub mod maillog;
 pub mod message;
 pub mod metrics;

@@ -13,6 +13,7 @@ use crate::courier::smtp_client::Deadlines;
 use crate::courier::{COMMAND_LIMIT, Couriers};
 use crate::dns::Dns;
 use crate::mailauth::srs::Srs;
+use crate::mailbox::Store;
 use crate::net::caps::{Caps, Connections};
 use crate::net::{Admission, ListenerKind, accept_loop};
 use crate::queue::direct::DirectMaildir;
@@ -70,8 +71,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
 
     let ex = Arc::new(smol::Executor::new());
     let direct = matches!(couriers.local, LocalDelivery::Maildir).then(|| DirectMaildir {
-        mail_root: couriers.mail_root.clone(),
-        hostname: couriers.hostname.clone(),
+        store: couriers.store.clone(),
     });
     let (deliveries, to_deliver) = runner::channel(direct);
     let runner = Arc::new(Runner {
@@ -189,11 +189,19 @@ fn couriers(settings: &Settings) -> Result<Couriers, CliError> {
     };
     Ok(Couriers {
         local: settings.local_delivery.clone(),
-        mail_root: data_dir.join("mail"),
+        store: mail_store(settings),
         hostname: settings.hostname.clone(),
         remote,
         command_limit: COMMAND_LIMIT,
     })
+}
+
+/// The mailbox store under `data_dir/mail`, with `mailbox_quota_mb` (0: no quota) and new
+/// files named after the configured host name.
+fn mail_store(settings: &Settings) -> Store {
+    let quota = (settings.mailbox_quota_mb > 0)
+        .then(|| settings.mailbox_quota_mb.saturating_mul(1024 * 1024));
+    Store::new(settings.data_dir.join("mail"), quota).with_hostname(&settings.hostname)
 }
 
 /// `srs_secret` from the settings, else the one generated into `data_dir/srs_secret` (mode

@@ -48,7 +48,6 @@ impl DeliveryError {
 use crate::addr::Address;
 use crate::config::settings::LocalDelivery;
 use crate::message::StoredMessage;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Time limit of an MDA or pipe command (chasquid uses 1 minute).
@@ -57,8 +56,8 @@ pub const COMMAND_LIMIT: Duration = Duration::from_secs(60);
 /// Every way out tambo has, configured.
 pub struct Couriers {
     pub local: LocalDelivery,
-    /// `data_dir/mail`, for the built-in Maildir delivery.
-    pub mail_root: PathBuf,
+    /// The mailbox store (`data_dir/mail`), for the built-in Maildir delivery.
+    pub store: crate::mailbox::Store,
     pub hostname: String,
     pub remote: remote::RemoteCourier,
     pub command_limit: Duration,
@@ -76,17 +75,15 @@ impl Couriers {
     ) -> Result<String, DeliveryError> {
         match &self.local {
             LocalDelivery::Maildir => {
-                let (root, host, item, mailbox, key) = (
-                    self.mail_root.clone(),
-                    self.hostname.clone(),
+                let (store, item, mailbox, key) = (
+                    self.store.clone(),
                     item.clone(),
                     mailbox.clone(),
                     key.to_string(),
                 );
                 smol::unblock(move || {
                     maildir::deliver(
-                        &root,
-                        &host,
+                        &store,
                         mailbox.domain().as_str(),
                         mailbox.local().as_str(),
                         &item,

@@ -12,17 +12,16 @@
 
 use crate::aliases::Recipient;
 use crate::courier::{DeliveryError, maildir};
+use crate::mailbox::Store;
 use crate::message::{Envelope, RcptState, StoredMessage};
 use crate::queue::store::Incoming;
 use std::io;
-use std::path::PathBuf;
 
 /// Where the built-in Maildir delivery writes; present only when it is the local delivery.
 #[derive(Debug, Clone)]
 pub struct DirectMaildir {
-    /// `data_dir/mail`.
-    pub mail_root: PathBuf,
-    pub hostname: String,
+    /// The mailbox store (`data_dir/mail`).
+    pub store: Store,
 }
 
 /// What became of a message handed to [`DirectMaildir::deliver`].
@@ -92,8 +91,7 @@ impl DirectMaildir {
         let mailbox = crate::addr::Address::parse(address)
             .map_err(|e| DeliveryError::permanent(format!("bad mailbox {address:?}: {e}")))?;
         maildir::deliver(
-            &self.mail_root,
-            &self.hostname,
+            &self.store,
             mailbox.domain().as_str(),
             mailbox.local().as_str(),
             message,
