@@ -13,6 +13,8 @@
 //!   plain/TLS stream.
 //! - [`courier`]: deliveries (Maildir, MDA, LMTP, pipes, remote SMTP), outbound rewriting
 //!   (SRS, DKIM, ARC), DSN bounces.
+//! - [`mailbox`]: the users' mail as IMAP sees it: message summaries (ENVELOPE,
+//!   BODYSTRUCTURE), sections and SEARCH over message bytes.
 //! - [`config`]: `conf/tambo.json`, `domains/`, `conf/access`; the configuration in force and
 //!   its reloads.
 //! - [`mailauth`]: message authentication: SPF/DKIM/DMARC checks, DKIM signing, ARC, SRS.
@@ -45,6 +47,7 @@ pub mod fsutil;
 pub mod hooks;
 pub mod jsontext;
 pub mod mailauth;
+pub mod mailbox;
 pub mod maillog;
 pub mod message;
 pub mod metrics;
