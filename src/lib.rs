@@ -46,6 +46,7 @@ pub mod courier;
 pub mod dns;
 pub mod fsutil;
 pub mod hooks;
+pub mod imapd;
 pub mod jsontext;
 pub mod mailauth;
 pub mod mailbox;

@@ -15,7 +15,7 @@ use crate::dns::Dns;
 use crate::mailauth::srs::Srs;
 use crate::mailbox::Store;
 use crate::net::caps::{Caps, Connections};
-use crate::net::{Admission, ListenerKind, accept_loop};
+use crate::net::{Admission, ListenerKind, Protocol, accept_loop};
 use crate::queue::direct::DirectMaildir;
 use crate::queue::runner::{self, Runner};
 use crate::queue::store::Queue;
@@ -25,10 +25,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The listeners this build serves.
-const SERVED: [ListenerKind; 3] = [
+const SERVED: [ListenerKind; 5] = [
     ListenerKind::Smtp,
     ListenerKind::Submission,
     ListenerKind::SubmissionTls,
+    ListenerKind::Imap,
+    ListenerKind::Imaps,
 ];
 
 /// Overrides the post-data hook's time limit; meant for tests.
@@ -56,6 +58,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     let srs = Arc::new(Srs::new(&srs_secret(&settings)?));
     let couriers = couriers(&settings)?;
     let couriers_dns = couriers.remote.dns.clone();
+    let store = couriers.store.clone();
     // Before any connection: the queue's pool of recycled files holds descriptors too.
     crate::net::caps::raise_fd_limit(
         settings.max_connections,
@@ -95,22 +98,32 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     for item in pending {
         deliveries.submit(item);
     }
+    // One authenticator: failed logins count per address over every protocol.
+    let auth = Arc::new(Authenticator::new(config.clone()));
     let server = Arc::new(Server {
         config: config.clone(),
         queue,
         deliveries,
         srs,
         dns: couriers_dns,
-        auth: Arc::new(Authenticator::new(config.clone())),
+        auth: auth.clone(),
         limits: client_limits(),
         hook_limit: hook_limit(),
     });
+    let imap = Arc::new(crate::imapd::Server {
+        config: config.clone(),
+        auth,
+        store,
+        limits: Default::default(),
+        sessions: Default::default(),
+        max_message_size: settings.max_message_size(),
+    });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
         .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
-    let unserved = settings.mailbox_listen_keys();
+    let unserved = settings.pop3_listen_keys();
     if !unserved.is_empty() {
         log::warn!(
-            "{} set in conf/tambo.json: not served, this build has no IMAP/POP3 (mailbox module) yet",
+            "{} set in conf/tambo.json: not served, this build has no POP3 yet",
             unserved.join(", ")
         );
     }
@@ -128,8 +141,25 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     for (listener, kind) in listeners {
         let addr = crate::net::listener::listener_addr(listener.get_ref());
         log::info!("listening on {addr} ({kind})");
-        let (admission, server) = (admission.clone(), server.clone());
-        accepting.push(ex.spawn(accept_loop(listener, kind, admission, server, ex.clone())));
+        let admission = admission.clone();
+        let task = match kind.protocol() {
+            Protocol::Smtp => ex.spawn(accept_loop(
+                listener,
+                kind,
+                admission,
+                server.clone(),
+                ex.clone(),
+            )),
+            // POP3 is not in SERVED: nothing is bound for it.
+            Protocol::Imap | Protocol::Pop3 => ex.spawn(accept_loop(
+                listener,
+                kind,
+                admission,
+                imap.clone(),
+                ex.clone(),
+            )),
+        };
+        accepting.push(task);
     }
     // Detached: it only reads files and swaps configurations, so it may stop anywhere.
     ex.spawn(config.clone().watch_domains()).detach();

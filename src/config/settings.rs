@@ -260,12 +260,10 @@ impl Settings {
         self.max_message_size_mb * 1024 * 1024
     }
 
-    /// The mailbox module's listen keys (SPEC §10) that are set, in `KEYS` order: the
-    /// module is not built yet, so `serve` warns that nothing listens on them.
-    pub fn mailbox_listen_keys(&self) -> Vec<&'static str> {
+    /// The POP3 listen keys (SPEC §10) that are set: POP3 is not built yet, so `serve` warns
+    /// that nothing listens on them.
+    pub fn pop3_listen_keys(&self) -> Vec<&'static str> {
         [
-            ("imap_listen", &self.imap_listen),
-            ("imaps_listen", &self.imaps_listen),
             ("pop3_listen", &self.pop3_listen),
             ("pop3s_listen", &self.pop3s_listen),
         ]

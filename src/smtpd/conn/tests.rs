@@ -96,8 +96,8 @@ fn fixture(access: &str, limits: ClientLimits) -> Fixture {
     let config = Arc::new(LiveConfig::load(settings.clone()).expect("live config"));
     crate::fsutil::create_private_dir_all(&settings.data_dir).expect("data/");
     let direct = DirectMaildir {
-        mail_root: settings.data_dir.join("mail"),
-        hostname: HOSTNAME.into(),
+        store: crate::mailbox::Store::new(settings.data_dir.join("mail"), None)
+            .with_hostname(HOSTNAME),
     };
     // No runner: local mail is delivered before the 250, and nothing else is accepted.
     let (deliveries, _) = runner::channel(Some(direct));
