@@ -5,7 +5,8 @@
 //! - a boundary line is `--` and a boundary that is a prefix of the rest of the line (the
 //!   longest of those open wins); the line end before it belongs to the boundary;
 //! - a boundary line of an outer multipart ends the inner parts too; a header section ends
-//!   at a boundary line even without its empty line;
+//!   at a boundary line even without its empty line (and an empty line right before a
+//!   boundary line is that line's line end, not the header's end);
 //! - `--boundary--` closes a multipart; what follows (the epilogue) is its body until an
 //!   outer boundary;
 //! - a part without Content-Type is text/plain, or message/rfc822 inside multipart/digest;
@@ -113,11 +114,53 @@ enum Stop {
         index: usize,
         /// Where the part before ends: at the line end before the boundary line.
         at: usize,
+        /// Where the boundary line starts.
+        line: usize,
         /// After the boundary line.
         next: usize,
         /// `--boundary--`.
         close: bool,
+        /// The boundary line ended a header section. Its line end then belongs to the
+        /// body of the parts that hold that header, up to the multipart of the boundary
+        /// (Dovecot moves it to the parent's body): a message/rfc822 part whose message has
+        /// no body ends after it.
+        in_header: bool,
     },
+}
+
+impl Stop {
+    fn in_header(self) -> Stop {
+        match self {
+            Stop::Boundary {
+                index,
+                at,
+                line,
+                next,
+                close,
+                ..
+            } => Stop::Boundary {
+                index,
+                at,
+                line,
+                next,
+                close,
+                in_header: true,
+            },
+            Stop::Eof => Stop::Eof,
+        }
+    }
+
+    /// Where a part that holds the part this stop ended ends.
+    fn outer_end(self) -> Option<usize> {
+        match self {
+            Stop::Boundary {
+                in_header: true,
+                line,
+                ..
+            } => Some(line),
+            _ => None,
+        }
+    }
 }
 
 struct Parser<'a> {
@@ -130,7 +173,7 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn part(&mut self, start: usize, depth: usize, context: Context) -> (Part, Stop) {
-        let (header, body_start, header_stop) = self.header(start);
+        let (mut header, empty_line, mut header_stop) = self.header(start);
         let mut mime = MimeFields::default();
         for field in header::fields(&self.msg[header.clone()]) {
             mime.add(&field);
@@ -141,7 +184,26 @@ impl Parser<'_> {
         if !is_mime {
             mime = MimeFields::default();
         }
-        let kind = kind(&mime, context);
+        let mut kind = kind(&mime, context);
+        if kind == Kind::Multipart && depth + 1 >= MAX_DEPTH {
+            kind = Kind::Opaque;
+        }
+        let own = match kind {
+            Kind::Multipart => mime
+                .param("boundary")
+                .map(|b| b[..b.len().min(BOUNDARY_MAX)].to_vec()),
+            _ => None,
+        };
+        if empty_line > 0 && header_stop.is_none() {
+            // An empty line right before a boundary line is that line's line end, not the
+            // header's end (unless the boundary is the part's own, which Dovecot opens as
+            // it reaches the empty line).
+            header_stop = self.boundary_after_header(header.end, empty_line, own.as_deref());
+            if header_stop.is_some() {
+                header.end -= empty_line;
+            }
+        }
+        let body_start = header.end;
         let mut part = Part {
             header,
             body: body_start..body_start,
@@ -157,26 +219,16 @@ impl Parser<'_> {
             }
             return (part, stop);
         }
-        let stop = match kind {
-            Kind::Multipart if depth + 1 >= MAX_DEPTH => {
+        let stop = match (kind, own) {
+            (Kind::Multipart, Some(own)) => self.multipart(&mut part, own, depth),
+            (Kind::Message, _) if depth + 1 >= MAX_DEPTH || self.parts >= MAX_PARTS => {
                 part.kind = Kind::Opaque;
                 self.leaf(&mut part)
             }
-            Kind::Multipart => match part.mime.param("boundary") {
-                Some(b) => {
-                    let b = b[..b.len().min(BOUNDARY_MAX)].to_vec();
-                    self.multipart(&mut part, b, depth)
-                }
-                None => self.leaf(&mut part),
-            },
-            Kind::Message if depth + 1 >= MAX_DEPTH || self.parts >= MAX_PARTS => {
-                part.kind = Kind::Opaque;
-                self.leaf(&mut part)
-            }
-            Kind::Message => {
+            (Kind::Message, _) => {
                 self.parts += 1;
                 let (child, stop) = self.part(body_start, depth + 1, Context::InMessage);
-                part.body.end = child.body.end;
+                part.body.end = stop.outer_end().unwrap_or(child.body.end);
                 part.children.push(child);
                 stop
             }
@@ -185,15 +237,16 @@ impl Parser<'_> {
         (part, stop)
     }
 
-    /// Reads the header section at `start`: its range (with its empty line), where the body
-    /// starts, and the boundary line that ended it early, if one did.
+    /// Reads the header section at `start`: its range (with its empty line), the length of
+    /// that empty line (0 without one), and the boundary line that ended it early, if one
+    /// did.
     fn header(&self, start: usize) -> (Range<usize>, usize, Option<Stop>) {
         let mut pos = start;
         let mut last_newline = 0;
         while pos < self.msg.len() {
             if let Some(stop) = self.boundary_at(pos, pos - last_newline, start) {
                 let end = pos - last_newline;
-                return (start..end, end, Some(stop));
+                return (start..end, 0, Some(stop.in_header()));
             }
             let rest = &self.msg[pos..];
             let (line_len, newline) = match memchr::memchr(b'\n', rest) {
@@ -203,12 +256,35 @@ impl Parser<'_> {
             };
             pos += line_len;
             if line_len == newline && line_len > 0 {
-                // The empty line.
-                return (start..pos, pos, None);
+                return (start..pos, newline, None);
             }
             last_newline = newline;
         }
-        (start..pos, pos, None)
+        (start..pos, 0, None)
+    }
+
+    /// The boundary line right after a header's empty line (which ends at `pos` and is
+    /// `empty_line` long), unless it is the part's `own` boundary.
+    fn boundary_after_header(
+        &mut self,
+        pos: usize,
+        empty_line: usize,
+        own: Option<&[u8]>,
+    ) -> Option<Stop> {
+        let own_index = own.map(|text| {
+            self.boundaries.push(Boundary {
+                text: text.to_vec(),
+            });
+            self.boundaries.len() - 1
+        });
+        let stop = self.boundary_at(pos, pos - empty_line, pos - empty_line);
+        if own_index.is_some() {
+            self.boundaries.pop();
+        }
+        match stop {
+            Some(Stop::Boundary { index, .. }) if Some(index) == own_index => None,
+            stop => stop.map(Stop::in_header),
+        }
     }
 
     /// A body without parts: up to the next boundary line.
@@ -257,7 +333,7 @@ impl Parser<'_> {
             }
         }
         self.boundaries.truncate(own);
-        part.body.end = self.end_of(stop);
+        part.body.end = stop.outer_end().unwrap_or_else(|| self.end_of(stop));
         stop
     }
 
@@ -325,8 +401,10 @@ impl Parser<'_> {
         Some(Stop::Boundary {
             index,
             at: at.max(floor),
+            line: pos,
             next: lf.map_or(self.msg.len(), |i| pos + 2 + i + 1),
             close: data.get(len..len + 2) == Some(b"--"),
+            in_header: false,
         })
     }
 }
@@ -404,7 +482,7 @@ mod tests {
             // A header ended by a boundary line, and an empty body right before one.
             (
                 "Content-Type: multipart/mixed; boundary=b\n\n--b\nX: y\n--b\n\n--b--\n",
-                "M[43+20](T[4+0],T[1+0])",
+                "M[43+20](T[4+0],T[0+0])",
             ),
             // Nested, with an outer boundary ending the inner multipart.
             (

@@ -8,11 +8,19 @@ use super::lex::{Lexer, Step};
 
 pub type Params = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// A Content-Type field's `type/subtype`, as written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MediaType {
+    Valid(Vec<u8>, Vec<u8>),
+    /// The field does not parse.
+    Invalid,
+}
+
 /// The MIME fields of a part, as read from its header (the first of each counts).
 #[derive(Debug, Default)]
 pub struct MimeFields {
-    /// `type/subtype`, when a Content-Type field was there; `Err` when it was invalid.
-    pub content_type: Option<Result<(Vec<u8>, Vec<u8>), ()>>,
+    /// When a Content-Type field was there.
+    pub content_type: Option<MediaType>,
     pub params: Params,
     pub encoding: Option<Vec<u8>>,
     pub id: Option<Vec<u8>>,
@@ -67,7 +75,7 @@ impl MimeFields {
     /// The media type and subtype when the Content-Type field was there and valid.
     pub fn media_type(&self) -> Option<(&[u8], &[u8])> {
         match &self.content_type {
-            Some(Ok((t, s))) => Some((t, s)),
+            Some(MediaType::Valid(t, s)) => Some((t, s)),
             _ => None,
         }
     }
@@ -81,18 +89,17 @@ impl MimeFields {
     }
 }
 
-/// Content-Type: `Ok((type, subtype))` and the parameters, or `Err` when the field does not
-/// parse (then no parameters).
-fn content_type(value: &[u8]) -> (Result<(Vec<u8>, Vec<u8>), ()>, Params) {
+/// Content-Type: the media type and the parameters (none when the field does not parse).
+fn content_type(value: &[u8]) -> (MediaType, Params) {
     let mut lexer = Lexer::new(value);
     let mut both = Vec::new();
     if lexer.content_type(&mut both) == Step::Bad {
-        return (Err(()), Vec::new());
+        return (MediaType::Invalid, Vec::new());
     }
     let slash = both.iter().position(|&c| c == b'/').unwrap_or(both.len());
     let subtype = both.get(slash + 1..).unwrap_or_default().to_vec();
     both.truncate(slash);
-    (Ok((both, subtype)), rfc2231(&mut lexer))
+    (MediaType::Valid(both, subtype), rfc2231(&mut lexer))
 }
 
 /// Content-Transfer-Encoding: one token and nothing else.
@@ -325,6 +332,9 @@ mod tests {
         for field in fields(b"Content-Type: text/html charset=utf-8\n") {
             bad.add(&field);
         }
-        assert_eq!((bad.content_type, bad.params.len()), (Some(Err(())), 0));
+        assert_eq!(
+            (bad.content_type, bad.params.len()),
+            (Some(MediaType::Invalid), 0)
+        );
     }
 }
