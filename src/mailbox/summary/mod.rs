@@ -3,21 +3,31 @@
 //! A message comes as stored in the Maildir: LF line ends (sometimes CRLF). Everything IMAP
 //! sees is in CRLF octets: sizes, section contents, partial offsets.
 //!
-//! - [`summarize`]: ENVELOPE, BODY and BODYSTRUCTURE as encoded IMAP (the summary the store
-//!   caches at delivery), [`envelope_only`] from a header section alone;
-//! - [`crlf_size`]: RFC822.SIZE;
-//! - [`section`]: the octets of `BODY[section]<partial>` (RFC 3501 §6.4.5);
-//! - [`matches`]: the SEARCH keys that look into a message (RFC 3501 §6.4.4).
+//! - [`summarize`] makes ENVELOPE, BODY and BODYSTRUCTURE as encoded IMAP (the summary the
+//!   store caches at delivery), [`envelope_only`] the ENVELOPE from a header section alone;
+//! - [`crlf_size`] gives RFC822.SIZE;
+//! - [`section`] gives the octets of `BODY[section]<partial>` (RFC 3501 §6.4.5);
+//! - [`matches`] answers the SEARCH keys that look into a message (RFC 3501 §6.4.4).
 //!
-//! The structures follow Dovecot's (its parsers were the reference, and a unit test compares
-//! with Dovecot's own output when it is installed), so that a Maildir shared with Dovecot, or
-//! moved from it, shows clients the same parts, sizes and addresses. The differences are
-//! listed in the README of the mailbox module.
+//! The structures follow Dovecot 2.3's (its parsers were the reference), so that a Maildir
+//! shared with Dovecot, or moved from it, shows clients the same parts, sizes, addresses and
+//! search results. A unit test (`dovecot.rs`) runs Dovecot's IMAP server on the fixtures of
+//! `testdata/` when it is installed and compares every value. What differs, on purpose:
 //!
-//! Modules: [`mod@crlf`] (CRLF sizes and windows), [`mod@encode`] (IMAP strings), [`lex`]
-//! (RFC 5322 tokens), [`header`] (header fields), [`address`] (address lists), [`params`]
-//! (Content-* fields, RFC 2231), [`envelope`], [`mime`] (the part tree), [`body`]
-//! (BODYSTRUCTURE), [`mod@section`], [`search`].
+//! - strings are quoted whenever RFC 3501 allows it, literals only for 8-bit, CR or LF
+//!   (Dovecot also uses literals for a subject or name it had to tidy, or with more than four
+//!   `"` and `\`): the values are the same, their encoding not always;
+//! - a Content-Type field that does not parse makes a part text/plain; charset=us-ascii
+//!   (RFC 2045 §5.2), where Dovecot shows `("" "" NIL ...)` or `("text" "" ...)`;
+//! - `HEADER.FIELDS` of a message inside a message/rfc822 part whose header a boundary line
+//!   cut short stops at that line (Dovecot reads on to the next empty line);
+//! - SEARCH folds case with Unicode lowercase, not Dovecot's i;unicode-casemap, and writes
+//!   display names back unquoted before an address key compares.
+//!
+//! Modules: `crlf` (CRLF sizes and windows), `encode` (IMAP strings), `lex` (RFC 5322
+//! tokens), `header` (header fields), `address` (address lists), `params` (Content-*
+//! fields, RFC 2231), `envelope`, `mime` (the part tree), `body` (BODYSTRUCTURE),
+//! `section`, `search`.
 
 mod address;
 mod body;
@@ -28,8 +38,13 @@ mod header;
 mod lex;
 mod mime;
 mod params;
+mod search;
+mod section;
+
 
 pub use crlf::crlf_size;
+pub use search::matches;
+pub use section::section;
 
 /// A message's IMAP summary: each field is the encoded IMAP value (RFC 3501 §7.4.2) exactly
 /// as it follows its item name in a FETCH response (`ENVELOPE (...)`), literals included.
