@@ -57,6 +57,15 @@ pub const DOVECOT: Peer = Peer {
     package: "dovecot-core dovecot-lmtpd",
 };
 
+/// Dovecot's IMAP server, run on stdin/stdout over a Maildir of test messages (the
+/// `mailbox::summary` cross-check).
+pub const DOVECOT_IMAP: Peer = Peer {
+    name: "Dovecot IMAP",
+    program: "/usr/lib/dovecot/imap",
+    probe: &[],
+    package: "dovecot-imapd",
+};
+
 pub const OPENSSL: Peer = Peer {
     name: "openssl",
     program: "openssl",

@@ -41,6 +41,10 @@ mod params;
 mod search;
 mod section;
 
+#[cfg(test)]
+mod dovecot;
+#[cfg(test)]
+mod tests;
 
 pub use crlf::crlf_size;
 pub use search::matches;
