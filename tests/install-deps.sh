@@ -25,6 +25,7 @@ PACKAGES=(
     python3-authres            # dkimpy's ARC signing, to make test chains
     postsrsd                   # the SRS cross-check (unit and e2e)
     dovecot-core dovecot-lmtpd # Dovecot's LMTP server, a real LMTP peer (unit and e2e)
+    dovecot-imapd              # Dovecot's IMAP server: the ENVELOPE/BODYSTRUCTURE cross-check (unit)
     python3-prometheus-client  # its parser reads /metrics
     chasquid                   # chasquid-util (a real chasquid folder to import) and its example hook
     systemd                    # systemd-socket-activate (LISTEN_FDS sockets)

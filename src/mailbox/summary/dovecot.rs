@@ -83,6 +83,12 @@ const KNOWN: &[(&str, &str, &str)] = &[
     ),
     ("20-invalid-content-type", "BODY", "same"),
     (
+        "34-content-type-no-subtype",
+        "BODYSTRUCTURE",
+        "Dovecot shows `Content-Type: text` as (\"text\" \"\" ...); we use text/plain (RFC 2045 §5.2)",
+    ),
+    ("34-content-type-no-subtype", "BODY", "same"),
+    (
         "28-nested-message-edge",
         "BODY[2.HEADER.FIELDS (subject)]",
         "the message inside part 2 has a header ended by a boundary line; Dovecot's header \

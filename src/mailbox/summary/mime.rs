@@ -22,9 +22,10 @@ use std::ops::Range;
 use super::header;
 use super::params::MimeFields;
 
-/// Nesting limit (Dovecot's default `mail_max_nested_mime_parts`... as its parser counts).
+/// Nesting limit, Dovecot's parser default counted as it counts: the message is level 0, and
+/// a multipart or message/rfc822 part at level `MAX_DEPTH - 1` is opaque.
 pub const MAX_DEPTH: usize = 100;
-/// Part limit (Dovecot's default for the whole message).
+/// Part limit for a whole message (Dovecot's parser default), the message itself included.
 pub const MAX_PARTS: usize = 10_000;
 /// Longest boundary kept (RFC 2046 §5.1.1 allows 70; Dovecot keeps 80).
 const BOUNDARY_MAX: usize = 80;
@@ -101,10 +102,6 @@ enum Context {
     InMessage,
 }
 
-struct Boundary {
-    text: Vec<u8>,
-}
-
 /// Why a body ended.
 #[derive(Clone, Copy, Debug)]
 enum Stop {
@@ -129,25 +126,11 @@ enum Stop {
 }
 
 impl Stop {
-    fn in_header(self) -> Stop {
-        match self {
-            Stop::Boundary {
-                index,
-                at,
-                line,
-                next,
-                close,
-                ..
-            } => Stop::Boundary {
-                index,
-                at,
-                line,
-                next,
-                close,
-                in_header: true,
-            },
-            Stop::Eof => Stop::Eof,
+    fn in_header(mut self) -> Stop {
+        if let Stop::Boundary { in_header, .. } = &mut self {
+            *in_header = true;
         }
+        self
     }
 
     /// Where a part that holds the part this stop ended ends.
@@ -166,13 +149,49 @@ impl Stop {
 struct Parser<'a> {
     msg: &'a [u8],
     /// Open boundaries, innermost last.
-    boundaries: Vec<Boundary>,
+    boundaries: Vec<Vec<u8>>,
     /// Parts so far.
     parts: usize,
 }
 
 impl Parser<'_> {
     fn part(&mut self, start: usize, depth: usize, context: Context) -> (Part, Stop) {
+        let (mut part, own, header_stop) = self.head(start, depth, context);
+        let body_start = part.body.start;
+        if let Some(stop) = header_stop {
+            // A boundary line ended the header: the body is empty, and a message/rfc822
+            // part holds an empty message.
+            if part.kind == Kind::Message {
+                part.children.push(empty_part(body_start));
+            }
+            return (part, stop);
+        }
+        let stop = match (part.kind, own) {
+            (Kind::Multipart, Some(own)) => self.multipart(&mut part, own, depth),
+            (Kind::Message, _) if depth + 1 >= MAX_DEPTH || self.parts >= MAX_PARTS => {
+                part.kind = Kind::Opaque;
+                self.leaf(&mut part)
+            }
+            (Kind::Message, _) => {
+                self.parts += 1;
+                let (child, stop) = self.part(body_start, depth + 1, Context::InMessage);
+                part.body.end = stop.outer_end().unwrap_or(child.body.end);
+                part.children.push(child);
+                stop
+            }
+            _ => self.leaf(&mut part),
+        };
+        (part, stop)
+    }
+
+    /// A part as its header makes it (its body still empty), its boundary if it is a
+    /// multipart, and the boundary line that ended its header early, if one did.
+    fn head(
+        &mut self,
+        start: usize,
+        depth: usize,
+        context: Context,
+    ) -> (Part, Option<Vec<u8>>, Option<Stop>) {
         let (mut header, empty_line, mut header_stop) = self.header(start);
         let mut mime = MimeFields::default();
         for field in header::fields(&self.msg[header.clone()]) {
@@ -203,38 +222,15 @@ impl Parser<'_> {
                 header.end -= empty_line;
             }
         }
-        let body_start = header.end;
-        let mut part = Part {
+        let body = header.end..header.end;
+        let part = Part {
             header,
-            body: body_start..body_start,
+            body,
             kind,
             mime,
             children: Vec::new(),
         };
-        if let Some(stop) = header_stop {
-            // A boundary line ended the header: the body is empty, and a message/rfc822
-            // part holds an empty message.
-            if kind == Kind::Message {
-                part.children.push(empty_part(body_start));
-            }
-            return (part, stop);
-        }
-        let stop = match (kind, own) {
-            (Kind::Multipart, Some(own)) => self.multipart(&mut part, own, depth),
-            (Kind::Message, _) if depth + 1 >= MAX_DEPTH || self.parts >= MAX_PARTS => {
-                part.kind = Kind::Opaque;
-                self.leaf(&mut part)
-            }
-            (Kind::Message, _) => {
-                self.parts += 1;
-                let (child, stop) = self.part(body_start, depth + 1, Context::InMessage);
-                part.body.end = stop.outer_end().unwrap_or(child.body.end);
-                part.children.push(child);
-                stop
-            }
-            _ => self.leaf(&mut part),
-        };
-        (part, stop)
+        (part, own, header_stop)
     }
 
     /// Reads the header section at `start`: its range (with its empty line), the length of
@@ -272,9 +268,7 @@ impl Parser<'_> {
         own: Option<&[u8]>,
     ) -> Option<Stop> {
         let own_index = own.map(|text| {
-            self.boundaries.push(Boundary {
-                text: text.to_vec(),
-            });
+            self.boundaries.push(text.to_vec());
             self.boundaries.len() - 1
         });
         let stop = self.boundary_at(pos, pos - empty_line, pos - empty_line);
@@ -300,7 +294,7 @@ impl Parser<'_> {
             .media_type()
             .is_some_and(|(_, sub)| sub.eq_ignore_ascii_case(b"digest"));
         let own = self.boundaries.len();
-        self.boundaries.push(Boundary { text: boundary });
+        self.boundaries.push(boundary);
         // The preamble.
         let mut stop = self.scan(part.body.start);
         loop {
@@ -385,10 +379,8 @@ impl Parser<'_> {
         // The longest open boundary that starts the line, innermost first among equals.
         let mut best: Option<usize> = None;
         for (index, b) in self.boundaries.iter().enumerate().rev() {
-            let len = b.text.len();
-            if !line.starts_with(&b.text)
-                || best.is_some_and(|i| self.boundaries[i].text.len() >= len)
-            {
+            let len = b.len();
+            if !line.starts_with(b) || best.is_some_and(|i| self.boundaries[i].len() >= len) {
                 continue;
             }
             best = Some(index);
@@ -397,7 +389,7 @@ impl Parser<'_> {
             }
         }
         let index = best?;
-        let len = self.boundaries[index].text.len();
+        let len = self.boundaries[index].len();
         Some(Stop::Boundary {
             index,
             at: at.max(floor),

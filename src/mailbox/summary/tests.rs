@@ -55,6 +55,7 @@ pub const FIXTURES: &[(&str, &[u8])] = &[
     fixture!("31-boundary-lookalikes"),
     fixture!("32-mixed-line-ends"),
     fixture!("33-content-type-comments"),
+    fixture!("34-content-type-no-subtype"),
 ];
 
 /// Messages made for the limits (too deep, too many parts): name and octets.
