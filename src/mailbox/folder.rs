@@ -387,7 +387,6 @@ impl Folder {
                 vsize: None,
             })
             .collect();
-        found.sort_by(|a, b| filename::sort_cmp(&a.name, &b.name));
         (expunged, flagged, found)
     }
 
@@ -464,6 +463,11 @@ impl Folder {
                     .as_ref()
                     .map(|l| (l.list.uidvalidity, l.list.nextuid));
                 let mut locked = uidfile::Locked::open(&self.dir)?;
+                // New files get their UIDs in file name order (Dovecot's order).
+                found.sort_by(|a, b| match (a.uid, b.uid) {
+                    (0, 0) => filename::sort_cmp(&a.name, &b.name),
+                    (x, y) => y.cmp(&x),
+                });
                 for f in found.iter_mut().filter(|f| f.uid == 0) {
                     let b = base(&f.name);
                     f.uid = match locked.uid_of(b) {

@@ -1035,3 +1035,72 @@ fn concurrent_deliveries_and_sessions_agree_on_uids() {
     let recent = watched.messages().iter().filter(|m| m.recent).count();
     assert!(recent <= 100);
 }
+
+/// Once the cache holds a message, opening the folder takes its facts from there: the
+/// file's own mtime is not looked at again.
+#[test]
+fn open_uses_the_cache_not_the_files() {
+    let env = Env::new();
+    env.deliver_n(3);
+    let user = env.user();
+    let inbox = FolderName::inbox();
+    let first = user.open(&inbox, false).unwrap();
+    let dates: Vec<i64> = first.messages().iter().map(|m| m.internaldate).collect();
+    drop(first);
+    for name in files(&env.root().join("cur")) {
+        let path = env.root().join("cur").join(name);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(12345))
+            .unwrap();
+    }
+    let again = user.open(&inbox, false).unwrap();
+    let got: Vec<i64> = again.messages().iter().map(|m| m.internaldate).collect();
+    assert_eq!(got, dates);
+}
+
+/// The benchmark's case: a 10,000-message INBOX (files dropped in `new/` as another MDA
+/// would). Run with
+/// `cargo test --release --lib mailbox::tests::ten_thousand -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn ten_thousand_messages() {
+    let env = Env::new();
+    let user = env.user();
+    let root = env.root();
+    for i in 0..10_000u32 {
+        let data = format!("Subject: {i}\n\nbody {i}\n");
+        let name = format!(
+            "17000{i:05}.M{i}P1.host,S={},W={}",
+            data.len(),
+            data.len() + 3
+        );
+        fs::write(root.join("new").join(name), data).unwrap();
+    }
+    let inbox = FolderName::inbox();
+    let t = std::time::Instant::now();
+    let first = user.open(&inbox, false).unwrap();
+    println!("first open (moves to cur/, UIDs, cache): {:?}", t.elapsed());
+    assert_eq!(first.len(), 10_000);
+    drop(first);
+    let t = std::time::Instant::now();
+    for _ in 0..10 {
+        drop(user.open(&inbox, false).unwrap());
+    }
+    println!("open, uidlist and cache current: {:?}", t.elapsed() / 10);
+    let mut folder = user.open(&inbox, false).unwrap();
+    age_folder(&root);
+    folder.sync().unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..1000 {
+        folder.sync().unwrap();
+    }
+    println!("sync with nothing changed: {:?}", t.elapsed() / 1000);
+    let t = std::time::Instant::now();
+    assert_eq!(user.status(&inbox).unwrap().messages, 10_000);
+    println!("status: {:?}", t.elapsed());
+    let per_message = std::mem::size_of::<Message>() + folder.message(0).name.len();
+    println!("memory per message: about {per_message} bytes");
+}
