@@ -949,8 +949,18 @@ fn crash_leftovers_lose_nothing() {
     let root = env.root();
     let inbox = FolderName::inbox();
     drop(user.open(&inbox, false).unwrap());
-    // A delivery that stopped before its link: only a temp file, ignored (still queued).
+    // A delivery that stopped before its link: only a temp file, ignored (still queued),
+    // removed once 36 hours old.
     fs::write(root.join("tmp/1700000000.k7.mx.test"), b"half").unwrap();
+    let stale = root.join("tmp/1600000000.k6.mx.test");
+    fs::write(&stale, b"old half").unwrap();
+    let long_ago = SystemTime::now() - Duration::from_secs(37 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
     // A delivery linked but whose UID was never given: found and given one.
     fs::write(root.join("new/1700000001.k8.mx.test,S=3,W=3"), b"x\n").unwrap();
     // A copy placed but not recorded.
@@ -968,6 +978,7 @@ fn crash_leftovers_lose_nothing() {
     let folder = user.open(&inbox, false).unwrap();
     assert_eq!(uids(&folder), [1, 2, 3, 4]);
     assert!(!root.join("dovecot-uidlist.lock").exists());
+    assert_eq!(files(&root.join("tmp")), ["1700000000.k7.mx.test"]);
     let names: Vec<String> = user
         .list()
         .unwrap()
