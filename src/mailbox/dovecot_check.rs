@@ -138,11 +138,10 @@ impl Dovecot {
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        if let Ok(pid) = fs::read_to_string(&self.pid_file) {
-            if let Ok(pid) = pid.trim().parse::<i32>() {
-                // SAFETY: signalling the master this test started.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
-            }
+        let pid = fs::read_to_string(&self.pid_file).ok();
+        if let Some(pid) = pid.and_then(|p| p.trim().parse::<i32>().ok()) {
+            // SAFETY: signalling the master this test started.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
         }
     }
 }
