@@ -1115,3 +1115,39 @@ fn ten_thousand_messages() {
     let per_message = std::mem::size_of::<Message>() + folder.message(0).name.len();
     println!("memory per message: about {per_message} bytes");
 }
+
+/// A session whose view is behind (another renamed or expunged a file) still finds the
+/// file by its base name, and never expunges a message whose `\Deleted` someone took off.
+#[test]
+fn stale_names_are_found_again() {
+    let env = Env::new();
+    env.deliver_n(3);
+    let user = env.user();
+    let inbox = FolderName::inbox();
+    let mut a = user.open(&inbox, false).unwrap();
+    let mut b = user.open(&inbox, false).unwrap();
+    let deleted = Flags {
+        system: Flags::DELETED,
+        keywords: vec![],
+    };
+    a.store_flags(0, deleted.clone()).unwrap();
+    a.store_flags(1, deleted.clone()).unwrap();
+    b.sync().unwrap();
+    // a takes \Deleted off message 0 again, behind b's back.
+    a.store_flags(0, Flags::default()).unwrap();
+    assert!(b.open_file(0).is_ok(), "found under its new name");
+    assert_eq!(
+        b.expunge(None).unwrap(),
+        [1],
+        "message 0 is no longer \\Deleted"
+    );
+    // b expunged message 1 behind a's back; a renames it: gone.
+    assert!(matches!(
+        a.store_flags(1, Flags::default()),
+        Err(StoreError::Expunged)
+    ));
+    assert!(matches!(a.open_file(1), Err(StoreError::Expunged)));
+    let changes = a.sync().unwrap();
+    assert_eq!(changes.expunged, [1]);
+    assert_eq!(uids(&a), [1, 3]);
+}
