@@ -29,15 +29,14 @@ pub fn size_field(name: &str, key: u8) -> Option<u64> {
 
 /// The order in which new files get their UIDs (Dovecot's `maildir_filename_sort_cmp`): by
 /// the leading seconds, then by the microseconds of an `M<usecs>` part, then by base name.
+/// Unlike Dovecot's, a total order (sorts may rely on it): within a second, names without
+/// microseconds come first.
 pub fn sort_cmp(a: &str, b: &str) -> Ordering {
     let (secs_a, rest_a) = leading_number(a);
     let (secs_b, rest_b) = leading_number(b);
     secs_a
         .cmp(&secs_b)
-        .then_with(|| match (usecs(rest_a), usecs(rest_b)) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            _ => Ordering::Equal,
-        })
+        .then_with(|| usecs(rest_a).cmp(&usecs(rest_b)))
         .then_with(|| base(rest_a).cmp(base(rest_b)))
 }
 
@@ -171,10 +170,10 @@ mod tests {
             names,
             [
                 "999.x.h",
+                "1700000000.Q1.h",   // no microseconds: first in its second
                 "1700000000.M3P0.h", // same microseconds: base names decide
                 "1700000000.M3P1.h:2,S",
                 "1700000000.M20P1.h",
-                "1700000000.Q1.h", // no microseconds: base names decide
                 "1700000001.M5P1.h",
             ]
         );

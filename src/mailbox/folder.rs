@@ -18,7 +18,7 @@ use crate::mailbox::{Flags, StoreError, UserStore, flags, uidfile};
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// One message of an open folder. Flags are bits (no string per flag): `keywords` bit n is
@@ -135,6 +135,9 @@ impl Folder {
         };
         let (records, damaged) = (parsed.records, parsed.damaged || parsed.torn_tail);
         folder.refresh(Some(parsed.entries))?;
+        if !read_only {
+            clean_tmp(&folder.dir.join("tmp"));
+        }
         if damaged || records > 2 * folder.messages.len() + 64 {
             folder.rewrite_cache(&data);
         }
@@ -377,7 +380,7 @@ impl Folder {
                 None => {}
             }
         }
-        let mut found: Vec<Found> = present
+        let found: Vec<Found> = present
             .into_values()
             .map(|(in_new, name)| Found {
                 name: name.to_string(),
@@ -387,7 +390,6 @@ impl Folder {
                 vsize: None,
             })
             .collect();
-        found.sort_by(|a, b| filename::sort_cmp(&a.name, &b.name));
         (expunged, flagged, found)
     }
 
@@ -464,6 +466,11 @@ impl Folder {
                     .as_ref()
                     .map(|l| (l.list.uidvalidity, l.list.nextuid));
                 let mut locked = uidfile::Locked::open(&self.dir)?;
+                // New files get their UIDs in file name order (Dovecot's order).
+                found.sort_by(|a, b| match (a.uid, b.uid) {
+                    (0, 0) => filename::sort_cmp(&a.name, &b.name),
+                    (x, y) => y.cmp(&x),
+                });
                 for f in found.iter_mut().filter(|f| f.uid == 0) {
                     let b = base(&f.name);
                     f.uid = match locked.uid_of(b) {
@@ -716,6 +723,25 @@ impl Folder {
                 offset: start + offset as u64,
                 lens,
             });
+        }
+    }
+}
+
+/// Removes what interrupted writers left in `tmp/` (maildir(5): files not touched for 36
+/// hours). Their messages are still where they came from: the queue, or the client.
+fn clean_tmp(tmp: &Path) {
+    let Ok(names) = scan::list_names(tmp) else {
+        return;
+    };
+    let old = SystemTime::now() - std::time::Duration::from_secs(36 * 3600);
+    for name in names {
+        let path = tmp.join(name);
+        let stale = fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < old);
+        if stale {
+            log::info!("removing the stale {}", path.display());
+            crate::mailbox::writer::remove_quietly(&path);
         }
     }
 }

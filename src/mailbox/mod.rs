@@ -184,4 +184,6 @@ impl Store {
 }
 
 #[cfg(test)]
+mod dovecot_check;
+#[cfg(test)]
 mod tests;

@@ -949,8 +949,18 @@ fn crash_leftovers_lose_nothing() {
     let root = env.root();
     let inbox = FolderName::inbox();
     drop(user.open(&inbox, false).unwrap());
-    // A delivery that stopped before its link: only a temp file, ignored (still queued).
+    // A delivery that stopped before its link: only a temp file, ignored (still queued),
+    // removed once 36 hours old.
     fs::write(root.join("tmp/1700000000.k7.mx.test"), b"half").unwrap();
+    let stale = root.join("tmp/1600000000.k6.mx.test");
+    fs::write(&stale, b"old half").unwrap();
+    let long_ago = SystemTime::now() - Duration::from_secs(37 * 3600);
+    fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
     // A delivery linked but whose UID was never given: found and given one.
     fs::write(root.join("new/1700000001.k8.mx.test,S=3,W=3"), b"x\n").unwrap();
     // A copy placed but not recorded.
@@ -968,6 +978,7 @@ fn crash_leftovers_lose_nothing() {
     let folder = user.open(&inbox, false).unwrap();
     assert_eq!(uids(&folder), [1, 2, 3, 4]);
     assert!(!root.join("dovecot-uidlist.lock").exists());
+    assert_eq!(files(&root.join("tmp")), ["1700000000.k7.mx.test"]);
     let names: Vec<String> = user
         .list()
         .unwrap()
@@ -1034,4 +1045,109 @@ fn concurrent_deliveries_and_sessions_agree_on_uids() {
     assert_eq!(uids(&watched), uids(&fresh));
     let recent = watched.messages().iter().filter(|m| m.recent).count();
     assert!(recent <= 100);
+}
+
+/// Once the cache holds a message, opening the folder takes its facts from there: the
+/// file's own mtime is not looked at again.
+#[test]
+fn open_uses_the_cache_not_the_files() {
+    let env = Env::new();
+    env.deliver_n(3);
+    let user = env.user();
+    let inbox = FolderName::inbox();
+    let first = user.open(&inbox, false).unwrap();
+    let dates: Vec<i64> = first.messages().iter().map(|m| m.internaldate).collect();
+    drop(first);
+    for name in files(&env.root().join("cur")) {
+        let path = env.root().join("cur").join(name);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(12345))
+            .unwrap();
+    }
+    let again = user.open(&inbox, false).unwrap();
+    let got: Vec<i64> = again.messages().iter().map(|m| m.internaldate).collect();
+    assert_eq!(got, dates);
+}
+
+/// The benchmark's case: a 10,000-message INBOX (files dropped in `new/` as another MDA
+/// would). Run with
+/// `cargo test --release --lib mailbox::tests::ten_thousand -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn ten_thousand_messages() {
+    let env = Env::new();
+    let user = env.user();
+    let root = env.root();
+    for i in 0..10_000u32 {
+        let data = format!("Subject: {i}\n\nbody {i}\n");
+        let name = format!(
+            "17000{i:05}.M{i}P1.host,S={},W={}",
+            data.len(),
+            data.len() + 3
+        );
+        fs::write(root.join("new").join(name), data).unwrap();
+    }
+    let inbox = FolderName::inbox();
+    let t = std::time::Instant::now();
+    let first = user.open(&inbox, false).unwrap();
+    println!("first open (moves to cur/, UIDs, cache): {:?}", t.elapsed());
+    assert_eq!(first.len(), 10_000);
+    drop(first);
+    let t = std::time::Instant::now();
+    for _ in 0..10 {
+        drop(user.open(&inbox, false).unwrap());
+    }
+    println!("open, uidlist and cache current: {:?}", t.elapsed() / 10);
+    let mut folder = user.open(&inbox, false).unwrap();
+    age_folder(&root);
+    folder.sync().unwrap();
+    let t = std::time::Instant::now();
+    for _ in 0..1000 {
+        folder.sync().unwrap();
+    }
+    println!("sync with nothing changed: {:?}", t.elapsed() / 1000);
+    let t = std::time::Instant::now();
+    assert_eq!(user.status(&inbox).unwrap().messages, 10_000);
+    println!("status: {:?}", t.elapsed());
+    let per_message = std::mem::size_of::<Message>() + folder.message(0).name.len();
+    println!("memory per message: about {per_message} bytes");
+}
+
+/// A session whose view is behind (another renamed or expunged a file) still finds the
+/// file by its base name, and never expunges a message whose `\Deleted` someone took off.
+#[test]
+fn stale_names_are_found_again() {
+    let env = Env::new();
+    env.deliver_n(3);
+    let user = env.user();
+    let inbox = FolderName::inbox();
+    let mut a = user.open(&inbox, false).unwrap();
+    let mut b = user.open(&inbox, false).unwrap();
+    let deleted = Flags {
+        system: Flags::DELETED,
+        keywords: vec![],
+    };
+    a.store_flags(0, deleted.clone()).unwrap();
+    a.store_flags(1, deleted.clone()).unwrap();
+    b.sync().unwrap();
+    // a takes \Deleted off message 0 again, behind b's back.
+    a.store_flags(0, Flags::default()).unwrap();
+    assert!(b.open_file(0).is_ok(), "found under its new name");
+    assert_eq!(
+        b.expunge(None).unwrap(),
+        [1],
+        "message 0 is no longer \\Deleted"
+    );
+    // b expunged message 1 behind a's back; a renames it: gone.
+    assert!(matches!(
+        a.store_flags(1, Flags::default()),
+        Err(StoreError::Expunged)
+    ));
+    assert!(matches!(a.open_file(1), Err(StoreError::Expunged)));
+    let changes = a.sync().unwrap();
+    assert_eq!(changes.expunged, [1]);
+    assert_eq!(uids(&a), [1, 3]);
 }

@@ -183,8 +183,9 @@ impl Locked {
     }
 
     /// Writes the changes: new records appended, or the whole file replaced. Returns the list.
-    pub fn commit(self) -> Result<Uidlist, StoreError> {
+    pub fn commit(mut self) -> Result<Uidlist, StoreError> {
         if self.rewrite {
+            uidlist::dedupe(&mut self.list);
             fsutil::write_atomic(&self.path, uidlist::serialize(&self.list).as_bytes(), 0o600)
                 .map_err(|e| StoreError::io(&self.path, e))?;
         } else if self.added > 0 {

@@ -172,23 +172,34 @@ fn parse_record(line: &str, version: u8) -> Result<Record, String> {
     })
 }
 
-/// Adds a record in UID order. As in Dovecot, a base name seen again with a new UID takes the
-/// new one (a file moved back after an expunge); a UID not above the last one is a problem.
+/// Adds a record in UID order; a UID not above the last one is a problem. A base name listed
+/// twice (a file moved back after an expunge) is kept twice here: readers take the later
+/// UID, as Dovecot does, and [`dedupe`] drops the earlier one before a rewrite.
 fn push_record(list: &mut Uidlist, record: Record, line: usize, problems: &mut Vec<String>) {
     if list.records.last().is_some_and(|r| r.uid >= record.uid) {
         problems.push(format!("line {line}: UID {} out of order", record.uid));
         return;
     }
-    // Only a few hundred lines are looked at: duplicates come from appends close together.
-    let recent = list.records.len().saturating_sub(256);
-    if let Some(at) = list.records[recent..]
-        .iter()
-        .position(|r| r.base == record.base)
-    {
-        problems.push(format!("line {line}: {} listed twice", record.base));
-        list.records.remove(recent + at);
-    }
     list.records.push(record);
+}
+
+/// Drops earlier records of base names listed again; whether any were.
+pub fn dedupe(list: &mut Uidlist) -> bool {
+    let mut seen = std::collections::HashSet::with_capacity(list.records.len());
+    let before = list.records.len();
+    let mut keep: Vec<bool> = list
+        .records
+        .iter()
+        .rev()
+        .map(|r| seen.insert(r.base.clone()))
+        .collect();
+    keep.reverse();
+    let mut n = 0;
+    list.records.retain(|_| {
+        n += 1;
+        keep[n - 1]
+    });
+    list.records.len() != before
 }
 
 /// The header line, newline included.
@@ -330,15 +341,11 @@ mod tests {
     #[test]
     fn a_file_listed_again_takes_its_new_uid() {
         let data = "3 V1 N1 G00000000000000000000000000000000\n1 :a\n2 :b\n3 :a\n";
-        let parsed = parse(data.as_bytes()).unwrap();
-        assert_eq!(parsed.problems.len(), 1);
-        let got: Vec<(u32, &str)> = parsed
-            .list
-            .records
-            .iter()
-            .map(|r| (r.uid, &*r.base))
-            .collect();
+        let mut list = parse(data.as_bytes()).unwrap().list;
+        assert!(dedupe(&mut list));
+        let got: Vec<(u32, &str)> = list.records.iter().map(|r| (r.uid, &*r.base)).collect();
         assert_eq!(got, [(2, "b"), (3, "a")]);
+        assert!(!dedupe(&mut list));
     }
 
     #[test]

@@ -99,3 +99,63 @@ impl DirectMaildir {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::QueuedRcpt;
+    use crate::queue::store::Queue;
+
+    fn rcpt(address: &str) -> QueuedRcpt {
+        QueuedRcpt {
+            original: address.to_string(),
+            target: Recipient::Mailbox {
+                address: address.to_string(),
+            },
+            state: RcptState::Pending,
+            last_error: None,
+        }
+    }
+
+    /// A full mailbox does not refuse the message: it is queued for the runner, marked
+    /// delivered for the recipients that got it, with the failure a temporary one.
+    #[test]
+    fn over_quota_is_queued_not_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let queue = Queue::open(tmp.path()).unwrap();
+        // Room for one copy of the message, not two.
+        let store = Store::new(tmp.path().join("mail"), Some(400));
+        let direct = DirectMaildir { store };
+        let body = format!("Subject: q\r\n\r\n{}\r\n", "x".repeat(200));
+        let to_bob = Envelope {
+            from: "a@example.com".into(),
+            rcpts: vec![rcpt("bob@example.org")],
+            ..Default::default()
+        };
+        let mut first = queue.incoming().unwrap();
+        first.write(body.as_bytes()).unwrap();
+        let outcome = direct.deliver(first, to_bob).unwrap();
+        assert!(outcome.results.iter().all(Result::is_ok));
+        assert!(outcome.queued.is_none());
+
+        // Bob's mailbox is now too full for another copy; Carol's is not.
+        let envelope = Envelope {
+            from: "a@example.com".into(),
+            rcpts: vec![rcpt("bob@example.org"), rcpt("carol@example.org")],
+            ..Default::default()
+        };
+        let mut second = queue.incoming().unwrap();
+        second.write(body.as_bytes()).unwrap();
+        let outcome = direct.deliver(second, envelope).unwrap();
+        let err = outcome.results[0].as_ref().unwrap_err();
+        assert!(
+            !err.permanent && err.reason.contains("452 4.2.2"),
+            "{err:?}"
+        );
+        assert!(outcome.results[1].is_ok());
+        let queued = outcome.queued.expect("queued for the runner");
+        assert_eq!(queued.envelope.rcpts[0].state, RcptState::Pending);
+        assert_eq!(queued.envelope.rcpts[1].state, RcptState::Delivered);
+        assert!(queue.dir().join(queued.id.as_str()).is_file());
+    }
+}

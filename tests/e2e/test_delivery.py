@@ -251,3 +251,25 @@ def test_pipe_alias(env, tmp_path):
     from helpers import wait_until
     got = wait_until(lambda: out.exists() and msgid.encode() in out.read_bytes())
     assert got, f"pipe alias did not run or got no message; log:\n{env.log()}"
+
+
+def test_mailbox_quota_defers_and_keeps_the_message(env):
+    """SPEC §10: over `mailbox_quota_mb`, delivery is a temporary failure (452 4.2.2); the
+    message is accepted with a 250 and stays queued, not refused."""
+    env.write_config(mailbox_quota_mb=1)
+    server = env.start()
+    big = "x" * 76 + "\r\n"
+    body = big * 9000  # about 700 KB: one fits in 1 MiB, two do not
+    first, _ = make_message(body=body)
+    assert smtplib_send(server.smtp_port, SENDER, [ALICE], first)[0] == 250
+    server.wait_messages(1)
+    second, msgid = make_message(body=body)
+    code, text = smtplib_send(server.smtp_port, SENDER, [ALICE], second)
+    assert code == 250, text
+    line = server.wait_log(lambda l: "452 4.2.2" in l and "deferred" in l)
+    assert line, f"no deferral for the full mailbox; log:\n{server.log()}"
+    assert len(server.messages()) == 1, "the second message went in anyway"
+    queued = server.queue_files()
+    assert len(queued) == 1 and msgid.encode() in queued[0].read_bytes()
+    size = (server.maildir() / "maildirsize").read_text().splitlines()
+    assert size[0] == f"{1024 * 1024}S", size
