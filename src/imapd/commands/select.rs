@@ -162,6 +162,19 @@ pub async fn report_changes(conn: &mut Conn, expunges_allowed: bool) {
     .await;
     match changed {
         Some(Ok(out)) => conn.out.extend_from_slice(&out),
+        Some(Err(crate::mailbox::StoreError::UidValidityChanged)) => {
+            // RFC 3501 §2.3.1.1: the session's UIDs mean nothing any more; the client must
+            // start over (it sees the new UIDVALIDITY at its next SELECT).
+            log::warn!(
+                "imap: UIDVALIDITY of the selected folder changed under {}",
+                conn.peer
+            );
+            wire::untagged(
+                &mut conn.out,
+                "BYE The folder's UIDVALIDITY changed; reconnect",
+            );
+            conn.state = State::Logout;
+        }
         Some(Err(e)) => log::error!("imap: looking at the folder again for {}: {e}", conn.peer),
         None => {}
     }
