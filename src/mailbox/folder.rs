@@ -104,6 +104,9 @@ pub struct Folder {
     uidlist_look: Look,
     pub(crate) cache: CacheFile,
     slot: Option<Summary>,
+    /// UIDs of messages found gone by a look that could not tell the client (during FETCH,
+    /// STORE or SEARCH): they keep their sequence numbers until a look that may.
+    held: HashSet<u32>,
 }
 
 impl Folder {
@@ -132,9 +135,10 @@ impl Folder {
             uidlist_look: Look::NEVER,
             cache,
             slot: None,
+            held: HashSet::new(),
         };
         let (records, damaged) = (parsed.records, parsed.damaged || parsed.torn_tail);
-        folder.refresh(Some(parsed.entries))?;
+        folder.refresh(Some(parsed.entries), false)?;
         if !read_only {
             clean_tmp(&folder.dir.join("tmp"));
         }
@@ -197,7 +201,15 @@ impl Folder {
     /// Looks at the folder again; what changed since the last look. Three stats when nothing
     /// did.
     pub fn sync(&mut self) -> Result<Changes, StoreError> {
-        self.refresh(None)
+        self.refresh(None, false)
+    }
+
+    /// Looks at the folder again like [`Folder::sync`], but keeps messages that others
+    /// expunged in place (RFC 3501 §7.4.1: no EXPUNGE response during FETCH, STORE or
+    /// SEARCH): new messages and flag changes are told now, the expunges by the next
+    /// [`Folder::sync`]. Reading a kept message fails with [`StoreError::Expunged`].
+    pub fn sync_keeping_expunged(&mut self) -> Result<Changes, StoreError> {
+        self.refresh(None, true)
     }
 
     /// The message file, for FETCH of bodies. Found again by base name if another session
@@ -271,7 +283,11 @@ impl Folder {
     }
 
     /// The look behind `open` and `sync`. `entries` is the parsed cache on the first look.
-    fn refresh(&mut self, first: Option<HashMap<Box<str>, Entry>>) -> Result<Changes, StoreError> {
+    fn refresh(
+        &mut self,
+        first: Option<HashMap<Box<str>, Entry>>,
+        keep_expunged: bool,
+    ) -> Result<Changes, StoreError> {
         let initial = first.is_some();
         let now = SystemTime::now();
         let stamp = |sub: &str| {
@@ -294,7 +310,7 @@ impl Folder {
                     at: now,
                 };
             }
-            return Ok(self.changes(Vec::new(), Vec::new()));
+            return Ok(self.settle(Vec::new(), Vec::new(), keep_expunged));
         }
         // A message still in new/ (read-only sessions leave them there) may have moved to
         // cur/: both are needed to tell a move from an expunge.
@@ -340,7 +356,30 @@ impl Folder {
             },
             at: now,
         };
-        Ok(self.remove_expunged(expunged, flagged))
+        Ok(self.settle(expunged, flagged, keep_expunged))
+    }
+
+    /// The changes of a look that found `expunged` gone (ascending indexes) and `flagged`
+    /// renamed: the gone ones are removed with those held before, or held themselves.
+    fn settle(&mut self, mut expunged: Vec<usize>, flagged: Vec<usize>, keep: bool) -> Changes {
+        if keep {
+            self.held
+                .extend(expunged.iter().map(|&i| self.messages[i].uid));
+            let flags = flagged
+                .into_iter()
+                .filter(|i| !self.held.contains(&self.messages[*i].uid))
+                .collect();
+            return self.changes(Vec::new(), flags);
+        }
+        for uid in std::mem::take(&mut self.held) {
+            // A held message this session expunged itself meanwhile is no longer listed.
+            if let Some(i) = self.index_of_uid(uid) {
+                expunged.push(i);
+            }
+        }
+        expunged.sort_unstable();
+        expunged.dedup();
+        self.remove_expunged(expunged, flagged)
     }
 
     /// Matches the listed files with the messages: updates names and flags, and returns

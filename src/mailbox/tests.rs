@@ -67,6 +67,24 @@ impl Env {
     }
 }
 
+/// Two sessions on INBOX, which got `n` messages.
+fn two_sessions(env: &Env, n: usize) -> (Folder, Folder) {
+    env.deliver_n(n);
+    let user = env.user();
+    let inbox = FolderName::inbox();
+    (
+        user.open(&inbox, false).unwrap(),
+        user.open(&inbox, false).unwrap(),
+    )
+}
+
+fn system_flags(system: u8) -> Flags {
+    Flags {
+        system,
+        keywords: vec![],
+    }
+}
+
 fn name(s: &str) -> FolderName {
     FolderName::parse(s).unwrap()
 }
@@ -298,6 +316,37 @@ fn sync_reports_what_others_did() {
     // Nothing more happened.
     let quiet = b.sync().unwrap();
     assert!(quiet.expunged.is_empty() && quiet.flags.is_empty() && quiet.exists == 2);
+}
+
+/// During FETCH, STORE and SEARCH a session learns of new mail and flags but keeps the
+/// messages others expunged (RFC 3501 §7.4.1) until a look that may tell them.
+#[test]
+fn expunges_held_until_they_may_be_told() {
+    let env = Env::new();
+    let (mut a, mut b) = two_sessions(&env, 3);
+    let deleted = system_flags(Flags::DELETED);
+    a.store_flags(1, deleted).unwrap();
+    a.expunge(None).unwrap();
+    // Index 1 of a is UID 3 now.
+    a.store_flags(1, system_flags(Flags::SEEN)).unwrap();
+    env.deliver("late", b"Subject: late\r\n\r\nx\r\n").unwrap();
+
+    let held = b.sync_keeping_expunged().unwrap();
+    assert!(held.expunged.is_empty(), "{held:?}");
+    assert_eq!(
+        held.exists, 4,
+        "the expunged one keeps its number; the new one is told"
+    );
+    assert_eq!(held.flags, [2], "UID 3 got \\Seen");
+    assert_eq!(uids(&b), [1, 2, 3, 4]);
+    assert!(matches!(b.open_file(1), Err(StoreError::Expunged)));
+    // Held across another such look, then told by one that may.
+    assert!(b.sync_keeping_expunged().unwrap().expunged.is_empty());
+    let told = b.sync().unwrap();
+    assert_eq!(told.expunged, [1]);
+    assert_eq!(told.exists, 3);
+    assert_eq!(uids(&b), [1, 3, 4]);
+    assert!(b.sync().unwrap().expunged.is_empty());
 }
 
 #[test]
@@ -1121,15 +1170,8 @@ fn ten_thousand_messages() {
 #[test]
 fn stale_names_are_found_again() {
     let env = Env::new();
-    env.deliver_n(3);
-    let user = env.user();
-    let inbox = FolderName::inbox();
-    let mut a = user.open(&inbox, false).unwrap();
-    let mut b = user.open(&inbox, false).unwrap();
-    let deleted = Flags {
-        system: Flags::DELETED,
-        keywords: vec![],
-    };
+    let (mut a, mut b) = two_sessions(&env, 3);
+    let deleted = system_flags(Flags::DELETED);
     a.store_flags(0, deleted.clone()).unwrap();
     a.store_flags(1, deleted.clone()).unwrap();
     b.sync().unwrap();

@@ -293,6 +293,37 @@ def test_sessions_see_each_others_changes(imap):
     b.logout()
 
 
+
+def test_no_expunge_during_fetch_store_search_but_new_mail_is_told(imap):
+    """RFC 3501 §7.4.1: another session's expunge waits for a command that may tell it,
+    while new mail is told at once; a body no longer there gets NO [EXPUNGEISSUED]."""
+    deliver(imap, "one")
+    deliver(imap, "two")
+    a, b = login(imap), login(imap)
+    a.select("INBOX")
+    b.select("INBOX")
+    a.store("1", "+FLAGS", "\\Deleted")
+    a.expunge()
+    deliver(imap, "three")
+    for command in (lambda: b.fetch("1:*", "(FLAGS)"),
+                    lambda: b.store("2", "+FLAGS", "\\Seen"),
+                    lambda: b.search(None, "ALL")):
+        typ, data = command()
+        assert typ == "OK", data
+        assert "EXPUNGE" not in b.untagged_responses, b.untagged_responses
+    assert b.untagged_responses.get("EXISTS")[-1] == b"3", b.untagged_responses
+    typ, data = b.fetch("1", "(BODY.PEEK[])")
+    assert typ == "NO" and b"EXPUNGEISSUED" in data[-1], data
+    b.untagged_responses.clear()
+    typ, _ = b.noop()
+    assert b.untagged_responses.get("EXPUNGE") == [b"1"], b.untagged_responses
+    typ, data = b.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert typ == "OK"
+    subjects = b"".join(part[1] for part in data if isinstance(part, tuple))
+    assert b"two" in subjects and b"three" in subjects and b"one" not in subjects, data
+    a.logout()
+    b.logout()
+
 # ---- bad input --------------------------------------------------------------------------------
 
 

@@ -62,28 +62,39 @@ pub async fn fetch(
     };
     let items = std::sync::Arc::new(items);
     let mut done = 0;
+    let mut some_expunged = false;
     while done < picked.len() {
         let (batch_items, batch) = (items.clone(), picked[done..].to_vec());
         let made = with_folder(conn, move |sel: &mut Selected, _| {
             let mut out = Vec::new();
-            let mut count = 0;
+            let (mut count, mut expunged) = (0, false);
             for i in batch {
+                count += 1;
                 if i >= sel.folder.len() {
-                    count += 1;
                     continue;
                 }
-                one(sel, i, &batch_items, &mut out)?;
-                count += 1;
+                let start = out.len();
+                match one(sel, i, &batch_items, &mut out) {
+                    Ok(()) => {}
+                    // Another session expunged it (RFC 2180 §4.1.3): the others are still
+                    // sent; the tagged reply says some were not.
+                    Err(StoreError::Expunged) => {
+                        out.truncate(start);
+                        expunged = true;
+                    }
+                    Err(e) => return Err(e),
+                }
                 if out.len() >= FLUSH_AT {
                     break;
                 }
             }
-            Ok::<_, StoreError>((out, count))
+            Ok::<_, StoreError>((out, count, expunged))
         })
         .await;
         match made {
-            Some(Ok((out, count))) => {
+            Some(Ok((out, count, expunged))) => {
                 conn.out.extend_from_slice(&out);
+                some_expunged |= expunged;
                 done += count.max(1);
                 if conn.flush().await.is_err() {
                     return;
@@ -95,7 +106,16 @@ pub async fn fetch(
     }
     // RFC 3501 §7.4.1: no EXPUNGE responses during FETCH.
     report_changes(conn, false).await;
-    conn.ok(tag, "FETCH completed");
+    if some_expunged {
+        // RFC 5530 §3: EXPUNGEISSUED.
+        conn.no(
+            tag,
+            Some("EXPUNGEISSUED"),
+            "Some of the requested messages no longer exist",
+        );
+    } else {
+        conn.ok(tag, "FETCH completed");
+    }
 }
 
 /// Whether fetching `item` marks the message \Seen (RFC 3501 §6.4.5: BODY[...] and RFC822,

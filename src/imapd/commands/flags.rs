@@ -162,7 +162,12 @@ pub async fn store(
                 StoreType::Remove => minus(&current, &wanted),
             };
             if new != current {
-                folder.store_flags(i, new).map_err(Some)?;
+                match folder.store_flags(i, new) {
+                    Ok(()) => {}
+                    // Another session expunged it: nothing to tell (RFC 2180 §4.2.1).
+                    Err(StoreError::Expunged) => continue,
+                    Err(e) => return Err(Some(e)),
+                }
             }
             // RFC 3501 §6.4.6: the new value, unless .SILENT; UID STORE adds the UID.
             if !silent {

@@ -145,15 +145,15 @@ pub async fn expunge(conn: &mut Conn, tag: &str, uids: Option<&SequenceSet>) {
 
 /// Looks at the selected folder again and tells the client what changed: expunges (only
 /// when `expunges_allowed`: RFC 3501 §7.4.1 forbids EXPUNGE responses during FETCH, STORE
-/// and SEARCH, which then leave expunged messages in place until a later command), new
+/// and SEARCH, which then keep expunged messages in place until a later command), new
 /// messages, flags changed elsewhere.
 pub async fn report_changes(conn: &mut Conn, expunges_allowed: bool) {
-    if !expunges_allowed {
-        // A look that found an expunge could not tell it now; the next command tells all.
-        return;
-    }
     let changed = with_folder(conn, move |sel: &mut Selected, _| {
-        let changes = sel.folder.sync()?;
+        let changes = if expunges_allowed {
+            sel.folder.sync()?
+        } else {
+            sel.folder.sync_keeping_expunged()?
+        };
         let mut exists = sel.exists;
         let out = render(&changes, sel, &mut exists);
         sel.exists = exists;
