@@ -173,6 +173,67 @@ fn header(out: &mut String, name: &str, help: &str, kind: Kind) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A counter whose label values come from the configuration or the traffic (blocklist
+/// zones, destination domains): kept in a map, at most [`Keyed::MAX_KEYS`] of them, the rest
+/// under `other`. Bumped rarely (a refusal, a destination's complaint), so a lock is fine.
+pub struct Keyed {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    counts: std::sync::Mutex<std::collections::BTreeMap<String, u64>>,
+}
+
+impl Keyed {
+    const MAX_KEYS: usize = 100;
+
+    const fn new(name: &'static str, help: &'static str, label: &'static str) -> Keyed {
+        Keyed {
+            name,
+            help,
+            label,
+            counts: std::sync::Mutex::new(std::collections::BTreeMap::new()),
+        }
+    }
+
+    fn add(&self, key: &str) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let key = if counts.contains_key(key) || counts.len() < Self::MAX_KEYS {
+            key
+        } else {
+            "other"
+        };
+        *counts.entry(key.to_string()).or_default() += 1;
+    }
+
+    #[cfg(test)]
+    fn get(&self, key: &str) -> u64 {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.get(key).copied().unwrap_or(0)
+    }
+
+    fn render(&self, out: &mut String) {
+        header(out, self.name, self.help, Kind::Counter);
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        for (key, n) in counts.iter() {
+            let _ = writeln!(
+                out,
+                "{}{{{}=\"{}\"}} {n}",
+                self.name,
+                self.label,
+                escape_label(key)
+            );
+        }
+    }
+}
+
+/// A label value as the exposition format wants it: `\`, `"` and newlines escaped.
+fn escape_label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
 /// Every metric of the process.
 pub struct Metrics {
     connections: Metric,
@@ -195,6 +256,9 @@ pub struct Metrics {
     bytes_out: Metric,
     outbound_sessions: Metric,
     outbound_tls_failures: Metric,
+    dsn_suppressed: Metric,
+    dnsbl_listed: Keyed,
+    spam_replies: Keyed,
 }
 
 impl Metrics {
@@ -301,10 +365,26 @@ impl Metrics {
                 "tambo_outbound_tls_handshake_failures_total",
                 "STARTTLS handshakes with remote servers that failed or timed out.",
             ),
+            dsn_suppressed: Metric::counter(
+                "tambo_dsn_suppressed_total",
+                "Bounces not sent because the sender was not authenticated on arrival \
+                 (no SPF pass nor aligned DKIM pass): they would be backscatter.",
+            ),
+            dnsbl_listed: Keyed::new(
+                "tambo_dnsbl_listed_total",
+                "Port 25 clients found in a DNS blocklist (refused at RCPT), by zone.",
+                "zone",
+            ),
+            spam_replies: Keyed::new(
+                "tambo_outbound_spam_replies_total",
+                "Replies of remote servers refusing our mail as spam or for its rate \
+                 (421 4.7.28, 550 5.7.1 ...), by recipient domain.",
+                "destination",
+            ),
         }
     }
 
-    fn all(&self) -> [&Metric; 20] {
+    fn all(&self) -> [&Metric; 21] {
         [
             &self.connections,
             &self.connections_open,
@@ -326,6 +406,7 @@ impl Metrics {
             &self.bytes_out,
             &self.outbound_sessions,
             &self.outbound_tls_failures,
+            &self.dsn_suppressed,
         ]
     }
 
@@ -335,6 +416,8 @@ impl Metrics {
         for metric in self.all() {
             metric.render(&mut out);
         }
+        self.dnsbl_listed.render(&mut out);
+        self.spam_replies.render(&mut out);
         header(
             &mut out,
             "tambo_queue_messages",
@@ -478,6 +561,21 @@ pub fn inbound_auth(spf: &str, dkim: &[&str], dmarc: &str) {
     METRICS.record_auth(spf, dkim, dmarc);
 }
 
+/// A bounce was not sent: its sender was not authenticated on arrival (SPEC §8).
+pub fn dsn_suppressed() {
+    METRICS.dsn_suppressed.inc();
+}
+
+/// A port 25 client was found listed in the blocklist `zone`.
+pub fn dnsbl_listed(zone: &str) {
+    METRICS.dnsbl_listed.add(zone);
+}
+
+/// A server of `destination` (a recipient domain) refused our mail as spam or for its rate.
+pub fn spam_reply(destination: &str) {
+    METRICS.spam_replies.add(destination);
+}
+
 /// A post-data hook's outcome: `accept`, `reject`, `tempfail`.
 pub fn hook_result(outcome: &str) {
     METRICS.hooks.add(outcome, 1);
@@ -587,6 +685,40 @@ mod tests {
         for (series, want) in cases {
             assert_eq!(value(&text, series), Some(want), "{series}");
         }
+    }
+
+    #[test]
+    fn keyed_counters_cap_their_keys_and_escape_them() {
+        let m = Metrics::new();
+        m.dnsbl_listed.add("zen.spamhaus.org");
+        m.dnsbl_listed.add("zen.spamhaus.org");
+        for i in 0..Keyed::MAX_KEYS + 5 {
+            m.spam_replies.add(&format!("d{i}.example"));
+        }
+        m.spam_replies.add("d0.example");
+        m.spam_replies.add("odd\"name\\");
+        assert_eq!(m.spam_replies.get("d0.example"), 2);
+        assert_eq!(m.spam_replies.get("other"), 6, "past the cap");
+        let text = m.render(&QueueStats::default());
+        let cases = [
+            ("tambo_dnsbl_listed_total{zone=\"zen.spamhaus.org\"}", 2),
+            (
+                "tambo_outbound_spam_replies_total{destination=\"d1.example\"}",
+                1,
+            ),
+            ("tambo_dsn_suppressed_total", 0),
+        ];
+        for (series, want) in cases {
+            assert_eq!(value(&text, series), Some(want), "{series}");
+        }
+        let mut small = Keyed::new("tambo_x_total", "x", "k");
+        small.counts = std::sync::Mutex::new([("a\"b\\c\nd".to_string(), 1)].into());
+        let mut out = String::new();
+        small.render(&mut out);
+        assert!(
+            out.ends_with("tambo_x_total{k=\"a\\\"b\\\\c\\nd\"} 1\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -30,6 +30,15 @@ pub enum PolicyAction {
     Tag,
 }
 
+/// SPEC §3 `forward_from_rewrite`, §8 DMARC-safe forwarding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FromRewrite {
+    /// Rewrite From: of a forwarded message only when its DMARC pass rested on SPF alone and
+    /// the From: domain asks for quarantine or reject.
+    Auto,
+    Never,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboundPolicy {
     pub spf_fail: PolicyAction,
@@ -134,6 +143,10 @@ pub struct Settings {
     pub outbound_bind: Option<IpAddr>,
     pub arc_seal: bool,
     pub mailbox_quota_mb: u64,
+    pub forward_from_rewrite: FromRewrite,
+    /// DNS blocklist zones asked about each port 25 client, in order (lower case, no
+    /// trailing dot).
+    pub dnsbl: Vec<String>,
     /// Concurrent SMTP connections in all (not in SPEC §3; issue 5).
     pub max_connections: usize,
     /// Concurrent SMTP connections per client address or IPv6 /64; `relay_networks` exempt.
@@ -167,6 +180,8 @@ pub const KEYS: &[&str] = &[
     "outbound_bind",
     "arc_seal",
     "mailbox_quota_mb",
+    "forward_from_rewrite",
+    "dnsbl",
     "max_connections",
     "max_connections_per_address",
 ];
@@ -239,6 +254,8 @@ impl Settings {
             outbound_bind: None,
             arc_seal: true,
             mailbox_quota_mb: 0,
+            forward_from_rewrite: FromRewrite::Auto,
+            dnsbl: Vec::new(),
             // As Postfix's process limit does for memory, these keep a flood from exhausting
             // file descriptors while one address cannot take the whole server.
             max_connections: 4000,
@@ -306,6 +323,11 @@ impl Settings {
             "outbound_bind": self.outbound_bind.map(|a| a.to_string()),
             "arc_seal": self.arc_seal,
             "mailbox_quota_mb": self.mailbox_quota_mb,
+            "forward_from_rewrite": match self.forward_from_rewrite {
+                FromRewrite::Auto => "auto",
+                FromRewrite::Never => "never",
+            },
+            "dnsbl": self.dnsbl,
             "max_connections": self.max_connections,
             "max_connections_per_address": self.max_connections_per_address,
         })
@@ -373,6 +395,8 @@ impl Settings {
             "outbound_bind" => self.outbound_bind = optional(v, ip_addr)?,
             "arc_seal" => self.arc_seal = boolean(v)?,
             "mailbox_quota_mb" => self.mailbox_quota_mb = non_negative(v)?,
+            "forward_from_rewrite" => self.forward_from_rewrite = from_rewrite(v)?,
+            "dnsbl" => self.dnsbl = list(v, "zone name", hostname)?,
             "max_connections" => self.max_connections = count(v)?,
             "max_connections_per_address" => self.max_connections_per_address = count(v)?,
             // KEYS and this match list the same keys; the caller checked KEYS.
@@ -547,6 +571,14 @@ fn hostname(v: &Value) -> Result<String, String> {
         return Err(expected(what, v));
     }
     Ok(s.to_ascii_lowercase())
+}
+
+fn from_rewrite(v: &Value) -> Result<FromRewrite, String> {
+    match v.as_str() {
+        Some("auto") => Ok(FromRewrite::Auto),
+        Some("never") => Ok(FromRewrite::Never),
+        _ => Err(expected("\"auto\" or \"never\"", v)),
+    }
 }
 
 fn socket_addr(v: &Value) -> Result<SocketAddr, String> {

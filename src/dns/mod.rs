@@ -4,7 +4,9 @@
 //! inside `async_compat::Compat` (STACK.md), so callers just await it under smol.
 //!
 //! - [`txt_cache`]: mail-auth's parsed TXT records (SPF, DMARC, DKIM keys), kept for their TTL.
+//! - [`blocklist`]: is a client address listed in a DNS blocklist (`dnsbl`)?
 
+pub mod blocklist;
 pub mod txt_cache;
 
 use std::net::{IpAddr, SocketAddr};
@@ -137,6 +139,20 @@ impl Dns {
             (true, None) => Err(DnsError::NotFound(host.to_string())),
         }
     }
+    /// The A records of a name (IPv4 only: DNS blocklists answer with them).
+    pub async fn ipv4(&self, name: &str) -> Result<Vec<std::net::Ipv4Addr>, DnsError> {
+        match self.query(name, RecordType::A).await? {
+            Answer::NxDomain => Err(DnsError::NotFound(name.to_string())),
+            Answer::Records(records) => Ok(records
+                .iter()
+                .filter_map(|r| match r {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect()),
+        }
+    }
+
     /// TXT strings of a name, each record's strings joined.
     pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsError> {
         match self.query(name, RecordType::TXT).await? {

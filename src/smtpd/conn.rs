@@ -5,6 +5,7 @@
 use crate::aliases::Recipient;
 use crate::auth::Login;
 use crate::config::access::{AccessRules, Action};
+use crate::dns::blocklist::{self, Listing};
 use crate::hooks::{HookEnv, PostDataHook};
 use crate::mailauth::forged_results::ForgedResultsFilter;
 use crate::mailauth::inbound;
@@ -28,6 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// How long the blocklists may take to answer for a client before it is served without
+/// them (a zone that does not answer never blocks mail).
+const DNSBL_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a closing connection's unread input is drained (so our last reply is not lost
 /// to a TCP reset).
 const LINGER: Duration = Duration::from_secs(2);
@@ -164,6 +168,19 @@ pub async fn serve(server: Arc<Server>, conn: Accepted) {
     };
     let mut session = Session::new(config, tls_now);
     session.feed(&early);
+    let connect_relay = connect_rule == Some(Action::Relay);
+    let dnsbl = if kind == ListenerKind::Smtp
+        && !settings.dnsbl.is_empty()
+        && !connect_relay
+        && !settings
+            .relay_networks
+            .iter()
+            .any(|n| n.contains(peer.ip()))
+    {
+        Dnsbl::Unasked
+    } else {
+        Dnsbl::Known(None)
+    };
     let mut conn = Conn {
         server,
         peer,
@@ -172,10 +189,15 @@ pub async fn serve(server: Arc<Server>, conn: Accepted) {
         out: Vec::new(),
         receiving: None,
         access,
-        connect_relay: connect_rule == Some(Action::Relay),
+        connect_relay,
         kind,
         discard_all: connect_rule == Some(Action::Discard),
+        dnsbl,
     };
+    if !early.is_empty() {
+        // Commands that came with the PROXY header are answered in the first pass.
+        conn.ask_dnsbl().await;
+    }
     if let Err(e) = conn.run().await {
         log::debug!("connection from {peer} ended: {e}");
     }
@@ -198,6 +220,14 @@ struct Conn {
     kind: ListenerKind,
     /// A `Connect:` rule said DISCARD: every message is accepted and dropped.
     discard_all: bool,
+    dnsbl: Dnsbl,
+}
+
+/// SPEC §3 `dnsbl`: whether the client is listed, asked once, before its first command is
+/// answered (the greeting does not wait for it).
+enum Dnsbl {
+    Unasked,
+    Known(Option<Listing>),
 }
 
 impl Conn {
@@ -241,6 +271,7 @@ impl Conn {
             crate::metrics::bytes_in(n);
             self.session.feed(&buf[..n]);
             read_buffers::give_back(buf);
+            self.ask_dnsbl().await;
         }
     }
 
@@ -251,6 +282,34 @@ impl Conn {
         self.stream.readable().await?;
         *buf = read_buffers::take();
         self.stream.read(buf).await
+    }
+
+    /// Asks the `dnsbl` zones about the client, the first time only.
+    async fn ask_dnsbl(&mut self) {
+        if !matches!(self.dnsbl, Dnsbl::Unasked) {
+            return;
+        }
+        let ip = self.peer.ip().to_canonical();
+        let zones = self.server.settings().dnsbl.clone();
+        let ask = blocklist::first_listing(&self.server.dns, &zones, ip);
+        let late = async {
+            smol::Timer::after(DNSBL_DEADLINE).await;
+            log::warn!(
+                "dnsbl: no answer for {ip} within {}s; not blocking",
+                DNSBL_DEADLINE.as_secs()
+            );
+            None
+        };
+        let listing = smol::future::or(ask, late).await;
+        if let Some(l) = &listing {
+            log::info!(
+                "dnsbl: {ip} is listed in {} ({}); refusing its recipients",
+                l.zone,
+                l.code
+            );
+            metrics::dnsbl_listed(&l.zone);
+        }
+        self.dnsbl = Dnsbl::Known(listing);
     }
 
     /// Handles outputs until the session needs input. Returns true when it asked to close.
@@ -265,6 +324,10 @@ impl Conn {
                 access: &self.access,
                 client_ip: self.peer.ip(),
                 connect_relay: self.connect_relay,
+                dnsbl: match &self.dnsbl {
+                    Dnsbl::Known(listing) => listing.as_ref(),
+                    Dnsbl::Unasked => None,
+                },
             };
             let Some(output) = self.session.poll(&policy) else {
                 return Ok(false);

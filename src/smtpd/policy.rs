@@ -4,13 +4,16 @@
 //! - submission relays anywhere once authenticated, and the envelope sender must be an
 //!   address of a local domain that resolves to the authenticated user, or the user's own
 //!   address even when an alias of its name forwards its mail (553 5.7.1);
-//! - a local recipient must resolve to something (550 5.1.1).
+//! - a local recipient must resolve to something (550 5.1.1);
+//! - a port 25 client listed in a `dnsbl` zone is refused at RCPT (554 5.7.1), unless it may
+//!   relay.
 
 use crate::addr::{Address, Domain};
 use crate::aliases::Recipient;
 use crate::config::access::{AccessRules, Action};
 use crate::config::settings::{InboundPolicy, PolicyAction};
 use crate::config::{Domains, Settings};
+use crate::dns::blocklist::Listing;
 use crate::mailauth::inbound::Verdict;
 use crate::mailauth::srs::Srs;
 use crate::message::now_secs;
@@ -27,10 +30,25 @@ pub struct MailPolicy<'a> {
     pub client_ip: IpAddr,
     /// A `Connect:` rule said RELAY for this client.
     pub connect_relay: bool,
+    /// The blocklist that lists this client, if one does (asked on port 25 only).
+    pub dnsbl: Option<&'a Listing>,
 }
 
 fn relay_denied() -> Reply {
     Reply::new(554, "5.7.1", "Relay access denied")
+}
+
+/// Postfix's `reject_rbl_client` reply, with the zone's reason when it gave one.
+fn listed(ip: IpAddr, listing: &Listing) -> Reply {
+    let mut text = format!(
+        "Service unavailable; client [{ip}] blocked using {}",
+        listing.zone
+    );
+    if let Some(reason) = &listing.reason {
+        text.push_str("; ");
+        text.push_str(reason);
+    }
+    Reply::new(554, "5.7.1", text)
 }
 
 fn sender_refused() -> Reply {
@@ -173,6 +191,12 @@ impl Policy for MailPolicy<'_> {
             }
             _ => {}
         }
+        if let Some(listing) = self.dnsbl
+            && peer.auth_user.is_none()
+            && !self.in_relay_networks()
+        {
+            return Err(listed(self.client_ip, listing));
+        }
         if self.domains.get(addr.domain()).is_none() {
             let may_relay = peer.auth_user.is_some()
                 || self.in_relay_networks()
@@ -248,6 +272,7 @@ pub fn reverse_path_text(from: &ReversePath) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::settings::IpNet;
     use crate::mailauth::inbound::{DmarcCheck, DmarcPolicy, DmarcResult, SpfResult};
     use crate::proto::session::SmtpPort;
 
@@ -259,6 +284,7 @@ mod tests {
         settings: Settings,
         srs: Srs,
         access: AccessRules,
+        dnsbl: Option<Listing>,
     }
 
     impl Fixture {
@@ -276,6 +302,7 @@ mod tests {
                 settings,
                 srs: Srs::new(b"test secret"),
                 access: AccessRules::default(),
+                dnsbl: None,
             }
         }
 
@@ -287,6 +314,7 @@ mod tests {
                 access: &self.access,
                 client_ip: IpAddr::from([127, 0, 0, 1]),
                 connect_relay: false,
+                dnsbl: self.dnsbl.as_ref(),
             }
         }
     }
@@ -453,6 +481,43 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A listed client is refused at RCPT, naming the list, unless it may relay.
+    #[test]
+    fn listed_clients_are_refused_unless_trusted() {
+        let mut fixture = Fixture::new("");
+        fixture.dnsbl = Some(Listing {
+            zone: "zen.example".into(),
+            code: std::net::Ipv4Addr::new(127, 0, 0, 2),
+            reason: Some("see https://zen.example/lookup".into()),
+        });
+        let mx = PeerInfo {
+            kind: SmtpPort::Mx,
+            tls: false,
+            auth_user: None,
+        };
+        let to = ForwardPath::Addr(Address::parse("alice@example.test").unwrap());
+        let sender = from("s@remote.example");
+        let reply = fixture
+            .policy()
+            .check_recipient(&mx, &sender, &to)
+            .unwrap_err();
+        assert_eq!((reply.code, reply.enhanced), (554, "5.7.1"));
+        assert_eq!(
+            reply.text(),
+            "Service unavailable; client [127.0.0.1] blocked using zen.example; \
+             see https://zen.example/lookup"
+        );
+        let authenticated = submission("bob@example.test");
+        assert!(
+            fixture
+                .policy()
+                .check_recipient(&authenticated, &sender, &to)
+                .is_ok()
+        );
+        fixture.settings.relay_networks = vec![IpNet::parse("127.0.0.0/8").unwrap()];
+        assert!(fixture.policy().check_recipient(&mx, &sender, &to).is_ok());
     }
 
     fn verdict(spf: SpfResult, dmarc: DmarcResult, p: DmarcPolicy) -> Verdict {

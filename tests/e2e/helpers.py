@@ -376,8 +376,11 @@ def assert_reply(r: Reply, code: int, enhanced: str | None = None, what: str = "
 class SmtpConn:
     """A line-exact SMTP client on a raw socket. Reads the greeting on connect."""
 
-    def __init__(self, port: int, tls: bool = False, timeout: float = TIMEOUT):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, tls: bool = False, timeout: float = TIMEOUT,
+                 source: str | None = None):
+        """`source`: the client's own address (another of 127/8), as a client elsewhere."""
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                        source_address=(source, 0) if source else None)
         if tls:
             sock = client_tls_context().wrap_socket(sock)
         self.sock = sock

@@ -73,6 +73,12 @@ INBOUND_AUTH_TXT = [
     ("_dmarc.strict.test", "v=DMARC1; p=reject"),
     ("strict.test", "v=spf1 ip4:192.0.2.1 -all"),
 ]
+# A DNS blocklist (test_spam_defence.py): 127.0.0.2 listed with a reason, as in real zones;
+# 127.0.0.3 answered with Spamhaus's "public resolver" error code, which must not block.
+DNSBL_ZONE = "bl.test"
+DNSBL_HOSTS = [(f"2.0.0.127.{DNSBL_ZONE}", "127.0.0.2"),
+               (f"3.0.0.127.{DNSBL_ZONE}", "127.255.255.254")]
+DNSBL_TXT = [(f"2.0.0.127.{DNSBL_ZONE}", "Listed for tests see https://bl.test/q")]
 DKIM_SELECTORS = {"sel1": "rsa", "sel2": "ed25519"}  # of example.test
 SENDER_DKIM_SELECTOR = "s1"  # of sender.test (RSA)
 
@@ -454,7 +460,9 @@ class Network:
             ("mx1.pref.test", SINK_HOSTS["pref1"]),
             ("mx2.pref.test", SINK_HOSTS["pref2"]),
         ]
+        hosts += DNSBL_HOSTS
         txt = [("txtonly.test", "v=spf1 -all")]
+        txt += DNSBL_TXT
         txt += [(f"{k.selector}._domainkey.example.test", k.txt) for k in self.keys.values()]
         txt.append((f"{SENDER_DKIM_SELECTOR}._domainkey.sender.test", self.sender_key.txt))
         txt += INBOUND_AUTH_TXT

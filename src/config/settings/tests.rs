@@ -61,6 +61,8 @@ fn assert_defaults(s: &Settings, dir: &Path) {
     assert_eq!(s.outbound_bind, None);
     assert!(s.arc_seal);
     assert_eq!(s.mailbox_quota_mb, 0);
+    assert_eq!(s.forward_from_rewrite, FromRewrite::Auto);
+    assert!(s.dnsbl.is_empty());
     assert_eq!(s.max_connections, 4000);
     assert_eq!(s.max_connections_per_address, 50);
 }
@@ -115,6 +117,8 @@ fn every_key_accepted() {
         "outbound_bind": "2001:db8::5",
         "arc_seal": false,
         "mailbox_quota_mb": 1024,
+        "forward_from_rewrite": "never",
+        "dnsbl": ["zen.spamhaus.org", "BL.Example.NET"],
         "max_connections": 300,
         "max_connections_per_address": 7
     }"#;
@@ -150,6 +154,8 @@ fn every_key_accepted() {
     assert_eq!(s.outbound_bind, Some("2001:db8::5".parse().unwrap()));
     assert!(!s.arc_seal);
     assert_eq!(s.mailbox_quota_mb, 1024);
+    assert_eq!(s.forward_from_rewrite, FromRewrite::Never);
+    assert_eq!(s.dnsbl, ["zen.spamhaus.org", "bl.example.net"]);
     assert_eq!(s.max_connections, 300);
     assert_eq!(s.max_connections_per_address, 7);
 }
@@ -232,6 +238,18 @@ fn bad_values_name_line_and_key() {
         (
             "{\"max_message_size_mb\": 99999999}",
             ":1: \"max_message_size_mb\": expected at most 1048576, got 99999999",
+        ),
+        (
+            "{\"forward_from_rewrite\": \"always\"}",
+            ":1: \"forward_from_rewrite\": expected \"auto\" or \"never\", got \"always\"",
+        ),
+        (
+            "{\"dnsbl\": \"zen.spamhaus.org\"}",
+            ":1: \"dnsbl\": expected a list of zone name strings, got \"zen.spamhaus.org\"",
+        ),
+        (
+            "{\"dnsbl\": [\"zen spamhaus\"]}",
+            ":1: \"dnsbl\": expected a host name (letters, digits, \"-\" and \".\"), got \"zen spamhaus\"",
         ),
         (
             "{\"mailbox_quota_mb\": -1}",
@@ -633,6 +651,7 @@ fn to_json_round_trips() {
             "give_up_after": "90m", "dns_servers": ["::1"], "relay_networks": ["10.0.0.0/8", "::1"],
             "outbound_bind": "192.0.2.1", "inbound_policy": {"spf_fail": "tag", "dmarc_reject": "tag"},
             "haproxy_incoming": true, "arc_seal": false, "mailbox_quota_mb": 7,
+            "forward_from_rewrite": "never", "dnsbl": ["bl.example"],
             "max_connections": 10, "max_connections_per_address": 2,
             "data_dir": "var", "suffix_separators": "-+", "drop_characters": ""}"#,
         r#"{"local_delivery": {"lmtp": "unix:/run/dovecot/lmtp"}, "give_up_after": "3601s"}"#,

@@ -1,0 +1,78 @@
+"""Spam kept out before it is forwarded (issue 18 §3, SPEC §3 `dnsbl`): DNS blocklists asked
+about each port 25 client, through the shared dnsmasq (peers.DNSBL_*), clients connecting
+from other loopback addresses as clients elsewhere would.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+
+from helpers import SmtpConn, free_ports, make_message, port_open, wait_until
+from peers import DNSBL_ZONE, wait_log_lines
+
+ALICE = "alice@example.test"
+# No server answers for this zone: dnsmasq refuses the query, as a broken zone would fail.
+DEAD_ZONE = "dead.example"
+
+
+def rcpt_reply(tambo, source: str) -> tuple[int, str]:
+    """The reply to RCPT TO:<alice> of a port 25 client at `source`."""
+    with SmtpConn(tambo.smtp_port, source=source) as c:
+        c.ehlo("client.example")
+        r = c.cmd("MAIL FROM:<someone@elsewhere.example>")
+        assert r.code == 250, r
+        r = c.cmd(f"RCPT TO:<{ALICE}>")
+        c.cmd("QUIT")
+        return r.code, r.text
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        return r.read().decode()
+
+
+def test_listed_client_is_refused_at_rcpt_naming_the_list(renv):
+    [mport] = free_ports(1)
+    renv.write_config(dnsbl=[DEAD_ZONE, DNSBL_ZONE], monitoring_listen=f"127.0.0.1:{mport}")
+    renv.start()
+    assert wait_until(lambda: port_open(mport), 10)
+    code, text = rcpt_reply(renv, "127.0.0.2")
+    assert code == 554, text
+    assert text.startswith("5.7.1 Service unavailable; client [127.0.0.2] blocked using bl.test"), \
+        text
+    assert "Listed for tests see https://bl.test/q" in text, text
+    [line] = wait_log_lines(renv, "to=<alice@example.test>", "code=554 status=5.7.1")
+    assert "127.0.0.2" in line and "bl.test" in line, line
+    wait_log_lines(renv, "dnsbl: 127.0.0.2 is listed in bl.test (127.0.0.2)")
+    # The dead zone was asked, failed, and blocked nothing.
+    wait_log_lines(renv, f"dnsbl {DEAD_ZONE}: no usable answer for 127.0.0.2")
+    assert f'tambo_dnsbl_listed_total{{zone="{DNSBL_ZONE}"}} 1' in metrics(mport)
+
+    # Not listed, or an error code instead of an answer: served as usual.
+    assert rcpt_reply(renv, "127.0.0.1")[0] == 250
+    code, text = rcpt_reply(renv, "127.0.0.3")
+    assert code == 250, text
+    wait_log_lines(renv, f"dnsbl {DNSBL_ZONE}: no usable answer for 127.0.0.3",
+                   "127.255.255.254")
+    # The whole message of an unlisted client goes through.
+    msg, msgid = make_message(sender="someone@elsewhere.example", to=ALICE)
+    with SmtpConn(renv.smtp_port, source="127.0.0.4") as c:
+        c.ehlo("client.example")
+        assert c.cmd("MAIL FROM:<someone@elsewhere.example>").code == 250
+        assert c.cmd(f"RCPT TO:<{ALICE}>").code == 250
+        assert c.data(msg).code == 250
+    renv.wait_messages(1)
+
+
+def test_relay_networks_are_not_checked(renv):
+    renv.write_config(dnsbl=[DNSBL_ZONE], relay_networks=["127.0.0.2/32"])
+    renv.start()
+    code, text = rcpt_reply(renv, "127.0.0.2")
+    assert code == 250, text
+    assert "dnsbl" not in renv.log()
+
+
+def test_without_zones_nothing_is_asked(renv):
+    renv.start()
+    assert rcpt_reply(renv, "127.0.0.2")[0] == 250
+    assert "dnsbl" not in renv.log()
