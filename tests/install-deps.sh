@@ -25,7 +25,11 @@ PACKAGES=(
     python3-authres            # dkimpy's ARC signing, to make test chains
     postsrsd                   # the SRS cross-check (unit and e2e)
     dovecot-core dovecot-lmtpd # Dovecot's LMTP server, a real LMTP peer (unit and e2e)
-    dovecot-imapd              # Dovecot's IMAP server: the ENVELOPE/BODYSTRUCTURE cross-check (unit)
+    dovecot-imapd              # Dovecot's IMAP server: the ENVELOPE/BODYSTRUCTURE cross-check (unit),
+                               # and the same Maildir served before and after tambo (e2e)
+    isync                      # mbsync, a real IMAP client syncing both ways (test_imap_clients.py)
+    offlineimap3               # offlineimap, another one (test_imap_clients.py)
+    neomutt tmux               # a real IMAP mail reader, driven in a tmux pane (test_imap_clients.py)
     python3-prometheus-client  # its parser reads /metrics
     chasquid                   # chasquid-util (a real chasquid folder to import) and its example hook
     systemd                    # systemd-socket-activate (LISTEN_FDS sockets)

@@ -3,6 +3,8 @@
 - `env`: a config folder in tmp_path with domain example.test and user alice, not started.
   Tests that need other settings, users or aliases change it, then call `env.start()`.
 - `server`: the same, started.
+- `imap`: the same with IMAP on free ports, STARTTLS (`imap_port`) and implicit TLS
+  (`imaps_port`), started.
 - `net` / `renv` (peers.py): the shared DNS server and sink MTAs, reset for the test; `renv`
   is `env` pointed at them (dns_servers, outbound_smtp_port, TAMBO_SMTP_TIMEOUT_SECS).
 
@@ -20,7 +22,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import Tambo  # noqa: E402
+from helpers import Tambo, free_ports, port_open, wait_until  # noqa: E402
 # Fixtures of the delivery tests' peers (DNS, sink MTAs), shared by the session.
 from peers import net, network, renv  # noqa: E402,F401
 
@@ -47,6 +49,17 @@ def env(tmp_path, request):
 @pytest.fixture
 def server(env):
     return env.start()
+
+
+@pytest.fixture
+def imap(env):
+    """`env` with IMAP on 143-style (STARTTLS) and 993-style (implicit TLS) free ports."""
+    env.imap_port, env.imaps_port = free_ports(2)
+    env.write_config(imap_listen=[f"127.0.0.1:{env.imap_port}"],
+                     imaps_listen=[f"127.0.0.1:{env.imaps_port}"])
+    env.start()
+    assert wait_until(lambda: port_open(env.imap_port) and port_open(env.imaps_port), 10), env.log()
+    return env
 
 
 def pytest_runtest_logreport(report):

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -84,6 +85,20 @@ def client_tls_context() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+def need(program: str, package: str) -> str:
+    """The path of `program` (a name on PATH or an absolute path), for a test that runs it as
+    a real peer. When it is missing the test is skipped, naming the Debian package
+    (tests/install-deps.sh lists them); with TAMBO_REQUIRE_PEERS=1 (tests/run.sh, which has
+    installed them all) it fails instead, as src/testsupport.rs does for the unit tests."""
+    path = shutil.which(program) or (program if os.access(program, os.X_OK) else None)
+    if path:
+        return path
+    why = f"{program} not found: install the Debian package {package} (tests/install-deps.sh)"
+    if os.environ.get("TAMBO_REQUIRE_PEERS") == "1":
+        pytest.fail(why + "; TAMBO_REQUIRE_PEERS=1 says every peer is installed", pytrace=False)
+    pytest.skip(why)
 
 
 def mode(path: Path) -> int:

@@ -16,21 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (DELIVERY_DEADLINE, PASSWORD, client_tls_context, free_ports, make_message,
-                     port_open, wait_until)
+from helpers import PASSWORD, client_tls_context, make_message
 
 ALICE = "alice@example.test"
-
-
-@pytest.fixture
-def imap(env):
-    """`env` with IMAP on 143-style (STARTTLS) and 993-style (implicit TLS) free ports."""
-    env.imap_port, env.imaps_port = free_ports(2)
-    env.write_config(imap_listen=[f"127.0.0.1:{env.imap_port}"],
-                     imaps_listen=[f"127.0.0.1:{env.imaps_port}"])
-    env.start()
-    assert wait_until(lambda: port_open(env.imap_port) and port_open(env.imaps_port), 10), env.log()
-    return env
 
 
 def connect(env, tls="starttls") -> imaplib.IMAP4:
