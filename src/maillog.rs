@@ -66,6 +66,17 @@ pub fn bounced(id: &str, to: &str, dsn_id: &str) {
     log::info!(target: TARGET, "event=bounced id={id} to=<{to}> dsn_id={dsn_id}");
 }
 
+/// No DSN about message `id` goes to its sender `to`, who was not authenticated on arrival
+/// (SPEC §8: a bounce to a forged sender is backscatter).
+pub fn not_bounced(id: &str, to: &str) {
+    metrics::dsn_suppressed();
+    log::info!(
+        target: TARGET,
+        "event=not-bounced id={id} to=<{to}> reason=\"sender not authenticated on arrival \
+         (no SPF pass, no aligned DKIM pass)\""
+    );
+}
+
 /// An access rule (DISCARD) dropped an accepted message.
 pub fn discarded(id: &str, client: std::net::IpAddr) {
     metrics::message_discarded();

@@ -108,6 +108,35 @@ impl Verdict {
     pub fn dmarc_reject(&self) -> bool {
         self.dmarc.result == DmarcResult::Fail && self.dmarc.policy == DmarcPolicy::Reject
     }
+
+    /// Whether the envelope sender `mail_from` is who it claims to be (SPEC §8, no
+    /// backscatter): SPF passed for it, or a DKIM signature of its domain (or a parent or
+    /// child of it, as DMARC's relaxed alignment) verified. Only such a sender may get a
+    /// bounce; the null sender never does.
+    pub fn sender_authenticated(&self, mail_from: &str) -> bool {
+        let Some((_, domain)) = mail_from.rsplit_once('@') else {
+            return false;
+        };
+        self.spf == SpfResult::Pass
+            || self
+                .dkim
+                .iter()
+                .any(|d| d.result == DkimResult::Pass && aligned(&d.domain, domain))
+    }
+}
+
+/// Relaxed alignment without a public suffix list: the same domain, or one a subdomain of
+/// the other, never through a single label (a TLD).
+fn aligned(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    let within = |child: &str, parent: &str| {
+        parent.contains('.')
+            && (child == parent
+                || child
+                    .strip_suffix(parent)
+                    .is_some_and(|rest| rest.ends_with('.')))
+    };
+    within(&a, &b) || within(&b, &a)
 }
 
 /// Bodies up to this size are hashed right on the executor (they were just written, so they
@@ -520,6 +549,48 @@ mod tests {
         let body_len = (message.len() - split.header.len()) as u64;
         check(dns, ctx, &split.header, split.body, body_len).await
     }
+    #[test]
+    fn senders_authenticated_for_bounces() {
+        let verdict = |spf, dkim: &[(&str, DkimResult)]| Verdict {
+            spf,
+            dkim: dkim
+                .iter()
+                .map(|&(domain, result)| DkimCheck {
+                    domain: domain.into(),
+                    selector: "s".into(),
+                    result,
+                })
+                .collect(),
+            dmarc: DmarcCheck {
+                result: DmarcResult::None,
+                policy: DmarcPolicy::None,
+                from_domain: String::new(),
+            },
+            header: String::new(),
+        };
+        let (pass, fail) = (DkimResult::Pass, DkimResult::Fail);
+        let cases = [
+            (SpfResult::Pass, vec![], "a@sender.test", true),
+            (SpfResult::Pass, vec![], "", false),
+            (SpfResult::SoftFail, vec![], "a@sender.test", false),
+            (SpfResult::None, vec![("sender.test", pass)], "a@Sender.Test", true),
+            (SpfResult::None, vec![("mail.sender.test", pass)], "a@sender.test", true),
+            (SpfResult::None, vec![("sender.test", pass)], "a@bounce.sender.test", true),
+            (SpfResult::None, vec![("sender.test", fail)], "a@sender.test", false),
+            (SpfResult::None, vec![("other.test", pass)], "a@sender.test", false),
+            (SpfResult::None, vec![("test", pass)], "a@sender.test", false),
+            (SpfResult::None, vec![("ender.test", pass)], "a@sender.test", false),
+            (SpfResult::Fail, vec![("x.test", fail), ("sender.test", pass)], "a@sender.test", true),
+        ];
+        for (spf, dkim, from, want) in cases {
+            assert_eq!(
+                verdict(spf, &dkim).sender_authenticated(from),
+                want,
+                "{spf:?} {dkim:?} {from}"
+            );
+        }
+    }
+
     use crate::dns::test_server::{self, DnsServer};
     use std::future::Future;
     use std::process::Command;

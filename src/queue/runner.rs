@@ -404,10 +404,15 @@ impl Runner {
     }
 
     /// Queues one DSN (RFC 3464) to the envelope sender for these failures; never for a
-    /// message whose sender is `<>` (RFC 5321 §6.1: no bounce of a bounce).
+    /// message whose sender is `<>` (RFC 5321 §6.1: no bounce of a bounce), nor to a sender
+    /// that was not authenticated on arrival (SPEC §8: a forged sender would get it).
     async fn bounce(&self, item: &StoredMessage, failures: &[Failure]) {
         let sender = item.envelope.from.clone();
         if !dsn::should_bounce(&sender) {
+            return;
+        }
+        if item.envelope.unverified_sender {
+            maillog::not_bounced(item.id.as_str(), &sender);
             return;
         }
         let failed: Vec<dsn::Failed> = failures

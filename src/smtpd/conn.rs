@@ -695,6 +695,7 @@ impl Conn {
         metrics::inbound_auth(verdict.spf.as_str(), &dkim, verdict.dmarc.result.as_str());
         let policy = &self.server.settings().inbound_policy;
         envelope.no_forward = judge_inbound(&verdict, policy, &spf_identity(&ctx))?;
+        envelope.unverified_sender = !verdict.sender_authenticated(&envelope.from);
         let value = verdict
             .header
             .strip_prefix("Authentication-Results:")
