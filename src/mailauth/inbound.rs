@@ -573,14 +573,54 @@ mod tests {
             (SpfResult::Pass, vec![], "a@sender.test", true),
             (SpfResult::Pass, vec![], "", false),
             (SpfResult::SoftFail, vec![], "a@sender.test", false),
-            (SpfResult::None, vec![("sender.test", pass)], "a@Sender.Test", true),
-            (SpfResult::None, vec![("mail.sender.test", pass)], "a@sender.test", true),
-            (SpfResult::None, vec![("sender.test", pass)], "a@bounce.sender.test", true),
-            (SpfResult::None, vec![("sender.test", fail)], "a@sender.test", false),
-            (SpfResult::None, vec![("other.test", pass)], "a@sender.test", false),
-            (SpfResult::None, vec![("test", pass)], "a@sender.test", false),
-            (SpfResult::None, vec![("ender.test", pass)], "a@sender.test", false),
-            (SpfResult::Fail, vec![("x.test", fail), ("sender.test", pass)], "a@sender.test", true),
+            (
+                SpfResult::None,
+                vec![("sender.test", pass)],
+                "a@Sender.Test",
+                true,
+            ),
+            (
+                SpfResult::None,
+                vec![("mail.sender.test", pass)],
+                "a@sender.test",
+                true,
+            ),
+            (
+                SpfResult::None,
+                vec![("sender.test", pass)],
+                "a@bounce.sender.test",
+                true,
+            ),
+            (
+                SpfResult::None,
+                vec![("sender.test", fail)],
+                "a@sender.test",
+                false,
+            ),
+            (
+                SpfResult::None,
+                vec![("other.test", pass)],
+                "a@sender.test",
+                false,
+            ),
+            (
+                SpfResult::None,
+                vec![("test", pass)],
+                "a@sender.test",
+                false,
+            ),
+            (
+                SpfResult::None,
+                vec![("ender.test", pass)],
+                "a@sender.test",
+                false,
+            ),
+            (
+                SpfResult::Fail,
+                vec![("x.test", fail), ("sender.test", pass)],
+                "a@sender.test",
+                true,
+            ),
         ];
         for (spf, dkim, from, want) in cases {
             assert_eq!(

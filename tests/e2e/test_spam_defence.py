@@ -76,3 +76,53 @@ def test_without_zones_nothing_is_asked(renv):
     renv.start()
     assert rcpt_reply(renv, "127.0.0.2")[0] == 250
     assert "dnsbl" not in renv.log()
+
+
+# ---- no backscatter (SPEC §8) -----------------------------------------------------------------
+
+REFUSING = "carol@remote1.test"
+
+
+def forward_and_fail(renv, net, sender: str, message: bytes) -> None:
+    """Sends `message` from `sender` over port 25 to an alias whose outside target refuses it
+    for good, and waits until tambo has given that recipient up."""
+    from peers import send_mx
+    net.sink("remote1").script.rcpt_replies[REFUSING] = "550 5.1.1 No such user here"
+    send_mx(renv, sender, ["fwd@example.test"], message)
+    wait_log_lines(renv, "event=failed", f"to=<{REFUSING}>")
+
+
+def test_unauthenticated_sender_gets_no_bounce(renv, net):
+    [mport] = free_ports(1)
+    renv.write_config(monitoring_listen=f"127.0.0.1:{mport}")
+    renv.write_aliases(f"fwd: {REFUSING}\n")
+    renv.start()
+    assert wait_until(lambda: port_open(mport), 10)
+    # elsewhere.example publishes nothing: SPF none, no signature. Its sender may be forged.
+    msg, _ = make_message(sender="victim@elsewhere.example", to="fwd@example.test")
+    forward_and_fail(renv, net, "victim@elsewhere.example", msg)
+    [line] = wait_log_lines(renv, "event=not-bounced", "to=<victim@elsewhere.example>")
+    assert "not authenticated on arrival" in line, line
+    assert "event=bounced" not in renv.log()
+    assert "tambo_dsn_suppressed_total 1" in metrics(mport)
+
+
+def test_sender_vouched_for_by_dkim_or_spf_gets_its_bounce(renv, net):
+    import dkim
+    renv.write_aliases(f"fwd: {REFUSING}\n")
+    renv.start()
+    # sender.test: no SPF record, but its DKIM signature (d=sender.test) verifies and is
+    # aligned with the envelope sender: the DSN goes to it, through its MX (the sink).
+    msg, _ = make_message(sender="bob@sender.test", to="fwd@example.test")
+    signed = dkim.sign(msg, b"s1", b"sender.test", net.sender_key.private_pem,
+                       include_headers=[b"from", b"to", b"subject", b"message-id", b"date"])
+    forward_and_fail(renv, net, "bob@sender.test", signed + msg)
+    wait_log_lines(renv, "event=bounced", "to=<bob@sender.test>")
+    [dsn] = net.sink("sender").wait(1, "multipart/report", tambo=renv)
+    assert dsn.mail_from == "" and dsn.rcpt_tos == ["bob@sender.test"]
+    assert dsn.has(REFUSING) and dsn.has("550 5.1.1")
+    # spfok.test: SPF passes for 127.0.0.1, nothing signed.
+    msg, _ = make_message(sender="amy@spfok.test", to="fwd@example.test")
+    forward_and_fail(renv, net, "amy@spfok.test", msg)
+    wait_log_lines(renv, "event=bounced", "to=<amy@spfok.test>")
+    assert "event=not-bounced" not in renv.log()
