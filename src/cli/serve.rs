@@ -216,6 +216,7 @@ fn couriers(settings: &Settings) -> Result<Couriers, CliError> {
         // A seam for the end-to-end tests, read here once: they cannot wait a minute for a
         // peer that stopped answering.
         deadlines: Deadlines::parse(std::env::var("TAMBO_SMTP_TIMEOUT_SECS").ok().as_deref()),
+        spam: Default::default(),
     };
     Ok(Couriers {
         local: settings.local_delivery.clone(),

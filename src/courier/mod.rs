@@ -21,6 +21,7 @@ pub mod outbound;
 pub mod pipe;
 pub mod remote;
 pub mod smtp_client;
+pub mod spam_throttle;
 
 /// A failed delivery attempt: temporary ones are retried, permanent ones bounce.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -28,6 +29,9 @@ pub mod smtp_client;
 pub struct DeliveryError {
     pub permanent: bool,
     pub reason: String,
+    /// The receiving server refused the mail as spam or for its rate
+    /// ([`spam_throttle::refuses_as_spam`]).
+    pub spam_refusal: bool,
 }
 
 impl DeliveryError {
@@ -35,12 +39,14 @@ impl DeliveryError {
         DeliveryError {
             permanent: false,
             reason: reason.into(),
+            spam_refusal: false,
         }
     }
     pub fn permanent(reason: impl Into<String>) -> DeliveryError {
         DeliveryError {
             permanent: true,
             reason: reason.into(),
+            spam_refusal: false,
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::courier::connection_cache::ConnectionCache;
 use crate::courier::domaininfo::{DomainInfo, TlsLevel};
 use crate::courier::mta_sts::{Mode, MtaSts, Policy};
 use crate::courier::smtp_client::{Client, ClientError, Deadlines, Protocol, Stage, TlsMode};
+use crate::courier::spam_throttle::SpamThrottle;
 use crate::dns::{Dns, DnsError};
 use crate::message::StoredMessage;
 use crate::metrics;
@@ -37,6 +38,8 @@ pub struct RemoteCourier {
     pub connections: ConnectionCache,
     /// How long each step of an SMTP session may take.
     pub deadlines: Deadlines,
+    /// Destinations that refused our mail as spam, held back for a while.
+    pub spam: SpamThrottle,
 }
 
 /// One host to try.
@@ -83,6 +86,12 @@ impl RemoteCourier {
     ) -> Vec<Result<(), DeliveryError>> {
         let deadlines = self.deadlines;
         let everyone = |e: DeliveryError| vec![Err(e); env.rcpts.len()];
+        if let Some(left) = self.spam.held_for(domain) {
+            return everyone(DeliveryError::temporary(format!(
+                "{domain}: held {} more minute(s): it refused our mail as spam or for its rate",
+                left.as_secs().div_ceil(60)
+            )));
+        }
         let plan = match self.plan(domain, via).await {
             Ok(plan) => plan,
             Err(e) => return everyone(e),
@@ -95,9 +104,31 @@ impl RemoteCourier {
             prepend,
             deadlines,
         };
-        match send.run(&plan).await {
+        let results = match send.run(&plan).await {
             Attempt::Done(results) => results,
             Attempt::Next(e) => everyone(e),
+        };
+        self.note_spam_refusals(domain, &item.id.to_string(), &results);
+        results
+    }
+
+    /// A refusal as spam holds the destination back (and is logged as such, and counted);
+    /// a delivery that got through releases it.
+    fn note_spam_refusals(&self, domain: &str, id: &str, results: &[Result<(), DeliveryError>]) {
+        let refusal = results
+            .iter()
+            .find_map(|r| r.as_ref().err().filter(|e| e.spam_refusal));
+        if let Some(e) = refusal {
+            let hold = self.spam.refused(domain);
+            metrics::spam_reply(domain);
+            log::warn!(
+                "{id}: {domain} refused our mail as spam or for its rate: {}; holding mail \
+                 to {domain} for {} minutes",
+                e.reason,
+                hold.as_secs() / 60
+            );
+        } else if results.iter().any(Result::is_ok) {
+            self.spam.accepted(domain);
         }
     }
 
@@ -365,13 +396,17 @@ impl Send<'_> {
 /// Failures before the transaction are never final for the message: another host, or a
 /// later attempt, may do better (a 554 greeting is one server's opinion).
 fn temporary(e: &ClientError) -> DeliveryError {
-    DeliveryError::temporary(e.to_string())
+    DeliveryError {
+        permanent: false,
+        ..e.to_delivery()
+    }
 }
 
 fn dns_failure(e: &DnsError) -> DeliveryError {
     DeliveryError {
         permanent: e.is_permanent(),
         reason: e.to_string(),
+        spam_refusal: false,
     }
 }
 
@@ -492,6 +527,7 @@ mod tests {
             test_roots: None,
             connections: Default::default(),
             deadlines: Deadlines::uniform(SHORT),
+            spam: Default::default(),
         }
     }
 

@@ -180,6 +180,10 @@ impl ClientError {
         DeliveryError {
             permanent: self.is_permanent(),
             reason: self.to_string(),
+            spam_refusal: match &self.kind {
+                ErrorKind::Reply(r) => crate::courier::spam_throttle::refuses_as_spam(r),
+                _ => false,
+            },
         }
     }
 }

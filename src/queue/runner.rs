@@ -103,6 +103,9 @@ impl Runner {
             let age = Duration::from_secs(now_secs().saturating_sub(item.envelope.received_at));
             let delay = retry::next_delay(age, rand::random::<f64>());
             let mut failures = self.attempt(&mut item, delay).await;
+            // A destination that refused our mail as spam is not asked again before its hold
+            // is over (courier::spam_throttle).
+            let delay = delay.max(self.spam_hold(&item));
             let pending = item
                 .envelope
                 .rcpts
@@ -266,11 +269,33 @@ impl Runner {
                 .remote
                 .deliver(&route.domain, &route.via, &envelope, item, &prepend)
                 .await;
+            let next_delay = next_delay.max(
+                self.couriers
+                    .remote
+                    .spam
+                    .held_for(&route.domain)
+                    .unwrap_or_default(),
+            );
             for (i, result) in indexes.into_iter().zip(results) {
                 let result = result.map(|()| "smtp".to_string());
                 self.conclude(item, i, result, next_delay, failures).await;
             }
         }
+    }
+
+    /// The longest spam hold on the domains of the message's pending forwarded recipients.
+    fn spam_hold(&self, item: &StoredMessage) -> Duration {
+        item.envelope
+            .rcpts
+            .iter()
+            .filter(|r| r.state == RcptState::Pending)
+            .filter_map(|r| match &r.target {
+                Recipient::Forward { address, .. } => Address::parse(address).ok(),
+                _ => None,
+            })
+            .filter_map(|a| self.couriers.remote.spam.held_for(&a.domain().to_ascii()))
+            .max()
+            .unwrap_or_default()
     }
 
     /// Signatures for mail whose From: domain is ours; a signing problem is logged and the

@@ -126,3 +126,39 @@ def test_sender_vouched_for_by_dkim_or_spf_gets_its_bounce(renv, net):
     forward_and_fail(renv, net, "amy@spfok.test", msg)
     wait_log_lines(renv, "event=bounced", "to=<amy@spfok.test>")
     assert "event=not-bounced" not in renv.log()
+
+
+# ---- a destination's spam-rate replies ---------------------------------------------------------
+
+GMAIL_RATE = ("421 4.7.28 Our system has detected an unusual rate of unsolicited mail "
+              "originating from your IP address.")
+
+
+def test_spam_rate_reply_is_logged_counted_and_holds_the_destination(renv, net):
+    from peers import send_mx
+    [mport] = free_ports(1)
+    renv.write_config(monitoring_listen=f"127.0.0.1:{mport}")
+    renv.write_aliases(f"fwd: {REFUSING}\n")
+    sink = net.sink("remote1")
+    sink.script.rcpt_replies[REFUSING] = GMAIL_RATE
+    renv.start()
+    assert wait_until(lambda: port_open(mport), 10)
+    msg, _ = make_message(sender="someone@elsewhere.example", to="fwd@example.test")
+    send_mx(renv, "someone@elsewhere.example", ["fwd@example.test"], msg)
+    [line] = wait_log_lines(renv, "remote1.test refused our mail as spam or for its rate")
+    assert "4.7.28" in line and "holding mail to remote1.test for 15 minutes" in line, line
+    [deferred] = wait_log_lines(renv, "event=deferred", f"to=<{REFUSING}>")
+    assert "retry_in=" in deferred
+    retry_in = int(deferred.split("retry_in=")[1].split("s")[0])
+    assert retry_in >= 14 * 60, f"the retry waits for the hold: {deferred}"
+    text = metrics(mport)
+    assert 'tambo_outbound_spam_replies_total{destination="remote1.test"} 1' in text, text
+
+    # While held, more mail to that destination waits without a connection.
+    connections = sink.connections
+    msg2, _ = make_message(sender="other@elsewhere.example", to="fwd@example.test")
+    send_mx(renv, "other@elsewhere.example", ["fwd@example.test"], msg2)
+    lines = wait_log_lines(renv, "event=deferred", "held 15 more minute(s)")
+    assert "refused our mail as spam" in lines[0], lines
+    assert sink.connections == connections, sink.story()
+    assert 'destination="remote1.test"} 1' in metrics(mport), "a hold is not a new refusal"
