@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -23,6 +22,7 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import report  # noqa: E402
 import servers  # noqa: E402
 import smtpload  # noqa: E402
 from sink import Sink  # noqa: E402
@@ -331,53 +331,14 @@ def cell(results, name, section, key, scale, fmt):
 
 
 def table(results, idle):
-    head = ["metric", "tambo", "chasquid", "ratio", "target", "met?"]
     rows = []
     for label, section, key, scale, fmt, target in ROWS:
-        t = figure(results, "tambo", section, key)
-        c = figure(results, "chasquid", section, key)
-        ratio = t / c if t is not None and c not in (None, 0) else None
-        if target is None:
-            goal, met = "", ""
-        else:
-            kind, want = target
-            goal = f"{kind} {want:g}x"
-            met = "n/a" if ratio is None else (
-                "yes" if (ratio >= want if kind == ">=" else ratio <= want) else "no")
-        rows.append([label.format(idle=idle), cell(results, "tambo", section, key, scale, fmt),
+        rows.append((label.format(idle=idle),
+                     cell(results, "tambo", section, key, scale, fmt),
                      cell(results, "chasquid", section, key, scale, fmt),
-                     "" if ratio is None else f"{ratio:.2f}x", goal, met])
-    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
-
-    def line(r):
-        return "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(head), sep] + [line(r) for r in rows])
-
-
-def environment(root):
-    def out(argv):
-        try:
-            return subprocess.run(argv, capture_output=True, text=True, timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    model = None
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((ln.split(":", 1)[1].strip() for ln in f
-                          if ln.startswith("model name")), None)
-    except OSError:
-        pass
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "tmp_filesystem": out(["stat", "-f", "-c", "%T", root]),
-        "chasquid_version": out(["chasquid", "-version"]),
-        "python": platform.python_version(),
-    }
+                     figure(results, "tambo", section, key),
+                     figure(results, "chasquid", section, key), target))
+    return report.ratio_table(["tambo", "chasquid"], rows)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -408,7 +369,8 @@ def main():
             sink = Sink(args.bench_bin, servers.SINK_IP, servers.free_port(servers.SINK_IP),
                         os.path.join(root, "sink.log"))
             sink.start()
-            results["environment"] = environment(root)
+            results["environment"] = report.environment(
+                root, chasquid_version=report.command_output(["chasquid", "-version"]))
             # Write back what earlier work left dirty (a previous run's cleanup above all), so
             # it is not flushed in the middle of a measurement. See benches/README.md on
             # running benches back to back.

@@ -1,7 +1,8 @@
 //! SEARCH and UID SEARCH (RFC 3501 §6.4.4). Keys about flags, sizes, dates, numbers and UIDs
 //! are answered from the folder's view; keys that look into the message (headers, body,
 //! text, the Date: field) by `mailbox::summary::matches`, reading each message at most once,
-//! and only when such a key is asked.
+//! only when such a key is asked, and only its header section unless a key looks into the
+//! body.
 
 use crate::imapd::commands::{Selected, report_changes, sequence, store_error, with_folder};
 use crate::imapd::conn::Conn;
@@ -10,6 +11,7 @@ use crate::mailbox::{Flags, Folder, StoreError};
 use imap_codec::imap_types::IntoStatic;
 use imap_codec::imap_types::core::Charset;
 use imap_codec::imap_types::search::SearchKey;
+use std::fs::File;
 use std::io::Read;
 
 pub async fn search(
@@ -44,9 +46,10 @@ pub async fn search(
     );
     let found = with_folder(conn, move |sel: &mut Selected, _| {
         let folder = &sel.folder;
+        let whole = needs_body(&key);
         let mut hits = Vec::new();
         for i in 0..folder.len() {
-            let mut message = None;
+            let mut message = Message { data: None, whole };
             if eval(&key, folder, i, &mut message)? {
                 hits.push(if uid {
                     folder.message(i).uid
@@ -75,12 +78,51 @@ pub async fn search(
     }
 }
 
-/// Whether message `i` matches `key`. `message` holds the message's octets once read.
+/// The octets of the message being looked at, read at most once: all of them when a key
+/// looks into the body, else its header section only (with what came in the same read).
+struct Message {
+    data: Option<Vec<u8>>,
+    whole: bool,
+}
+
+/// Whether some key of `key` looks past the header section (BODY, TEXT).
+fn needs_body(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
+        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
+        SearchKey::Not(k) => needs_body(k),
+        SearchKey::Body(_) | SearchKey::Text(_) => true,
+        _ => false,
+    }
+}
+
+/// Reads until the empty line that ends the header section (or the end of the file): a
+/// header key need not copy the body, most of a message's octets.
+fn read_header(file: &mut File, data: &mut Vec<u8>) -> std::io::Result<()> {
+    let mut chunk = [0u8; 8192];
+    loop {
+        let n = file.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(());
+        }
+        // The empty line may straddle two reads.
+        let from = data.len().saturating_sub(2);
+        data.extend_from_slice(&chunk[..n]);
+        let tail = &data[from..];
+        if memchr::memmem::find(tail, b"\n\n").is_some()
+            || memchr::memmem::find(tail, b"\n\r\n").is_some()
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether message `i` matches `key`.
 fn eval(
     key: &SearchKey<'_>,
     folder: &Folder,
     i: usize,
-    message: &mut Option<Vec<u8>>,
+    message: &mut Message,
 ) -> Result<bool, StoreError> {
     let m = folder.message(i);
     let flag = |bit: u8| m.system & bit != 0;
@@ -134,18 +176,21 @@ fn eval(
         SearchKey::Since(d) => day(m.internaldate) >= *d.as_ref(),
         // Every other key looks into the message.
         other => {
-            if message.is_none() {
+            if message.data.is_none() {
                 let mut data = Vec::new();
-                folder
-                    .open_file(i)?
-                    .read_to_end(&mut data)
-                    .map_err(|source| StoreError::Io {
-                        path: std::path::PathBuf::from(format!("message {}", m.uid)),
-                        source,
-                    })?;
-                *message = Some(data);
+                let mut file = folder.open_file(i)?;
+                let read = if message.whole {
+                    file.read_to_end(&mut data).map(|_| ())
+                } else {
+                    read_header(&mut file, &mut data)
+                };
+                read.map_err(|source| StoreError::Io {
+                    path: std::path::PathBuf::from(format!("message {}", m.uid)),
+                    source,
+                })?;
+                message.data = Some(data);
             }
-            let data = message.as_deref().unwrap_or_default();
+            let data = message.data.as_deref().unwrap_or_default();
             crate::mailbox::summary::matches(data, other).unwrap_or(false)
         }
     })
@@ -156,4 +201,61 @@ fn date_of(secs: i64) -> chrono::NaiveDate {
     chrono::DateTime::from_timestamp(secs, 0)
         .map(|t| t.date_naive())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Seek, Write};
+
+    fn header_read_from(content: &[u8]) -> Vec<u8> {
+        let mut file = tempfile::tempfile().expect("temp file");
+        file.write_all(content).expect("write");
+        file.rewind().expect("rewind");
+        let mut data = Vec::new();
+        read_header(&mut file, &mut data).expect("read");
+        data
+    }
+
+    #[test]
+    fn reads_the_header_section_not_the_whole_body() {
+        let head = format!("Subject: {}\nFrom: a@b\n\n", "x".repeat(10_000));
+        let message = format!("{head}{}", "body line\n".repeat(5_000));
+        let data = header_read_from(message.as_bytes());
+        assert!(data.starts_with(head.as_bytes()));
+        assert!(data.len() < message.len() / 2, "read {} octets", data.len());
+    }
+
+    #[test]
+    fn finds_an_empty_line_split_between_two_reads() {
+        // The first read ends just after the header's last LF; the empty line comes next.
+        for eol in ["\n", "\r\n"] {
+            let head = format!("X: {}{eol}", "y".repeat(8192 - 3 - eol.len()));
+            assert_eq!(head.len(), 8192);
+            let message = format!("{head}{eol}{}", "b".repeat(40_000));
+            let data = header_read_from(message.as_bytes());
+            assert!(data.len() < 20_000, "{eol:?}: read {} octets", data.len());
+            assert!(data.starts_with(format!("{head}{eol}").as_bytes()));
+        }
+    }
+
+    #[test]
+    fn a_message_without_an_empty_line_is_read_whole() {
+        let message = "Subject: only a header\n".repeat(1_000);
+        assert_eq!(header_read_from(message.as_bytes()), message.as_bytes());
+    }
+
+    #[test]
+    fn only_body_keys_need_the_body() {
+        let subject = SearchKey::Subject("x".try_into().expect("astring"));
+        let body = SearchKey::Body("x".try_into().expect("astring"));
+        assert!(!needs_body(&subject));
+        assert!(needs_body(&body));
+        assert!(needs_body(&SearchKey::Not(Box::new(body.clone()))));
+        assert!(needs_body(&SearchKey::Or(
+            Box::new(subject.clone()),
+            Box::new(body)
+        )));
+        assert!(!needs_body(&SearchKey::Not(Box::new(subject))));
+    }
 }
