@@ -31,6 +31,7 @@ PACKAGES=(
     offlineimap3               # offlineimap, another one (test_imap_clients.py)
     neomutt tmux               # a real IMAP mail reader, driven in a tmux pane (test_imap_clients.py)
     python3-prometheus-client  # its parser reads /metrics
+    spamd spamc                # SpamAssassin: contrib/spamassassin/post-data against a real spamd (e2e)
     chasquid                   # chasquid-util (a real chasquid folder to import) and its example hook
     systemd                    # systemd-socket-activate (LISTEN_FDS sockets)
 )

@@ -5,9 +5,14 @@ from other loopback addresses as clients elsewhere would.
 
 from __future__ import annotations
 
+import re
+import subprocess
 import urllib.request
+from pathlib import Path
 
-from helpers import SmtpConn, free_ports, make_message, port_open, wait_until
+import pytest
+
+from helpers import SmtpConn, free_ports, make_message, need, port_open, wait_until
 from peers import DNSBL_ZONE, wait_log_lines
 
 ALICE = "alice@example.test"
@@ -162,3 +167,87 @@ def test_spam_rate_reply_is_logged_counted_and_holds_the_destination(renv, net):
     assert "refused our mail as spam" in lines[0], lines
     assert sink.connections == connections, sink.story()
     assert 'destination="remote1.test"} 1' in metrics(mport), "a hold is not a new refusal"
+
+
+# ---- SpamAssassin before the 250: contrib/spamassassin/post-data against Debian's spamd ------
+
+CONTRIB_HOOK = Path(__file__).resolve().parents[2] / "contrib" / "spamassassin" / "post-data"
+GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+@pytest.fixture(scope="module")
+def spamd(tmp_path_factory):
+    """Debian's spamd on a free loopback port, local tests only (no network rules)."""
+    program = need("spamd", "spamd")
+    need("spamc", "spamc")
+    work = tmp_path_factory.mktemp("spamd")
+    [port] = free_ports(1)
+    log = open(work / "spamd.log", "wb")
+    proc = subprocess.Popen(
+        [program, f"--listen=127.0.0.1:{port}", f"--pidfile={work / 'pid'}", "--local",
+         "--max-children=1", "--min-children=1", "--syslog=stderr", "--nouser-config",
+         "--username=nobody"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        # Loading the rules takes a few seconds.
+        if not wait_until(lambda: port_open(port) or proc.poll() is not None, 60) \
+                or proc.poll() is not None:
+            pytest.fail(f"spamd did not start:\n{(work / 'spamd.log').read_text()}",
+                        pytrace=False)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def install_hook(tambo, spamd_port: int) -> None:
+    """The contrib hook as a user installs it, its one setting edited for the test's port."""
+    text = CONTRIB_HOOK.read_text()
+    assert "SPAMD_PORT=783" in text
+    hook = tambo.dir / "hooks" / "post-data"
+    hook.parent.mkdir(exist_ok=True)
+    hook.write_text(text.replace("SPAMD_PORT=783", f"SPAMD_PORT={spamd_port}"))
+    hook.chmod(0o755)
+
+
+def end_of_data(tambo, sender: str, rcpt: str, message: bytes):
+    with SmtpConn(tambo.smtp_port) as c:
+        c.ehlo("client.example")
+        assert c.cmd(f"MAIL FROM:<{sender}>").code == 250
+        assert c.cmd(f"RCPT TO:<{rcpt}>").code == 250
+        return c.data(message)
+
+
+def test_spamassassin_refuses_spam_before_it_is_forwarded(renv, net, spamd):
+    renv.write_aliases(f"fwd: {REFUSING}\n")
+    install_hook(renv, spamd)
+    renv.start()
+    spam, spam_id = make_message(sender="spammer@elsewhere.example", to="fwd@example.test",
+                                 body=f"Buy now.\r\n{GTUBE}\r\n")
+    r = end_of_data(renv, "spammer@elsewhere.example", "fwd@example.test", spam)
+    assert r.code == 554 and r.enhanced == "5.7.1", r
+    assert "Message refused as spam (SpamAssassin score" in r.text, r
+    ham, ham_id = make_message(sender="friend@elsewhere.example", to="fwd@example.test",
+                               body="See you at noon.\r\n")
+    r = end_of_data(renv, "friend@elsewhere.example", "fwd@example.test", ham)
+    assert r.code == 250, r
+    [t] = net.sink("remote1").wait(1, ham_id, tambo=renv)
+    assert re.search(rb"^X-Spam-Score: -?[0-9.]+/5\.0\r$", t.data, re.M), t.data[:800]
+    assert not net.sink("remote1").received(spam_id), "spam was forwarded"
+    assert "event=rejected" in renv.log() and "event=bounced" not in renv.log()
+
+
+def test_spamassassin_down_means_try_again_later(renv, spamd):
+    [nobody] = free_ports(1)
+    install_hook(renv, nobody)
+    renv.start()
+    msg, _ = make_message(sender="friend@elsewhere.example", to=ALICE)
+    r = end_of_data(renv, "friend@elsewhere.example", ALICE, msg)
+    assert r.code == 451, r
+    assert "Spam filter unavailable, please try again later" in r.text, r
+    assert renv.messages() == []
