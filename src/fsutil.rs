@@ -32,6 +32,17 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
 /// Whether `e` says the file system is full (ENOSPC) or the user's quota on it is used up
 /// (EDQUOT): the mail is then refused for now (RFC 3463 §3.4, X.3.1) rather than as a local
 /// error, and the log says so.
+/// A file with no name (O_TMPFILE) in `dir`, readable and writable, mode 0600: it
+/// disappears with its last descriptor, whatever happens to the process.
+pub fn unnamed_file(dir: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_TMPFILE)
+        .mode(0o600)
+        .open(dir)
+}
+
 pub fn is_disk_full(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
         || matches!(

@@ -85,6 +85,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         hostname: settings.hostname.clone(),
         give_up_after: settings.give_up_after,
         arc_seal: settings.arc_seal,
+        from_rewrite: settings.forward_from_rewrite,
         deliveries: deliveries.clone(),
     });
     runner::start(runner, to_deliver, ex.clone());

@@ -125,6 +125,44 @@ pub fn sign(keys: &[DkimKey], item: &StoredMessage) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("DKIM signing: {e}"))
 }
 
+/// SPEC §8 DMARC-safe forwarding: the copy of `item` whose From: is `forwarder` (an address
+/// of the forwarding domain `domain`), written to an unnamed file in `spool_dir`: the added
+/// headers and the rewritten header section, then the body, copied in chunks. `None` when
+/// the message has no single From: to rewrite. Blocking.
+pub fn from_rewritten(
+    item: &StoredMessage,
+    forwarder: &str,
+    domain: &str,
+    spool_dir: &std::path::Path,
+) -> Result<Option<StoredMessage>, String> {
+    use std::io::Write;
+    let mut split = split(item)?;
+    let Some(header) = message::from_rewrite::rewrite(&split.header, forwarder, domain) else {
+        return Ok(None);
+    };
+    let spool_error =
+        |e: std::io::Error| format!("writing the rewritten copy in {}: {e}", spool_dir.display());
+    let file = crate::fsutil::unnamed_file(spool_dir).map_err(spool_error)?;
+    let mut out = std::io::BufWriter::with_capacity(message::CHUNK, &file);
+    out.write_all(&header).map_err(spool_error)?;
+    let body_len = std::io::copy(&mut split.body, &mut out).map_err(|e| {
+        format!(
+            "copying {} into its rewritten copy: {e}",
+            item.path.display()
+        )
+    })?;
+    out.flush().map_err(spool_error)?;
+    drop(out);
+    let mut copy = item.clone();
+    // The added headers are in the rewritten header section now.
+    copy.envelope.headers.clear();
+    copy.file = Some(Arc::new(file));
+    copy.data_offset = 0;
+    copy.data_len = header.len() as u64 + body_len;
+    copy.pool_name = None;
+    Ok(Some(copy))
+}
+
 /// The message as couriers send it (added headers, then the data), split after its header
 /// section.
 fn split(item: &StoredMessage) -> Result<message::Split<MessageReader>, String> {

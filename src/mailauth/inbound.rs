@@ -85,6 +85,9 @@ pub struct DmarcCheck {
     pub policy: DmarcPolicy,
     /// The RFC 5322 From: domain (A-labels); empty when there is none to check.
     pub from_domain: String,
+    /// A DKIM signature aligned with the From: domain verified (RFC 7489 §3.1.1): the pass,
+    /// if any, does not rest on SPF alone.
+    pub dkim_aligned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +110,19 @@ impl Verdict {
     /// DMARC fail under a `p=reject` policy (RFC 7489 §6.3).
     pub fn dmarc_reject(&self) -> bool {
         self.dmarc.result == DmarcResult::Fail && self.dmarc.policy == DmarcPolicy::Reject
+    }
+
+    /// SPEC §8 DMARC-safe forwarding: DMARC passed here through SPF alone (no aligned DKIM
+    /// signature) for a From: domain asking for quarantine or reject. SPF will not pass at
+    /// the next hop (the envelope is rewritten with SRS), so without the From: rewrite the
+    /// receiver would quarantine or reject the forwarded copy.
+    pub fn dmarc_needs_from_rewrite(&self) -> bool {
+        self.dmarc.result == DmarcResult::Pass
+            && !self.dmarc.dkim_aligned
+            && matches!(
+                self.dmarc.policy,
+                DmarcPolicy::Quarantine | DmarcPolicy::Reject
+            )
     }
 
     /// Whether the envelope sender `mail_from` is who it claims to be (SPEC §8, no
@@ -206,6 +222,7 @@ pub async fn check<B: Read + Send + 'static>(
                 result: DmarcResult::None,
                 policy: DmarcPolicy::None,
                 from_domain: String::new(),
+                dkim_aligned: false,
             },
             String::new(),
             ";\r\n\tdmarc=none".to_string(),
@@ -369,6 +386,7 @@ fn dmarc_check(output: &DmarcOutput) -> DmarcCheck {
         result,
         policy,
         from_domain: output.domain().to_string(),
+        dkim_aligned: *output.dkim_result() == M::Pass,
     }
 }
 
@@ -565,6 +583,7 @@ mod tests {
                 result: DmarcResult::None,
                 policy: DmarcPolicy::None,
                 from_domain: String::new(),
+                dkim_aligned: false,
             },
             header: String::new(),
         };
@@ -900,6 +919,7 @@ sys.stdout.buffer.write(sig + msg)
             result: DmarcResult::Fail,
             policy: DmarcPolicy::Reject,
             from_domain: "sender.test".into(),
+            dkim_aligned: false,
         };
         assert_eq!(verdict.dmarc, want);
         assert!(verdict.dmarc_reject());

@@ -59,6 +59,11 @@ pub struct Envelope {
     /// queued before this field existed, which bounces as it always did.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified_sender: bool,
+    /// Its DMARC pass rested on SPF alone, under `p=quarantine` or `p=reject`: a copy
+    /// forwarded outside gets a From: of the forwarding domain (SPEC §8,
+    /// `forward_from_rewrite`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_rewrite: bool,
 }
 
 /// Seconds since the epoch, now.

@@ -5,9 +5,11 @@
 //! - [`stored`]: a message on disk ([`StoredMessage`]) and its id, read through pread.
 //! - [`mod@split`]: a message read as its header section (bounded) and its body in chunks.
 //! - [`date`]: RFC 5322 dates for the headers tambo writes.
+//! - [`from_rewrite`]: the From: of a forwarded copy made DMARC-safe (SPEC §8).
 
 pub mod date;
 pub mod envelope;
+pub mod from_rewrite;
 pub mod split;
 pub mod stored;
 

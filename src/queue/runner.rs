@@ -7,6 +7,7 @@
 use crate::addr::Address;
 use crate::aliases::Recipient;
 use crate::config::live_config::LiveConfig;
+use crate::config::settings::FromRewrite;
 use crate::courier::remote::OutboundEnvelope;
 use crate::courier::{Couriers, DeliveryError, dsn, outbound};
 use crate::mailauth::srs::Srs;
@@ -55,6 +56,8 @@ pub struct Runner {
     pub give_up_after: Duration,
     /// ARC-seal forwarded mail (SPEC §3 `arc_seal`).
     pub arc_seal: bool,
+    /// SPEC §3 `forward_from_rewrite`.
+    pub from_rewrite: FromRewrite,
     /// For DSNs, which are queued like any other message.
     pub deliveries: Deliveries,
 }
@@ -95,6 +98,9 @@ struct RemoteRoute {
     /// The forwarding domain (ACE form) whose key ARC-seals this copy; None when the copy is
     /// not sealed (`arc_seal` off, or mail not received from another MTA).
     seal_as: Option<String>,
+    /// SPEC §8 DMARC-safe forwarding: the copy's From: becomes this address (the alias that
+    /// forwards) of this domain (ACE form), and the domain signs it.
+    from_as: Option<(String, String)>,
 }
 
 impl Runner {
@@ -203,11 +209,18 @@ impl Runner {
         let seal_as = (self.arc_seal && envelope.auth_results.is_some())
             .then(|| outbound::arc_domain(&domains, &rcpt.original))
             .flatten();
+        // The envelope says so only for mail received on port 25 whose DMARC pass rested on
+        // SPF, which SRS takes away at the next hop.
+        let from_as = (self.from_rewrite == FromRewrite::Auto && envelope.from_rewrite)
+            .then(|| outbound::arc_domain(&domains, &rcpt.original))
+            .flatten()
+            .map(|domain| (forwarder_address(&rcpt.original, &domain), domain));
         Ok(RemoteRoute {
             domain: to.domain().to_ascii(),
             via,
             sender,
             seal_as,
+            from_as,
         })
     }
 
@@ -242,9 +255,21 @@ impl Runner {
         let dkim = self.dkim_headers(item).await;
         let mut seals: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for (route, indexes) in routes {
-            let prepend = match &route.seal_as {
-                None => dkim.clone(),
-                Some(domain) => {
+            let rewritten = match &route.from_as {
+                Some((forwarder, domain)) => self.from_rewritten(item, forwarder, domain).await,
+                None => None,
+            };
+            let prepend = match (&rewritten, &route.seal_as) {
+                (Some(copy), seal_as) => {
+                    let (_, domain) = route.from_as.as_ref().expect("rewritten: from_as");
+                    let seal = match seal_as {
+                        Some(sealer) => self.arc_headers(copy, sealer).await,
+                        None => Vec::new(),
+                    };
+                    [seal, self.forwarder_signatures(copy, domain).await].concat()
+                }
+                (None, None) => dkim.clone(),
+                (None, Some(domain)) => {
                     if !seals.contains_key(domain) {
                         let seal = self.arc_headers(item, domain).await;
                         seals.insert(domain.clone(), seal);
@@ -264,10 +289,11 @@ impl Runner {
                 smtputf8: item.envelope.smtputf8,
                 body_8bit: item.envelope.body_8bit,
             };
+            let sent = rewritten.as_ref().unwrap_or(item);
             let results = self
                 .couriers
                 .remote
-                .deliver(&route.domain, &route.via, &envelope, item, &prepend)
+                .deliver(&route.domain, &route.via, &envelope, sent, &prepend)
                 .await;
             let next_delay = next_delay.max(
                 self.couriers
@@ -316,6 +342,56 @@ impl Runner {
             log::error!("queue {}: {e}; sending unsigned", item.id);
             Vec::new()
         })
+    }
+
+    /// The DMARC-safe copy of `item` (SPEC §8), in an unnamed file in the queue folder. On a
+    /// problem (a full disk) the original goes out instead, as it would without the setting:
+    /// never not at all.
+    async fn from_rewritten(
+        &self,
+        item: &StoredMessage,
+        forwarder: &str,
+        domain: &str,
+    ) -> Option<StoredMessage> {
+        let (snapshot, forwarder, domain) =
+            (item.clone(), forwarder.to_string(), domain.to_string());
+        let spool = self.queue.dir().to_path_buf();
+        let made = smol::unblock(move || {
+            outbound::from_rewritten(&snapshot, &forwarder, &domain, &spool)
+                .map(|copy| copy.map(|c| (c, forwarder)))
+        })
+        .await;
+        match made {
+            Ok(Some((copy, forwarder))) => {
+                log::info!(
+                    "queue {}: From: rewritten to <{forwarder}> (DMARC-safe forwarding: the \
+                     sender's DMARC pass rested on SPF alone)",
+                    item.id
+                );
+                Some(copy)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                log::warn!("queue {}: {e}; forwarding with its own From:", item.id);
+                None
+            }
+        }
+    }
+
+    /// DKIM signatures of the forwarding `domain` (ACE form) for a copy whose From: is now
+    /// one of its addresses. Without a key it goes unsigned: its DMARC then rests on the SPF
+    /// of its SRS envelope sender, which is of the same domain.
+    async fn forwarder_signatures(&self, copy: &StoredMessage, domain: &str) -> Vec<u8> {
+        let Some(keys) = outbound::arc_keys(&self.config.domains(), domain) else {
+            return Vec::new();
+        };
+        let snapshot = copy.clone();
+        smol::unblock(move || outbound::sign(&keys, &snapshot))
+            .await
+            .unwrap_or_else(|e| {
+                log::error!("queue {}: {e}; sending unsigned", copy.id);
+                Vec::new()
+            })
     }
 
     /// The ARC set for a copy forwarded by `domain`, computed once per domain and attempt
@@ -539,5 +615,14 @@ fn remote_rcpt(target: &Recipient, domain_ace: &str) -> String {
     match address.rsplit_once('@') {
         Some((local, _)) => format!("{local}@{domain_ace}"),
         None => address.clone(),
+    }
+}
+
+/// The From: address of a DMARC-safe copy: the address the sender wrote to (the alias), in
+/// its domain's ACE form; the postmaster of `domain` when that was `<Postmaster>`.
+fn forwarder_address(original_rcpt: &str, domain_ace: &str) -> String {
+    match Address::parse(original_rcpt) {
+        Ok(a) => format!("{}@{domain_ace}", a.local()),
+        Err(_) => format!("postmaster@{domain_ace}"),
     }
 }

@@ -696,6 +696,7 @@ impl Conn {
         let policy = &self.server.settings().inbound_policy;
         envelope.no_forward = judge_inbound(&verdict, policy, &spf_identity(&ctx))?;
         envelope.unverified_sender = !verdict.sender_authenticated(&envelope.from);
+        envelope.from_rewrite = verdict.dmarc_needs_from_rewrite();
         let value = verdict
             .header
             .strip_prefix("Authentication-Results:")

@@ -528,6 +528,7 @@ mod tests {
                 result: dmarc,
                 policy: p,
                 from_domain: "sender.example".into(),
+                dkim_aligned: false,
             },
             header: String::new(),
         }

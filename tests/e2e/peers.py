@@ -72,6 +72,17 @@ INBOUND_AUTH_TXT = [
     ("badhelo.test", "v=spf1 -all"),
     ("_dmarc.strict.test", "v=DMARC1; p=reject"),
     ("strict.test", "v=spf1 ip4:192.0.2.1 -all"),
+    # DMARC-safe forwarding (test_dmarc_forwarding.py): SPF passes for 127.0.0.1, nothing
+    # signed, under each DMARC policy.
+    ("spfreject.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.spfreject.test", "v=DMARC1; p=reject"),
+    ("spfquar.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.spfquar.test", "v=DMARC1; p=quarantine"),
+    ("spfnone.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.spfnone.test", "v=DMARC1; p=none"),
+    # SPF and aligned DKIM (selector s1, the sender key), p=reject: no rewrite.
+    ("dkimreject.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.dkimreject.test", "v=DMARC1; p=reject"),
 ]
 # A DNS blocklist (test_spam_defence.py): 127.0.0.2 listed with a reason, as in real zones;
 # 127.0.0.3 answered with Spamhaus's "public resolver" error code, which must not block.
@@ -467,6 +478,7 @@ class Network:
         txt.append((f"{SENDER_DKIM_SELECTOR}._domainkey.sender.test", self.sender_key.txt))
         txt += INBOUND_AUTH_TXT
         txt.append((f"{SENDER_DKIM_SELECTOR}._domainkey.strict.test", self.sender_key.txt))
+        txt.append((f"{SENDER_DKIM_SELECTOR}._domainkey.dkimreject.test", self.sender_key.txt))
         self.dns = DnsServer(workdir, mx, hosts, txt)
 
     def start(self) -> "Network":
@@ -812,6 +824,14 @@ def submit(tambo, rcpts: list[str], message: bytes, sender: str = ALICE,
         r = send_raw(tambo.submission_port, sender, rcpts, message, starttls=True,
                      login=(ALICE, PASSWORD))
     return queue_id(r)
+
+
+def install_dkim_keys(tambo, net: Network) -> None:
+    """example.test's DKIM keys (sel1 RSA, sel2 Ed25519, published in the network's DNS)."""
+    for key in net.keys.values():
+        path = tambo.add_domain("example.test") / f"dkim:{key.selector}.pem"
+        path.write_bytes(key.private_pem)
+        os.chmod(path, 0o600)
 
 
 def send_mx(tambo, sender: str, rcpts: list[str], message: bytes) -> str:

@@ -7,14 +7,14 @@ continued at the next instance.
 
 from __future__ import annotations
 
-import os
 import re
 
 import dkim
 import pytest
 
 from helpers import HOSTNAME, header_block, make_message
-from peers import BOB_OUTSIDE, SENDER_DKIM_SELECTOR, send_mx, wait_log_lines
+from peers import (BOB_OUTSIDE, SENDER_DKIM_SELECTOR, install_dkim_keys,
+                   send_mx, wait_log_lines)
 
 SIGNED = [b"from", b"to", b"subject", b"message-id", b"date"]
 
@@ -22,10 +22,7 @@ SIGNED = [b"from", b"to", b"subject", b"message-id", b"date"]
 @pytest.fixture
 def aenv(renv, net):
     """example.test with its DKIM keys (sel1 RSA, sel2 Ed25519) and an alias to remote1."""
-    for key in net.keys.values():
-        path = renv.add_domain("example.test") / f"dkim:{key.selector}.pem"
-        path.write_bytes(key.private_pem)
-        os.chmod(path, 0o600)
+    install_dkim_keys(renv, net)
     renv.write_config(srs_secret="arc-tests-srs-secret")
     renv.write_aliases("fwd: carol@remote1.test\n")
     return renv

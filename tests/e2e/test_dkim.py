@@ -5,14 +5,14 @@ mail keeps its originator's signature valid (only trace headers prepended).
 
 from __future__ import annotations
 
-import os
 import re
 
 import dkim
 import pytest
 
 from helpers import header_block, make_message
-from peers import ALICE, BOB_OUTSIDE, SENDER_DKIM_SELECTOR, send_mx, submit
+from peers import (ALICE, BOB_OUTSIDE, SENDER_DKIM_SELECTOR,
+                   install_dkim_keys, send_mx, submit)
 
 # Bodies that have tripped DKIM implementations: trailing blank and whitespace-only lines,
 # 8-bit text, a dot-stuffed line, a long line.
@@ -25,10 +25,7 @@ BODIES = {
 
 @pytest.fixture
 def denv(renv, net):
-    for key in net.keys.values():
-        path = renv.add_domain("example.test") / f"dkim:{key.selector}.pem"
-        path.write_bytes(key.private_pem)
-        os.chmod(path, 0o600)
+    install_dkim_keys(renv, net)
     renv.write_config(srs_secret="dkim-tests-srs-secret")
     renv.write_aliases("fwd: carol@remote1.test\n")
     return renv

@@ -13,19 +13,13 @@ use imap_codec::imap_types::flag::Flag;
 use imap_codec::imap_types::mailbox::Mailbox;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::os::unix::fs::OpenOptionsExt;
 
 /// A file with no name (O_TMPFILE) in `data_dir`, for an APPEND literal of `len` octets: it
 /// disappears with its descriptor, whatever happens to the session.
 pub async fn spool_file(server: &Server, len: u64) -> std::io::Result<File> {
     let dir = server.config.settings.data_dir.clone();
     smol::unblock(move || {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_TMPFILE)
-            .mode(0o600)
-            .open(&dir)?;
+        let file = crate::fsutil::unnamed_file(&dir)?;
         // Room for it now, so a full disk shows at the start rather than half-way.
         let _ = file.set_len(0);
         log::debug!("imap: spooling an APPEND literal of {len} octets");
