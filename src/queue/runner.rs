@@ -256,7 +256,7 @@ impl Runner {
         let mut seals: BTreeMap<String, Vec<u8>> = BTreeMap::new();
         for (route, indexes) in routes {
             let rewritten = match &route.from_as {
-                Some((forwarder, domain)) => self.from_rewritten(item, forwarder, domain).await,
+                Some((forwarder, domain)) => self.dmarc_safe_copy(item, forwarder, domain).await,
                 None => None,
             };
             let prepend = match (&rewritten, &route.seal_as) {
@@ -347,7 +347,7 @@ impl Runner {
     /// The DMARC-safe copy of `item` (SPEC §8), in an unnamed file in the queue folder. On a
     /// problem (a full disk) the original goes out instead, as it would without the setting:
     /// never not at all.
-    async fn from_rewritten(
+    async fn dmarc_safe_copy(
         &self,
         item: &StoredMessage,
         forwarder: &str,
