@@ -59,7 +59,19 @@ impl<T: SigningKey<Hasher = Sha256>> ArcSealer<T, Done> {
 
         // Canonicalize body
         if set.signature.l > 0 {
-            set.signature.l = message.raw_message.len() as u64 - message.body_offset as u64;
+            // TAMBO PATCH: l= counts octets of the canonicalized body (RFC 8617 §4.1.2 takes
+            // the tag from RFC 6376 §3.5), not of the body as it is.
+            set.signature.l = set
+                .signature
+                .cb
+                .canonical_body(
+                    message
+                        .raw_message
+                        .get(message.body_offset as usize..)
+                        .unwrap_or_default(),
+                    u64::MAX,
+                )
+                .len();
         }
         let ha = HashAlgorithm::from(set.signature.a);
         set.signature.bh = match message

@@ -17,7 +17,8 @@ use crate::common::{
 pub struct BodyHasher<H> {
     hasher: H,
     canonicalization: Canonicalization,
-    body_length_limit: u64,
+    // TAMBO PATCH: octets of the canonical body still to hash (u64::MAX: no limit).
+    left: u64,
     bytes_hashed: u64,
     state: CanonicalState,
     done: bool,
@@ -29,12 +30,13 @@ impl<H: Writer> BodyHasher<H> {
     /// # Arguments
     /// * `hasher` - The hash context to write canonicalized body to
     /// * `canonicalization` - The body canonicalization algorithm to use
-    /// * `body_length_limit` - Maximum bytes to hash (0 = unlimited)
+    /// * `body_length_limit` - Maximum octets of the *canonicalized* body to hash, as the
+    ///   `l=` tag counts them (RFC 6376 §3.5; 0 = unlimited)
     pub fn new(hasher: H, canonicalization: Canonicalization, body_length_limit: u64) -> Self {
         Self {
             hasher,
             canonicalization,
-            body_length_limit,
+            left: length_limit(body_length_limit),
             bytes_hashed: 0,
             state: CanonicalState::new(),
             done: false,
@@ -46,40 +48,79 @@ impl<H: Writer> BodyHasher<H> {
     /// Data is canonicalized according to the configured algorithm and
     /// written to the underlying hash context.
     pub fn write(&mut self, chunk: &[u8]) {
-        if self.done {
+        // TAMBO PATCH: the limit applies to the canonical output (RFC 6376 §3.5: l= counts
+        // octets of the canonicalized body), not to the raw chunk.
+        if self.done || self.left == 0 {
             return;
         }
 
-        // Apply body length limit if set
-        let chunk = if self.body_length_limit > 0 {
-            let remaining = self.body_length_limit.saturating_sub(self.bytes_hashed);
-            if remaining == 0 {
-                return;
-            }
-            &chunk[..remaining.min(chunk.len() as u64) as usize]
-        } else {
-            chunk
-        };
-
-        self.bytes_hashed += chunk.len() as u64;
-        self.state
-            .write(self.canonicalization, chunk, &mut self.hasher);
+        let mut writer = LimitedWriter::new(&mut self.hasher, self.left);
+        self.state.write(self.canonicalization, chunk, &mut writer);
+        let written = writer.written;
+        self.left -= written;
+        self.bytes_hashed += written;
     }
 
     /// Finalize the body hash.
     ///
     /// Applies the final canonicalization rules (trailing CRLF handling)
     /// and returns the completed hash context along with the number of
-    /// body bytes that were processed.
+    /// octets of the canonicalized body that were hashed (the `l=` value).
     pub fn finish(mut self) -> (H, u64)
     where
         H: HashContext,
     {
         if !self.done {
             self.done = true;
-            self.state.finish(self.canonicalization, &mut self.hasher);
+            let mut writer = LimitedWriter::new(&mut self.hasher, self.left);
+            self.state.finish(self.canonicalization, &mut writer);
+            self.bytes_hashed += writer.written;
         }
         (self.hasher, self.bytes_hashed)
+    }
+}
+
+/// TAMBO PATCH: the `l=` value as a limit on canonical octets (0: the whole body).
+fn length_limit(l: u64) -> u64 {
+    if l == 0 { u64::MAX } else { l }
+}
+
+/// TAMBO PATCH: passes on the first `left` octets written to it and drops the rest, counting
+/// what it passed on; `l=` cuts the canonicalized body (RFC 6376 §3.5, §5.3.1).
+struct LimitedWriter<'a, W> {
+    inner: &'a mut W,
+    left: u64,
+    written: u64,
+}
+
+impl<'a, W: Writer> LimitedWriter<'a, W> {
+    fn new(inner: &'a mut W, left: u64) -> Self {
+        LimitedWriter {
+            inner,
+            left,
+            written: 0,
+        }
+    }
+}
+
+impl<W: Writer> Writer for LimitedWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) {
+        let take = (buf.len() as u64).min(self.left) as usize;
+        if let Some(part) = buf.get(..take).filter(|part| !part.is_empty()) {
+            self.inner.write(part);
+            self.left -= take as u64;
+            self.written += take as u64;
+        }
+    }
+}
+
+/// TAMBO PATCH: counts the octets written to it (the length of a canonical body).
+#[derive(Default)]
+struct Counter(u64);
+
+impl Writer for Counter {
+    fn write(&mut self, buf: &[u8]) {
+        self.0 += buf.len() as u64;
     }
 }
 
@@ -170,8 +211,16 @@ fn relaxed_run_end(chunk: &[u8]) -> usize {
 }
 
 struct CanonicalState {
+    /// Line breaks not yet written: they are written only when content follows them, so
+    /// that empty lines at the end of the body are dropped (RFC 6376 §3.4.3, §3.4.4).
     crlf_seq: usize,
-    last_ch: u8,
+    /// TAMBO PATCH (relaxed only): WSP was seen on the current line after its last content.
+    /// It becomes one SP if content follows on the same line, and nothing if the line ends
+    /// first (RFC 6376 §3.4.4 a: reduce WSP runs to one SP, drop WSP at the end of a line).
+    /// mail-auth 0.13.3 kept the last character instead and wrote out every pending line
+    /// break as soon as a WSP appeared, so whitespace-only lines at the end of the body were
+    /// hashed as empty lines instead of being dropped.
+    pending_wsp: bool,
     is_empty: bool,
 }
 
@@ -179,7 +228,7 @@ impl CanonicalState {
     fn new() -> Self {
         CanonicalState {
             crlf_seq: 0,
-            last_ch: 0,
+            pending_wsp: false,
             is_empty: true,
         }
     }
@@ -252,46 +301,32 @@ impl CanonicalState {
         while !rest.is_empty() {
             let (run, tail) = rest.split_at(relaxed_run_end(rest));
 
-            if let Some(&last_ch) = run.last() {
+            // A run is already canonical: content, single SPs and line breaks each followed
+            // by content. Pending breaks and WSP go before it.
+            if !run.is_empty() {
                 self.flush_breaks(writer);
-                if self.last_ch == b' ' || self.last_ch == b'\t' {
+                if self.pending_wsp {
                     writer.write(b" ");
+                    self.pending_wsp = false;
                 }
                 writer.write(run);
                 self.is_empty = false;
-                self.last_ch = last_ch;
             }
 
+            // TAMBO PATCH: whitespace and line breaks up to the next content only change
+            // the state; nothing is written until content follows (see `pending_wsp`).
             let mut consumed = 0;
-            let mut last_ch = self.last_ch;
-            let mut breaks = self.crlf_seq;
-            let mut pending = 0;
-            let mut has_wsp = false;
-
             for &ch in tail {
                 match ch {
-                    b'\n' => pending += 1,
-                    b' ' | b'\t' => {
-                        breaks += pending;
-                        pending = 0;
-                        has_wsp = true;
+                    b'\n' => {
+                        self.crlf_seq += 1;
+                        self.pending_wsp = false;
                     }
+                    b' ' | b'\t' => self.pending_wsp = true,
                     b'\r' => {}
                     _ => break,
                 }
                 consumed += 1;
-                last_ch = ch;
-            }
-
-            if consumed != 0 {
-                if has_wsp {
-                    write_crlf_run(writer, breaks);
-                    self.crlf_seq = pending;
-                    self.is_empty = false;
-                } else {
-                    self.crlf_seq = breaks + pending;
-                }
-                self.last_ch = last_ch;
             }
 
             rest = &tail[consumed..];
@@ -299,16 +334,34 @@ impl CanonicalState {
     }
 }
 
+#[derive(Clone, Copy)]
 pub struct CanonicalBody<'a> {
     canonicalization: Canonicalization,
     body: &'a [u8],
+    // TAMBO PATCH: octets of the canonical body to write (u64::MAX: all of it).
+    limit: u64,
+}
+
+impl CanonicalBody<'_> {
+    /// TAMBO PATCH: the length in octets of what this writes, the `l=` value of a signature
+    /// over it (RFC 6376 §3.5: the count is of the canonicalized body).
+    pub fn len(&self) -> u64 {
+        let mut counter = Counter::default();
+        Writable::write(*self, &mut counter);
+        counter.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 impl Writable for CanonicalBody<'_> {
     fn write(self, hasher: &mut impl Writer) {
+        let mut writer = LimitedWriter::new(hasher, self.limit);
         let mut state = CanonicalState::new();
-        state.write(self.canonicalization, self.body, hasher);
-        state.finish(self.canonicalization, hasher);
+        state.write(self.canonicalization, self.body, &mut writer);
+        state.finish(self.canonicalization, &mut writer);
     }
 }
 
@@ -345,14 +398,14 @@ impl Canonicalization {
         }
     }
 
+    /// The canonical form of `body`, cut after `l` octets of it when `l` is not 0.
+    /// TAMBO PATCH: 0.13.3 cut the raw body before canonicalizing it; RFC 6376 §3.5 and
+    /// §5.3.1 count `l=` in octets of the canonicalized body.
     pub fn canonical_body<'a>(&self, body: &'a [u8], l: u64) -> CanonicalBody<'a> {
         CanonicalBody {
             canonicalization: *self,
-            body: if l == 0 {
-                body
-            } else {
-                &body[..l.min(body.len() as u64) as usize]
-            },
+            body,
+            limit: length_limit(l),
         }
     }
 
@@ -576,7 +629,7 @@ mod test {
     use crate::{
         common::{
             crypto::{HashContext, HashImpl, Sha256},
-            headers::{HeaderIterator, Writable},
+            headers::{HeaderIterator, Writable, Writer},
         },
         dkim::Canonicalization,
     };
@@ -660,6 +713,7 @@ mod test {
                 CanonicalBody {
                     canonicalization,
                     body: raw_body,
+                    limit: u64::MAX,
                 }
                 .write(&mut body);
                 assert_eq!(expected_body, String::from_utf8(body).unwrap());
@@ -682,6 +736,7 @@ mod test {
                 CanonicalBody {
                     canonicalization,
                     body: body.as_bytes(),
+                    limit: u64::MAX,
                 }
                 .write(&mut hasher);
 
@@ -720,6 +775,7 @@ mod test {
             CanonicalBody {
                 canonicalization,
                 body: body.as_bytes(),
+                limit: u64::MAX,
             }
             .write(&mut expected_hasher);
             let expected_hash = expected_hasher.complete();
@@ -784,13 +840,10 @@ mod test {
             let (limited_result, limited_len) = limited_hasher.finish();
             let limited_hash = limited_result.complete();
 
-            // Hash the first 10 bytes using CanonicalBody
+            // TAMBO PATCH: l= counts canonical octets: the first 10 of the canonical body
+            // (the body has no WSP run or trailing WSP, so those are its first 10 octets).
             let mut expected_hasher = Sha256::hasher();
-            CanonicalBody {
-                canonicalization,
-                body: &body.as_bytes()[..10],
-            }
-            .write(&mut expected_hasher);
+            expected_hasher.write(&body.as_bytes()[..10]);
             let expected_hash = expected_hasher.complete();
 
             assert_eq!(

@@ -48,7 +48,7 @@ impl<T: SigningKey> DkimSigner<T, Done> {
         now: u64,
     ) -> crate::Result<Signature> {
         // Canonicalize headers and body
-        let (body_len, canonical_headers, signed_headers, canonical_body) =
+        let (_body_len, canonical_headers, signed_headers, canonical_body) =
             self.template.canonicalize(message);
 
         if signed_headers.is_empty() {
@@ -66,7 +66,9 @@ impl<T: SigningKey> DkimSigner<T, Done> {
         };
         signature.h = signed_headers;
         if signature.l > 0 {
-            signature.l = body_len as u64;
+            // TAMBO PATCH: l= counts octets of the canonicalized body (RFC 6376 §3.5), not
+            // of the body as it is.
+            signature.l = canonical_body.len();
         }
 
         // Sign
