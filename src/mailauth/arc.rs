@@ -12,8 +12,8 @@
 //!   headers end with the `b=` value and no `;`, as dkimpy's and Google's do.
 //! - Its AMS signs listed headers that are absent as empty, so a DKIM-Signature added further
 //!   down the path would break it; we list only headers that are present.
-//! - Body canonicalization is `simple`, as for DKIM: mail-auth's relaxed body hash is wrong
-//!   for a body ending in whitespace-only lines (`dkim.rs`).
+//! - Canonicalization is `relaxed/relaxed`, as for DKIM (`dkim.rs`; the relaxed body hash is
+//!   that of the patched mail-auth in vendor/mail-auth).
 //!
 //! The existing chain is verified by mail-auth (`verify_arc`) to choose `cv=`.
 
@@ -141,9 +141,9 @@ pub fn seal(
     sign_set(key, &parsed, body_hash, auth_results, chain, now)
 }
 
-/// The body hash of the ARC-Message-Signature we write: `c=relaxed/simple` (simple body), and
-/// SHA-256, which both of our key types sign with.
-pub const AMS_BODY: body_hash::Request = (Canonicalization::Simple, HashAlgorithm::Sha256, 0);
+/// The body hash of the ARC-Message-Signature we write: `c=relaxed/relaxed` (relaxed body,
+/// RFC 6376 §3.4.4), and SHA-256, which both of our key types sign with.
+pub const AMS_BODY: body_hash::Request = (Canonicalization::Relaxed, HashAlgorithm::Sha256, 0);
 
 /// The key to seal with: one set per instance (RFC 8617 §4.2.1), so one key. RSA first:
 /// rsa-sha256 is the algorithm every ARC verifier knows; dkimpy, for one, rejects
@@ -235,7 +235,7 @@ pub fn sign_set(
     let signed = signed_headers(parsed);
     let names: Vec<&[u8]> = signed.iter().map(|(name, _)| *name).collect();
     let ams_head = format!(
-        "ARC-Message-Signature: i={i}; a={a}; c=relaxed/simple;\r\n\td={d}; s={s}; t={now};\r\n\t{};\r\n\tbh={bh};\r\n\tb=",
+        "ARC-Message-Signature: i={i}; a={a}; c=relaxed/relaxed;\r\n\td={d}; s={s}; t={now};\r\n\t{};\r\n\tbh={bh};\r\n\tb=",
         h_tag(&names)
     );
     let mut input = Vec::new();
@@ -583,6 +583,25 @@ print(reason)
         // Unsigned trace headers may change on the way.
         let retraced = sealed.replacen("Received: from a by b", "Received: from c by d", 1);
         assert_eq!(mail_auth_verify(&[key], &retraced), DkimResult::Pass);
+        // So may whitespace in the body (c=relaxed/relaxed, RFC 6376 §3.4.4): WSP at the end
+        // of a line, a WSP run, whitespace-only lines at the end.
+        assert!(sealed.contains("c=relaxed/relaxed;"), "{sealed}");
+        let rewhitespaced = format!(
+            "{} \t\r\n\r\n",
+            sealed.replacen("Hello,\r\n", "Hello, \t\r\n", 1).replacen(
+                "with a line",
+                "with \t a line",
+                1
+            )
+        );
+        assert_eq!(
+            mail_auth_verify(&[key], &rewhitespaced),
+            DkimResult::Pass,
+            "{rewhitespaced}"
+        );
+        if let Some((cv, reason)) = dkimpy_arc_verify(&[key], &rewhitespaced) {
+            assert_eq!(cv, "pass", "{reason}\n{rewhitespaced}");
+        }
     }
 
     #[test]

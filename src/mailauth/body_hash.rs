@@ -3,6 +3,8 @@
 //! when it parses a message; here the message is parsed from its header section alone and
 //! the hashes it asks for are filled in from the stream, all in one pass over the body, with
 //! mail-auth's own incremental canonicalizer (so the results are the same as its own).
+//! Relaxed body canonicalization and `l=` are those of the patched copy in vendor/mail-auth
+//! (RFC 6376 §3.4.4, §3.5); the tests below hold them to dkimpy's hashes.
 
 use crate::message;
 use mail_auth::AuthenticatedMessage;
@@ -130,7 +132,216 @@ mod tests {
         (Canonicalization::Simple, HashAlgorithm::Sha256, 10),
     ];
 
+    fn b64(hash: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    }
+
+    /// SHA-256 body hashes computed by dkimpy (python3-dkim, `dkim.canonicalization`;
+    /// `l=` cuts its canonicalized body), relaxed then simple.
+    const DKIMPY: [(&str, &[u8], u64, &str, &str); 16] = [
+        // Ends in whitespace-only lines: relaxed is `Hello CRLF`.
+        (
+            "whitespace lines at the end",
+            b"Hello\r\n  \r\n\t\r\n",
+            0,
+            "Ba3gj8+xBPQLJTahTfzW6RbWQ/XPgESxkCi2B66PSQg=",
+            "/dyTBlYzZuocDobV8pZ/g+Ox8Q1042x9tMv8VBzO7G4=",
+        ),
+        (
+            "whitespace and empty lines at the end",
+            b"Hello \r\n \r\n\r\n\t \r\n\r\n",
+            0,
+            "Ba3gj8+xBPQLJTahTfzW6RbWQ/XPgESxkCi2B66PSQg=",
+            "XpQiiNx7Qjp3SbeV+JJhVoGcaLaXRKV7crgHJc7fGtw=",
+        ),
+        // Only whitespace lines: relaxed is the empty body.
+        (
+            "whitespace lines only",
+            b"  \r\n\t\r\n \t \r\n",
+            0,
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            "rxId1whQoTU0UyqAGYSVWpUlHdAIBELWjA/7GFY4zCI=",
+        ),
+        // Empty: relaxed hashes nothing, simple one CRLF.
+        (
+            "empty",
+            b"",
+            0,
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            "frcCV1k9oG9oKj3dpUqdJg1PxRT2RSN/XKdLCPjaYaY=",
+        ),
+        (
+            "empty lines only",
+            b"\r\n\r\n",
+            0,
+            "47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+            "frcCV1k9oG9oKj3dpUqdJg1PxRT2RSN/XKdLCPjaYaY=",
+        ),
+        // No final CRLF: one is added.
+        (
+            "no final CRLF",
+            b"Hello world",
+            0,
+            "yGIXoM91E1DiKjvCBcC8NlWyw54TdfMQ08sdtwtOO4I=",
+            "yGIXoM91E1DiKjvCBcC8NlWyw54TdfMQ08sdtwtOO4I=",
+        ),
+        (
+            "no final CRLF after an empty line",
+            b"a\r\n\r\nb",
+            0,
+            "zCIZgM59A4jZIcXrGIzhpoD2WhSv0BLiYnkKxFCegn8=",
+            "zCIZgM59A4jZIcXrGIzhpoD2WhSv0BLiYnkKxFCegn8=",
+        ),
+        // WSP runs become one SP, WSP at a line's end goes, inner empty lines stay.
+        (
+            "WSP runs",
+            b"a  \t b\t\r\n \t c \r\n\r\n  \r\nd\r\n",
+            0,
+            "Uty7rYGQvMy/MsTrQ3hQD+TH8fluxqUm0X+CXF1IxGI=",
+            "5Dmda/7etRchacIMFrK7bAWoEDe4EVG6xNtHpMf5oFQ=",
+        ),
+        (
+            "whitespace line inside",
+            b"a\r\n \t\r\nb\r\n",
+            0,
+            "zCIZgM59A4jZIcXrGIzhpoD2WhSv0BLiYnkKxFCegn8=",
+            "VSPNptekYh6ANgr4hAJ+4zSAgIVE7XqKPPm9Oy1R2LA=",
+        ),
+        // l= counts octets of the canonicalized body, cutting anywhere (even inside CRLF).
+        (
+            "l=5",
+            b"Hello  world \r\n  \r\nmore\r\n\r\n",
+            5,
+            "GF+NsyJx/iX1Yab8k4suJkMG7DBO2lGAB9F2SCY4GWk=",
+            "GF+NsyJx/iX1Yab8k4suJkMG7DBO2lGAB9F2SCY4GWk=",
+        ),
+        (
+            "l=12",
+            b"Hello  world \r\n  \r\nmore\r\n\r\n",
+            12,
+            "iBEjE/JaBGDnJdFS8OBoK8PwTVIF5lLgfhXANwO7y38=",
+            "2IVwYalD6PRSG7Jgj1Hg7ofX71SEsvVrqDhfZuYbhHQ=",
+        ),
+        (
+            "l=13",
+            b"Hello  world \r\n  \r\nmore\r\n\r\n",
+            13,
+            "yGIXoM91E1DiKjvCBcC8NlWyw54TdfMQ08sdtwtOO4I=",
+            "F8tGqexVoAxkEkvDKrFOgsjjdnZZwCNNDj9eqn+79I4=",
+        ),
+        (
+            "l=14",
+            b"Hello  world \r\n  \r\nmore\r\n\r\n",
+            14,
+            "5SRPudTdSUFppG5CD/qggxOKag7clDH8MZZVEphtYYY=",
+            "CNDeYN7emNYf0Ck0GhB3LDHAHyszayKQk7BC3i5UshA=",
+        ),
+        (
+            "l=20",
+            b"Hello  world \r\n  \r\nmore\r\n\r\n",
+            20,
+            "bKTkZGuT++7UWIEWnWEEGer3VBymaZM1eyrtbDzdBAg=",
+            "1Ix0BgahjDpQ/lzsxE2BwXOzsaFrWrn6XKz7gFPbAus=",
+        ),
+        // l= beyond the canonical body: all of it.
+        (
+            "l=1000",
+            b"Hello  world \r\n  \r\nmore\r\n\r\n",
+            1000,
+            "otKepnpRpjn4TaZN9EO6yUUnox/NG5zLJBadnPQthaE=",
+            "Rh2fagnKGXNWpgxELgRUCh7SnMI9BLBNcfi+s33qtnI=",
+        ),
+        (
+            "no l=",
+            b"Hello  world \r\n  \r\nmore\r\n\r\n",
+            0,
+            "otKepnpRpjn4TaZN9EO6yUUnox/NG5zLJBadnPQthaE=",
+            "Rh2fagnKGXNWpgxELgRUCh7SnMI9BLBNcfi+s33qtnI=",
+        ),
+    ];
+
+    #[test]
+    fn hashes_match_dkimpy() {
+        for (name, body, l, relaxed, simple) in DKIMPY {
+            for (c, want) in [
+                (Canonicalization::Relaxed, relaxed),
+                (Canonicalization::Simple, simple),
+            ] {
+                let request = (c, HashAlgorithm::Sha256, l);
+                assert_eq!(b64(&whole(request, body)), want, "{name} {c:?} whole");
+                for step in [1, 2, 3, 7, 4096] {
+                    let got = compute(&[request], Pieces { data: body, step }).unwrap();
+                    assert_eq!(b64(&got[0]), want, "{name} {c:?} in pieces of {step}");
+                }
+            }
+        }
+    }
+
+    /// RFC 6376 §3.4.3 and §3.4.4 read line by line, as a model. Lines end at LF; CR is
+    /// dropped, as mail-auth does (a spooled body has CRLF line ends only).
+    fn model(c: Canonicalization, body: &[u8], l: u64) -> Vec<u8> {
+        let body: Vec<u8> = body.iter().copied().filter(|&b| b != b'\r').collect();
+        let mut lines: Vec<Vec<u8>> = body.split(|&b| b == b'\n').map(<[u8]>::to_vec).collect();
+        // The text after the last LF is a line only if it is not empty.
+        if lines.last().is_some_and(Vec::is_empty) {
+            lines.pop();
+        }
+        if c == Canonicalization::Relaxed {
+            for line in &mut lines {
+                let mut out = Vec::new();
+                let mut wsp = false;
+                for &b in line.iter() {
+                    if b == b' ' || b == b'\t' {
+                        wsp = true;
+                    } else {
+                        if wsp {
+                            out.push(b' ');
+                        }
+                        wsp = false;
+                        out.push(b);
+                    }
+                }
+                *line = out;
+            }
+        }
+        while lines.last().is_some_and(Vec::is_empty) {
+            lines.pop();
+        }
+        let mut out: Vec<u8> = lines
+            .iter()
+            .flat_map(|line| [&line[..], b"\r\n"].concat())
+            .collect();
+        if out.is_empty() && c == Canonicalization::Simple {
+            out.extend_from_slice(b"\r\n");
+        }
+        if l > 0 {
+            out.truncate(usize::try_from(l).unwrap_or(usize::MAX));
+        }
+        out
+    }
+
     proptest! {
+        /// Whole or streamed, with or without `l=`, the hashes are those of the model.
+        #[test]
+        fn hashes_follow_the_rfc_model(
+            body in proptest::collection::vec(
+                prop_oneof![Just(b'\r'), Just(b'\n'), Just(b' '), Just(b'\t'), Just(b'a'),
+                            Just(b'\x0b')],
+                0..200,
+            ),
+            step in 1usize..40,
+            l in prop_oneof![Just(0u64), 1u64..250],
+        ) {
+            for c in [Canonicalization::Relaxed, Canonicalization::Simple] {
+                let request = (c, HashAlgorithm::Sha256, l);
+                let want = HashAlgorithm::Sha256.hash(&model(c, &body, l)[..]).as_ref().to_vec();
+                prop_assert_eq!(&whole(request, &body), &want, "{:?} whole", c);
+                let got = compute(&[request], Pieces { data: &body, step }).unwrap();
+                prop_assert_eq!(&got[0], &want, "{:?} streamed", c);
+            }
+        }
+
         /// Streamed in any pieces, the hashes are mail-auth's own over the whole slice.
         #[test]
         fn streamed_equals_whole(

@@ -1,14 +1,11 @@
 //! DKIM keys of the local domains (`domains/<domain>/dkim:<selector>.pem`, PKCS#8 PEM, RSA
 //! or Ed25519) and signing through mail-auth (RFC 6376).
 //!
-//! Signatures use `c=relaxed/simple`, not relaxed/relaxed: mail-auth 0.13.3 (pinned, see
-//! STACK.md) computes a wrong relaxed body hash for a body that ends in whitespace-only lines.
-//! RFC 6376 §3.4.4 reduces such lines to empty ones, and §3.4.3/§3.4.4 then drop trailing
-//! empty lines; mail-auth keeps them, so other verifiers (dkimpy, in a test below) reject
-//! the signature. Simple body canonicalization (§3.4.3) has no such bug, and we sign the body as
-//! we send it, so nothing in between rewrites whitespace. The test
-//! `mail_auth_relaxed_body_bug_is_still_there` pins the bug; when it fails after an upgrade,
-//! relaxed body canonicalization is safe again.
+//! Signatures use `c=relaxed/relaxed` (SPEC §8), so that relays which re-encode whitespace
+//! (trailing WSP stripped, WSP runs changed, blank lines added at the end) do not break them.
+//! mail-auth 0.13.3 (pinned, see STACK.md) hashed a relaxed body that ends in whitespace-only
+//! lines wrongly; the copy under `vendor/mail-auth` is patched (its TAMBO-PATCH.md), and
+//! `relaxed_body_canonicalization_follows_rfc_6376` fails if an unpatched copy comes back.
 //!
 //! A second mail-auth quirk is repaired after signing: see
 //! `keep_final_semicolon_on_the_b_line`.
@@ -162,7 +159,8 @@ pub fn sign_stream(
             DkimError::Sign(format!("{} selector {}: {e}", key.domain, key.selector))
         })?;
         // Folded by mail-auth with CRLF + TAB, and ends in CRLF.
-        headers.push_str(&keep_final_semicolon_on_the_b_line(signature.to_header()));
+        let header = keep_final_semicolon_on_the_b_line(signature.to_header());
+        headers.push_str(&fold_first_line(header));
     }
     Ok(headers)
 }
@@ -176,6 +174,34 @@ fn keep_final_semicolon_on_the_b_line(header: String) -> String {
         Some(head) => format!("{head};\r\n"),
         None => header,
     }
+}
+
+/// mail-auth 0.13.3 writes `DKIM-Signature: v=1; a=…; s=…; d=…; c=…;` on one line whatever
+/// the lengths of selector and domain; RFC 5322 §2.1.1 wants lines of at most 78 characters.
+/// Folding before a tag keeps the signature valid: we sign with relaxed header
+/// canonicalization (RFC 6376 §3.4.2), which unfolds and reduces each WSP run to one SP, so
+/// `; CRLF TAB` hashes as the `; ` that was signed.
+fn fold_first_line(header: String) -> String {
+    const MAX: usize = 78;
+    let Some((first, rest)) = header.split_once("\r\n") else {
+        return header;
+    };
+    if first.len() <= MAX {
+        return header;
+    }
+    let mut out = String::with_capacity(header.len() + 8);
+    let mut line = 0;
+    for tag in first.split_inclusive("; ") {
+        if line > 0 && line + tag.trim_end().len() > MAX {
+            // The previous tag ended in "; ": its SP becomes the fold.
+            out.pop();
+            out.push_str("\r\n\t");
+            line = 1;
+        }
+        out.push_str(tag);
+        line += tag.len();
+    }
+    format!("{out}\r\n{rest}")
 }
 
 /// The TXT record value to publish at `<selector>._domainkey.<domain>` (RFC 6376 §3.6.1):
@@ -218,8 +244,7 @@ fn load_key(path: &Path, domain: &str, selector: &str) -> Result<DkimKey, DkimEr
         .selector(selector)
         .headers(SIGNED_HEADERS)
         .header_canonicalization(Canonicalization::Relaxed)
-        // See the module comment: relaxed body canonicalization is broken in mail-auth 0.13.3.
-        .body_canonicalization(Canonicalization::Simple);
+        .body_canonicalization(Canonicalization::Relaxed);
     Ok(DkimKey {
         domain: domain.to_string(),
         selector: selector.to_string(),
@@ -521,8 +546,8 @@ pub(crate) mod tests {
         "\r\n",
     );
 
-    /// The body ends in whitespace-only lines: the case mail-auth 0.13.3's relaxed body
-    /// canonicalization gets wrong.
+    /// The body ends in whitespace-only lines: the case unpatched mail-auth 0.13.3's relaxed
+    /// body canonicalization gets wrong.
     const TRAILING_WSP_MESSAGE: &str = concat!(
         "From: alice@example.test\r\n",
         "To: bob@example.org\r\n",
@@ -533,6 +558,36 @@ pub(crate) mod tests {
         "\t\r\n",
         " \t \r\n",
     );
+
+    /// WSP runs inside lines, WSP at the start and at the end of lines, a whitespace-only line
+    /// in the middle, and empty lines at the end.
+    const WSP_LINES_MESSAGE: &str = concat!(
+        "From: alice@example.test\r\n",
+        "To: bob@example.org\r\n",
+        "Subject: whitespace in lines\r\n",
+        "\r\n",
+        "Hello  Bob,\t \r\n",
+        " \t indented\t\tand  spaced \r\n",
+        " \t\r\n",
+        "end\t\r\n",
+        "\r\n",
+        "\r\n",
+    );
+
+    /// `signed` with its body's whitespace changed in ways relaxed canonicalization ignores
+    /// (RFC 6376 §3.4.4): each SP becomes SP TAB SP, every line gets trailing WSP, and
+    /// whitespace-only lines are added at the end.
+    fn rewhitespaced(signed: &str) -> String {
+        let (head, body) = signed.split_once("\r\n\r\n").expect("a body");
+        let body: String = body
+            .split_inclusive("\r\n")
+            .map(|line| {
+                let text = line.strip_suffix("\r\n").unwrap_or(line);
+                format!("{} \t\r\n", text.replace(' ', " \t "))
+            })
+            .collect();
+        format!("{head}\r\n\r\n{body} \r\n\t\r\n\r\n")
+    }
 
     fn pem(der: &[u8]) -> String {
         let body = base64::engine::general_purpose::STANDARD.encode(der);
@@ -745,11 +800,12 @@ pub(crate) mod tests {
             .copied()
             .collect();
         assert_eq!(starts.len(), 2, "{headers}");
-        assert!(starts[0].starts_with(
-            "DKIM-Signature: v=1; a=ed25519-sha256; s=ed; d=example.test; c=relaxed/simple;"
+        // One character too long for a line with c=relaxed/relaxed: folded before c=.
+        assert!(headers.starts_with(
+            "DKIM-Signature: v=1; a=ed25519-sha256; s=ed; d=example.test;\r\n\tc=relaxed/relaxed;\r\n\th="
         ));
         assert!(starts[1].starts_with(
-            "DKIM-Signature: v=1; a=rsa-sha256; s=rsa; d=example.test; c=relaxed/simple;"
+            "DKIM-Signature: v=1; a=rsa-sha256; s=rsa; d=example.test; c=relaxed/relaxed;"
         ));
         assert!(headers.ends_with(";\r\n"));
         assert!(
@@ -834,9 +890,15 @@ pub(crate) mod tests {
 
     /// mail-auth's verdict for each DKIM-Signature of `message`, in order.
     fn mail_auth_verify(keys: &[DkimKey], message: &str) -> Vec<bool> {
+        mail_auth_verify_with(keys, message, true)
+    }
+
+    /// `strict`: as tambo parses (signatures with `l=` are refused); else they are verified.
+    fn mail_auth_verify_with(keys: &[DkimKey], message: &str, strict: bool) -> Vec<bool> {
         let resolver = MessageAuthenticator::new_system_conf().expect("resolver");
         let cache = StaticTxt::new(keys);
-        let parsed = AuthenticatedMessage::parse(message.as_bytes()).expect("parse");
+        let parsed =
+            AuthenticatedMessage::parse_with_opts(message.as_bytes(), None, strict).expect("parse");
         let params = Parameters::new(&parsed).with_txt_cache(&cache);
         let params: Parameters<'_, _, _, NoCache<_, _>, NoCache<_, _>, NoCache<_, _>, _> = params;
         let outputs = smol::block_on(resolver.verify_dkim(params));
@@ -849,12 +911,20 @@ pub(crate) mod tests {
     #[test]
     fn mail_auth_verifies_our_signatures() {
         let (_dir, keys) = both_keys();
-        for message in [MESSAGE, TRAILING_WSP_MESSAGE] {
+        for message in [MESSAGE, TRAILING_WSP_MESSAGE, WSP_LINES_MESSAGE] {
             let signed = signed(&keys, message);
             assert_eq!(
                 mail_auth_verify(&keys, &signed),
                 vec![true, true],
                 "{signed}"
+            );
+            // Relaxed body canonicalization: whitespace changes do not matter.
+            let rewhitespaced = rewhitespaced(&signed);
+            assert_ne!(rewhitespaced, signed);
+            assert_eq!(
+                mail_auth_verify(&keys, &rewhitespaced),
+                vec![true, true],
+                "{rewhitespaced}"
             );
             // A changed body fails both.
             let tampered = signed.replacen("Hello", "Jello", 1);
@@ -862,19 +932,16 @@ pub(crate) mod tests {
         }
     }
 
-    /// mail-auth 0.13.3 canonicalizes `Hello CRLF SP SP CRLF TAB CRLF` (relaxed) to three
-    /// lines; RFC 6376 §3.4.4 says whitespace-only lines become empty and trailing empty
-    /// lines go, leaving `Hello CRLF`. If this starts failing, the bug is fixed upstream.
+    /// RFC 6376 §3.4.4: whitespace-only lines become empty and trailing empty lines go,
+    /// leaving `Hello CRLF`. Unpatched mail-auth 0.13.3 kept three lines; this fails if the
+    /// patched copy (vendor/mail-auth) is ever dropped for an unfixed release.
     #[test]
-    fn mail_auth_relaxed_body_bug_is_still_there() {
+    fn relaxed_body_canonicalization_follows_rfc_6376() {
         let mut canonical = Vec::new();
         Canonicalization::Relaxed
             .canonical_body(b"Hello\r\n  \r\n\t\r\n", 0)
             .write(&mut canonical);
-        assert_ne!(
-            canonical, b"Hello\r\n",
-            "fixed: relaxed body canonicalization is usable"
-        );
+        assert_eq!(canonical, b"Hello\r\n", "RFC 6376 §3.4.4");
         let mut simple = Vec::new();
         Canonicalization::Simple
             .canonical_body(b"Hello\r\n  \r\n\t\r\n\r\n\r\n", 0)
@@ -952,13 +1019,23 @@ def dnsfunc(name, timeout=5):
         let cases = [
             ("plain", MESSAGE),
             ("trailing whitespace", TRAILING_WSP_MESSAGE),
+            ("whitespace in lines", WSP_LINES_MESSAGE),
         ];
         for (name, message) in cases {
             let signed = signed(&keys, message);
+            assert!(signed.contains("c=relaxed/relaxed;"), "{signed}");
             let Some(verdicts) = dkimpy_verify(&keys, &signed) else {
                 return;
             };
             assert_eq!(verdicts, [true, true], "{name}:\n{signed}");
+            // dkimpy's relaxed body canonicalization ignores these changes too.
+            let rewhitespaced = rewhitespaced(&signed);
+            let verdicts = dkimpy_verify(&keys, &rewhitespaced).unwrap_or_default();
+            assert_eq!(
+                verdicts,
+                [true, true],
+                "{name} rewhitespaced:\n{rewhitespaced}"
+            );
             let tampered = signed.replacen("Hello", "Jello", 1);
             let verdicts = dkimpy_verify(&keys, &tampered).unwrap_or_default();
             assert_eq!(verdicts, [false, false], "{name} tampered");
@@ -1014,6 +1091,50 @@ def dnsfunc(name, timeout=5):
     }
 
     #[test]
+    fn long_first_line_is_folded_and_still_verifies() {
+        let dir = domain_dir(&[
+            ("dkim:selector-2024-rotation-b.pem", rsa_pem()),
+            ("dkim:ed.pem", &ed25519_pem()),
+        ]);
+        let keys = load_keys(dir.path(), "mail.a-rather-long-domain-name.example").expect("load");
+        let headers = sign(&keys, MESSAGE.as_bytes()).expect("sign");
+        assert!(
+            headers
+                .split_inclusive("\r\n")
+                .all(|l| l.ends_with("\r\n") && l.len() <= 80),
+            "{headers}"
+        );
+        // Both had to be folded, before d=.
+        assert_eq!(
+            headers
+                .matches(";\r\n\td=mail.a-rather-long-domain-name.example; c=relaxed/relaxed;\r\n")
+                .count(),
+            2,
+            "{headers}"
+        );
+        let signed = format!("{headers}{MESSAGE}");
+        assert_eq!(mail_auth_verify(&keys, &signed), [true, true], "{signed}");
+        if let Some(verdicts) = dkimpy_verify(&keys, &signed) {
+            assert_eq!(verdicts, [true, true], "{signed}");
+        }
+    }
+
+    #[test]
+    fn first_line_folds_before_the_tag_that_overflows() {
+        let short = "DKIM-Signature: v=1; a=rsa-sha256; s=s; d=example.test; c=relaxed/relaxed;\r\n\th=From;\r\n";
+        assert_eq!(fold_first_line(short.to_string()), short);
+        let long = format!(
+            "DKIM-Signature: v=1; a=ed25519-sha256; s={}; d=example.test; c=relaxed/relaxed;\r\n\th=From;\r\n",
+            "s".repeat(40)
+        );
+        let want = format!(
+            "DKIM-Signature: v=1; a=ed25519-sha256;\r\n\ts={}; d=example.test;\r\n\tc=relaxed/relaxed;\r\n\th=From;\r\n",
+            "s".repeat(40)
+        );
+        assert_eq!(fold_first_line(long), want);
+    }
+
+    #[test]
     fn final_semicolon_moves_up() {
         let cases = [
             ("X: b=AAAA\r\n\tBBBB\r\n\t;\r\n", "X: b=AAAA\r\n\tBBBB;\r\n"),
@@ -1024,26 +1145,36 @@ def dnsfunc(name, timeout=5):
         }
     }
 
-    /// Why we sign relaxed/simple: with relaxed body canonicalization, dkimpy rejects
-    /// mail-auth 0.13.3's signature of a body ending in whitespace-only lines.
+    /// A signature with `l=` (mail-auth's `body_length`) counts octets of the canonicalized
+    /// body (RFC 6376 §3.5), as dkimpy does: it verifies there, and text appended after
+    /// signing is outside of it.
     #[test]
-    fn dkimpy_rejects_mail_auth_relaxed_body_on_trailing_whitespace() {
+    fn dkimpy_verifies_relaxed_body_length_signatures() {
         let (_dir, keys) = both_keys();
-        let signer = DkimSigner::from_key(keys[0].signing_key().expect("key"))
-            .domain(DOMAIN)
-            .selector(&keys[0].selector)
-            .headers(["From", "To", "Subject"])
-            .body_canonicalization(Canonicalization::Relaxed);
-        let signature = signer.sign(TRAILING_WSP_MESSAGE.as_bytes()).expect("sign");
-        let signed = format!("{}{TRAILING_WSP_MESSAGE}", signature.to_header());
-        assert!(signed.contains("c=relaxed/relaxed"));
-        if let Some((verdicts, complaints)) = dkimpy_run(&keys, &signed) {
-            assert!(complaints.contains("body hash mismatch"), "{complaints}");
-            assert_eq!(
-                verdicts,
-                [false],
-                "bug fixed? relaxed/relaxed now interoperates"
-            );
+        for message in [TRAILING_WSP_MESSAGE, WSP_LINES_MESSAGE] {
+            let signer = DkimSigner::from_key(keys[0].signing_key().expect("key"))
+                .domain(DOMAIN)
+                .selector(&keys[0].selector)
+                .headers(["From", "To", "Subject"])
+                .body_canonicalization(Canonicalization::Relaxed)
+                .body_length(true);
+            let signature = signer.sign(message.as_bytes()).expect("sign");
+            let body = message.split_once("\r\n\r\n").expect("a body").1;
+            let mut canonical = Vec::new();
+            Canonicalization::Relaxed
+                .canonical_body(body.as_bytes(), 0)
+                .write(&mut canonical);
+            assert_eq!(signature.l, canonical.len() as u64, "{message:?}");
+            assert_ne!(signature.l, body.len() as u64, "{message:?}");
+            let signed = format!("{}{message}", signature.to_header());
+            let appended = format!("{signed}-- \r\nappended by a list\r\n");
+            assert_eq!(mail_auth_verify_with(&keys[..1], &signed, false), [true]);
+            assert_eq!(mail_auth_verify_with(&keys[..1], &appended, false), [true]);
+            if let Some(verdicts) = dkimpy_verify(&keys[..1], &signed) {
+                assert_eq!(verdicts, [true], "{signed}");
+                let verdicts = dkimpy_verify(&keys[..1], &appended).unwrap_or_default();
+                assert_eq!(verdicts, [true], "{appended}");
+            }
         }
     }
 }

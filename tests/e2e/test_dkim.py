@@ -19,6 +19,7 @@ from peers import (ALICE, BOB_OUTSIDE, SENDER_DKIM_SELECTOR,
 BODIES = {
     "plain": "Hello.\r\n",
     "trailing-whitespace-lines": "Hello.\r\n  \r\n\t\r\n\r\n",
+    "whitespace-in-lines": "Hello.  \r\n \t indented\t\tand  spaced \t\r\n \t\r\nend\t\r\n",
     "eightbit-dots-long": "Grüße.\r\n.dot line\r\n" + "x" * 900 + "\r\nend\r\n",
 }
 
@@ -63,7 +64,7 @@ def test_submitted_mail_signed_with_every_key(denv, net, body):
     assert set(by_selector) == {"sel1", "sel2"}, f"selectors {list(by_selector)}"
     for s in sigs:
         assert s.get("d") == "example.test", s
-        assert s.get("c") == "relaxed/simple", f"c={s.get('c')!r}"
+        assert s.get("c") == "relaxed/relaxed", f"c={s.get('c')!r}"  # SPEC §8
     assert by_selector["sel1"].get("a") == "rsa-sha256", by_selector["sel1"]
     assert by_selector["sel2"].get("a") == "ed25519-sha256", by_selector["sel2"]
     results = verify_all(t.data, net.dns.dkim_dnsfunc())
@@ -89,8 +90,9 @@ def test_own_user_through_forwarding_alias_signed(denv, net):
     assert verify_all(t.data, net.dns.dkim_dnsfunc()) == [True, True]
 
 
-@pytest.mark.parametrize("canon", [(b"relaxed", b"simple"), (b"simple", b"simple")],
-                         ids=["relaxed-simple", "simple-simple"])
+@pytest.mark.parametrize("canon", [(b"relaxed", b"relaxed"), (b"relaxed", b"simple"),
+                                   (b"simple", b"simple")],
+                         ids=["relaxed-relaxed", "relaxed-simple", "simple-simple"])
 def test_forwarded_mail_keeps_originator_signature(denv, net, canon):
     denv.start()
     msg, msgid = make_message(sender=BOB_OUTSIDE, to="fwd@example.test",
