@@ -109,6 +109,14 @@ impl UserDb {
     pub fn get(&self, local: &str) -> Option<&Credential> {
         self.users.get(local)
     }
+    /// The stored hash of a user who may log in (not receive-only).
+    pub fn stored_hash(&self, local: &str) -> Option<&str> {
+        match self.users.get(local) {
+            Some(Credential::Hash(hash)) => Some(hash),
+            Some(Credential::ReceiveOnly) | None => None,
+        }
+    }
+
     /// Verifies a password; false for unknown users, receive-only users and malformed hashes.
     /// Slow by design (scrypt): call it off the executor.
     pub fn check_password(&self, local: &str, password: &str) -> bool {
@@ -217,7 +225,7 @@ fn credential_from(key: &str, value: &serde_json::Value) -> Result<Credential, S
 }
 
 /// Checks `password` against a PHC string; any malformed or unsupported hash is a mismatch.
-fn verify_hash(hash: &str, password: &str) -> bool {
+pub fn verify_hash(hash: &str, password: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };

@@ -4,11 +4,14 @@
 //! log in. The protocol drivers only turn the [`Login`] into their own words.
 //!
 //! - [`limit`]: failures counted per client address; password checks bounded per core.
+//! - [`cache`]: logins verified in the last hour, answered without another scrypt.
 
+pub mod cache;
 pub mod limit;
 
 use crate::config::live_config::LiveConfig;
 use crate::net::Protocol;
+use cache::VerifiedLogins;
 use limit::{AuthLimit, PasswordChecks};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -33,6 +36,16 @@ pub struct Authenticator {
     failures: AuthLimit,
     checks: PasswordChecks,
     failure_delay: Duration,
+    verified: VerifiedLogins,
+}
+
+/// What the users file says about a login, before any password hashing.
+enum Lookup {
+    /// Verified recently with this password: the user.
+    Known(String),
+    /// The user and the stored hash to check the password against.
+    Check(String, String),
+    NoSuchUser,
 }
 
 impl Authenticator {
@@ -47,6 +60,7 @@ impl Authenticator {
             failures: AuthLimit::default(),
             checks: PasswordChecks::default(),
             failure_delay,
+            verified: VerifiedLogins::default(),
         }
     }
 
@@ -86,22 +100,47 @@ impl Authenticator {
         }
     }
 
-    /// The password check, on a blocking thread, one per core at most at once. A users file
-    /// changed since it was loaded (a user just added) is reloaded first.
+    /// The password check: the users file looked at (reloaded first when it changed since:
+    /// a user just added), the recent logins asked, and only then, on a miss, the hash
+    /// computed on a blocking thread, one per core at most at once.
     async fn check(&self, login: &str, password: String) -> Option<String> {
+        let lookup = self.look_up(login, &password).await;
+        let (user, stored) = match lookup {
+            Lookup::Known(user) => return Some(user),
+            Lookup::NoSuchUser => return None,
+            Lookup::Check(user, stored) => (user, stored),
+        };
         let slot = self.checks.slot().await;
+        let (stored, checked) = smol::unblock(move || {
+            let ok = crate::userdb::verify_hash(&stored, &password);
+            (stored, ok.then_some(password))
+        })
+        .await;
+        drop(slot);
+        let password = checked?;
+        self.verified.remember(&user, &stored, &password);
+        Some(user)
+    }
+
+    /// The users file's answer for `login`, on a blocking thread (it may stat and reread
+    /// the file), and the recent logins'.
+    async fn look_up(&self, login: &str, password: &str) -> Lookup {
         let (config, login) = (self.config.clone(), login.to_string());
-        let verified = smol::unblock(move || {
+        let found = smol::unblock(move || {
             config.refresh_users_for(&login);
             let domains = config.domains();
             let user = domains.canonical_user(&login)?;
             let data = domains.get(user.domain())?;
-            data.users
-                .check_password(user.local().as_str(), &password)
-                .then(|| user.to_string())
+            let stored = data.users.stored_hash(user.local().as_str())?;
+            Some((user.to_string(), stored.to_string()))
         })
         .await;
-        drop(slot);
-        verified
+        match found {
+            None => Lookup::NoSuchUser,
+            Some((user, stored)) if self.verified.knows(&user, &stored, password) => {
+                Lookup::Known(user)
+            }
+            Some((user, stored)) => Lookup::Check(user, stored),
+        }
     }
 }
