@@ -174,7 +174,10 @@ pub async fn check<B: Read + Send + 'static>(
 ) -> Verdict {
     let auth = dns.authenticator();
     let spf = check_spf(dns, ctx).await;
-    let mut parsed = AuthenticatedMessage::parse(header_section);
+    // Not strict: a signature with `l=` is verified over the octets it covers, as Gmail,
+    // dkimpy and OpenDKIM do (RFC 6376 §3.5), rather than refused; so a DKIM-only sender
+    // that signs with `l=` is judged here as the receivers of what we forward judge it.
+    let mut parsed = AuthenticatedMessage::parse_with_opts(header_section, None, false);
     if let Some(parsed) = &mut parsed {
         let requests = body_hash::requests(parsed);
         if !requests.is_empty() {

@@ -141,6 +141,27 @@ def test_dkim_only_dmarc_pass_with_whitespace_lines_at_the_end(aenv, net):
     assert method(ar, "dmarc") == ["pass"], ar
 
 
+def test_dkim_only_dmarc_pass_with_a_body_length_signature(aenv, net):
+    """A signature with `l=` (dkimpy's length=True) over an 8-bit body, with a line appended
+    after signing (what l= allows), is the only aligned pass of a p=reject domain: it is
+    verified over the octets it covers, as dkimpy and Gmail do, not refused."""
+    aenv.start()
+    msg, _ = make_message(sender="news@strict.test",
+                          body="Grüße  \r\n.leading dot\r\n" + "x" * 990 + "\r\n \t\r\n")
+    sig = dkim.sign(msg, SENDER_DKIM_SELECTOR.encode(), b"strict.test",
+                    net.sender_key.private_pem, include_headers=SIGNED_HEADERS,
+                    canonicalize=(b"relaxed", b"relaxed"), length=True)
+    assert b" l=" in sig or b";l=" in sig.replace(b" ", b""), sig
+    signed = sig + msg + b"A footer a list added.\r\n"
+    assert dkim.verify(signed, dnsfunc=net.dns.dkim_dnsfunc()), "dkimpy refuses it"
+    r = attempt(aenv.smtp_port, "bounce@spfok.test", [ALICE], signed)
+    assert r.code == 250, f"DKIM-aligned message refused: {r}"
+    [got] = aenv.wait_messages(1)
+    ar = ours(got)
+    assert method(ar, "dkim") == ["pass"], ar
+    assert method(ar, "dmarc") == ["pass"], ar
+
+
 def test_tampered_dkim_fails_and_dmarc_rejects(aenv, net):
     aenv.start()
     signed, _ = signed_by_strict(body="The original body.\r\n", key=net.sender_key.private_pem)
