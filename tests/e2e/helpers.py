@@ -326,6 +326,16 @@ def header_block(msg: bytes) -> list[str]:
     return fields
 
 
+def header_values(msg: bytes, name: str) -> list[str]:
+    """The values of header field `name` (any case), unfolded, white space collapsed."""
+    out = []
+    for f in header_block(msg):
+        n, _, v = f.partition(":")
+        if n.strip().lower() == name.lower():
+            out.append(" ".join(v.split()))
+    return out
+
+
 def count_with(messages: list[bytes], marker: str) -> int:
     m = marker.encode()
     return sum(1 for msg in messages if m in msg)
@@ -529,10 +539,10 @@ def queue_id(r: Reply) -> str:
 
 def send_raw(port: int, sender: str, rcpts: list[str], message: bytes, *, tls: bool = False,
              starttls: bool = False, login: tuple[str, str] | None = None,
-             mail_params: str = "") -> Reply:
+             mail_params: str = "", helo: str = "client.example") -> Reply:
     """A whole transaction; asserts every step before DATA and returns the reply to DATA."""
     with SmtpConn(port, tls=tls) as c:
-        c.ehlo()
+        c.ehlo(helo)
         if starttls:
             c.starttls()
             c.ehlo()

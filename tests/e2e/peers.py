@@ -23,6 +23,8 @@ The zone (every name under .test; `--local=/test/` makes unknown names NXDOMAIN)
                    s1._domainkey.strict.test (the sender key too)
     SPF / DMARC:   INBOUND_AUTH_TXT below (spfok.test passes 127.0.0.1, spffail.test and
                    badhelo.test fail it, _dmarc.strict.test p=reject)
+    Sender profiles: SENDER_PROFILES_TXT below (p1-*.test .. p10-*.test, keys s1 RSA and e1
+                   Ed25519), and example.test's own SPF (127.0.0.1) and DMARC (p=reject)
 
 Every process started here is stopped in a finalizer; every wait has a deadline.
 """
@@ -84,6 +86,41 @@ INBOUND_AUTH_TXT = [
     ("dkimreject.test", "v=spf1 ip4:127.0.0.1 -all"),
     ("_dmarc.dkimreject.test", "v=DMARC1; p=reject"),
 ]
+# Ten sender profiles (test_sender_profiles.py), one domain pN-*.test each, signing (if at
+# all) with the sender keys: RSA selector s1, Ed25519 selector e1.
+SENDER_PROFILES_TXT = [
+    ("p1-spfonly.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.p1-spfonly.test", "v=DMARC1; p=reject"),
+    ("p2-rsa.test", "v=spf1 include:_spf.p2-rsa.test -all"),
+    ("_spf.p2-rsa.test", "v=spf1 ip4:192.0.2.0/24 ip4:127.0.0.0/8 -all"),
+    ("_dmarc.p2-rsa.test", "v=DMARC1; p=reject"),
+    ("p3-dual.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.p3-dual.test", "v=DMARC1; p=reject"),
+    # From: a subdomain (mail.p4-dkimonly.test) without a record of its own; the envelope is
+    # an unaligned ESP's.
+    ("_dmarc.p4-dkimonly.test", "v=DMARC1; p=quarantine"),
+    ("p4-esp.test", "v=spf1 ip4:127.0.0.1 ~all"),
+    ("p5-simple.test", "v=spf1 redirect=_spf.p5-simple.test"),
+    ("_spf.p5-simple.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.p5-simple.test", "v=DMARC1; p=reject"),
+    ("p6-lcount.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.p6-lcount.test", "v=DMARC1; p=reject"),
+    ("mta.p7-dsn.test", "v=spf1 ip4:127.0.0.1 -all"),  # the HELO name: SPF of <>
+    ("p7-dsn.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.p7-dsn.test", "v=DMARC1; p=reject"),
+    ("p8-pnone.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.p8-pnone.test", "v=DMARC1; p=none"),
+    # p9-bare.test: no record at all.
+    ("p10-spffail.test", "v=spf1 ip4:192.0.2.1 -all"),
+    ("_dmarc.p10-spffail.test", "v=DMARC1; p=reject"),
+    # The forwarding domain's own, so that its SRS envelope senders and its rewritten From:
+    # pass SPF and DMARC at the receiver.
+    ("example.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("_dmarc.example.test", "v=DMARC1; p=reject"),
+]
+SENDER_PROFILES_RSA = ["p2-rsa.test", "p3-dual.test", "p4-dkimonly.test", "p5-simple.test",
+                       "p6-lcount.test"]  # publish the sender key (s1)
+SENDER_PROFILES_ED25519 = ["p3-dual.test"]  # publish the sender Ed25519 key (e1)
 # A DNS blocklist (test_spam_defence.py): 127.0.0.2 listed with a reason, as in real zones;
 # 127.0.0.3 answered with Spamhaus's "public resolver" error code, which must not block.
 DNSBL_ZONE = "bl.test"
@@ -92,6 +129,7 @@ DNSBL_HOSTS = [(f"2.0.0.127.{DNSBL_ZONE}", "127.0.0.2"),
 DNSBL_TXT = [(f"2.0.0.127.{DNSBL_ZONE}", "Listed for tests see https://bl.test/q")]
 DKIM_SELECTORS = {"sel1": "rsa", "sel2": "ed25519"}  # of example.test
 SENDER_DKIM_SELECTOR = "s1"  # of sender.test (RSA)
+SENDER_ED25519_SELECTOR = "e1"  # of the sender profiles (Ed25519)
 
 
 # --------------------------------------------------------------------------------------------
@@ -247,6 +285,7 @@ class Transaction:
     tls: bool
     peer: str
     mail_options: list[str] = field(default_factory=list)  # e.g. SMTPUTF8, BODY=8BITMIME
+    helo: str = ""  # the client's EHLO/HELO name
 
     def has(self, marker: str | bytes) -> bool:
         m = marker.encode() if isinstance(marker, str) else marker
@@ -374,7 +413,7 @@ class Handler:
         mail_from = "" if envelope.mail_from in ("<>", None) else envelope.mail_from
         t = Transaction(self.sink.host, mail_from, list(envelope.rcpt_tos), data,
                         session.ssl is not None, str(session.peer),
-                        list(envelope.mail_options))
+                        list(envelope.mail_options), session.host_name or "")
         with self.sink.lock:
             self.sink.transactions.append(t)
         return "250 2.0.0 OK: accepted by sink"
@@ -444,6 +483,7 @@ class Network:
         self.workdir = workdir
         self.keys = {sel: make_dkim_key(sel, alg) for sel, alg in DKIM_SELECTORS.items()}
         self.sender_key = make_dkim_key(SENDER_DKIM_SELECTOR, "rsa")
+        self.sender_ed25519_key = make_dkim_key(SENDER_ED25519_SELECTOR, "ed25519")
         cert, key = self_signed_cert(workdir)
         self.tls_context = sink_tls_context(cert, key)
         self.sinks: dict[str, Sink] = {}
@@ -479,6 +519,11 @@ class Network:
         txt += INBOUND_AUTH_TXT
         txt.append((f"{SENDER_DKIM_SELECTOR}._domainkey.strict.test", self.sender_key.txt))
         txt.append((f"{SENDER_DKIM_SELECTOR}._domainkey.dkimreject.test", self.sender_key.txt))
+        txt += SENDER_PROFILES_TXT
+        txt += [(f"{SENDER_DKIM_SELECTOR}._domainkey.{d}", self.sender_key.txt)
+                for d in SENDER_PROFILES_RSA]
+        txt += [(f"{SENDER_ED25519_SELECTOR}._domainkey.{d}", self.sender_ed25519_key.txt)
+                for d in SENDER_PROFILES_ED25519]
         self.dns = DnsServer(workdir, mx, hosts, txt)
 
     def start(self) -> "Network":

@@ -12,7 +12,7 @@ import email.utils
 import dkim
 import pytest
 
-from helpers import header_block, make_message
+from helpers import header_values as field, make_message
 from peers import SENDER_DKIM_SELECTOR, install_dkim_keys, send_mx, wait_log_lines
 
 SIGNED = [b"from", b"to", b"subject", b"message-id", b"date"]
@@ -24,16 +24,6 @@ def fenv(renv, net):
     renv.write_config(srs_secret="dmarc-forwarding-srs-secret")
     renv.write_aliases("fwd: carol@remote1.test\n")
     return renv
-
-
-def field(data: bytes, name: str) -> list[str]:
-    """The unfolded values of header `name`."""
-    out = []
-    for f in header_block(data):
-        n, _, v = f.partition(":")
-        if n.strip().lower() == name:
-            out.append(" ".join(v.split()))
-    return out
 
 
 def forward(fenv, net, sender: str, message: bytes, msgid: str) -> bytes:
