@@ -13,6 +13,7 @@
 //! is still good. A record for a file that is gone is ignored and dropped at the next
 //! rewrite; a file without a record gets one when first needed.
 
+use crate::mailbox::shared::CacheMark;
 use crate::mailbox::summary::Summary;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -207,6 +208,8 @@ fn parse_body(body: &[u8], offset: u64) -> Option<(&str, Entry)> {
 pub struct CacheFile {
     path: PathBuf,
     file: Option<File>,
+    /// The file's inode: summary positions are valid in this file only.
+    ino: u64,
     /// Where parsing stopped (the next incremental parse starts there).
     parsed_to: u64,
 }
@@ -232,11 +235,59 @@ impl CacheFile {
         }
         let parsed = parse(&data, 0);
         let cache = CacheFile {
+            ino: inode(file.as_ref()),
             path,
             file,
             parsed_to: parsed.end,
         };
         (cache, parsed, data)
+    }
+
+    /// Opens the file again for a view that knows it up to `mark.end` (see `shared`),
+    /// reading only the records appended since. `None` when it is another file now
+    /// (rewritten, or replaced), is shorter than that (truncated), has grown past
+    /// `mark.limit`, or what was appended is damaged: a first open reads it all and
+    /// rewrites it.
+    pub(crate) fn reopen(dir: &Path, mark: CacheMark) -> Option<(CacheFile, Parsed)> {
+        let path = dir.join(FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if meta.ino() != mark.ino || meta.len() < mark.end || meta.len() > mark.limit {
+            return None;
+        }
+        let grown = meta.len() > mark.end;
+        let mut cache = CacheFile {
+            path,
+            file: Some(file),
+            ino: mark.ino,
+            parsed_to: mark.end,
+        };
+        if !grown {
+            return Some((cache, Parsed::default()));
+        }
+        let tail = cache.read_new();
+        if tail.damaged || tail.torn_tail || cache.ino != mark.ino {
+            return None;
+        }
+        Some((cache, tail))
+    }
+
+    /// The file's inode and how far it was parsed, for a view that points into it; `None`
+    /// when going without a cache.
+    pub(crate) fn mark(&self) -> Option<(u64, u64)> {
+        self.file.as_ref().map(|_| (self.ino, self.parsed_to))
+    }
+
+    /// The file's size now (0 when going without one).
+    pub(crate) fn len(&self) -> u64 {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len())
     }
 
     /// Records appended (by anyone) since the last parse; the whole file again if it was
@@ -276,7 +327,8 @@ impl CacheFile {
         parsed
     }
 
-    /// Appends records (one write); returns the offset they start at in this file.
+    /// Appends records (one write); returns the offset they start at in this file. The
+    /// caller takes what they say into its view.
     pub fn append(&mut self, records: &[u8]) -> Option<u64> {
         let file = self.file.as_mut()?;
         // O_APPEND: the write lands at the end whatever others appended; the position after
@@ -285,7 +337,15 @@ impl CacheFile {
             .write_all(records)
             .and_then(|()| file.stream_position());
         match result {
-            Ok(end) => Some(end - records.len() as u64),
+            Ok(end) => {
+                let start = end - records.len() as u64;
+                // Right after what was parsed: nobody appended in between, so everything
+                // up to the end is known (the caller keeps what it wrote).
+                if start == self.parsed_to {
+                    self.parsed_to = end;
+                }
+                Some(start)
+            }
             Err(e) => {
                 log::warn!("{}: {e}", self.path.display());
                 None
@@ -333,6 +393,7 @@ impl CacheFile {
             .and_then(|()| OpenOptions::new().read(true).append(true).open(&self.path));
         match result {
             Ok(file) => {
+                self.ino = inode(Some(&file));
                 self.file = Some(file);
                 self.parsed_to = content.len() as u64;
                 Some(MAGIC.len() as u64)
@@ -344,6 +405,10 @@ impl CacheFile {
             }
         }
     }
+}
+
+fn inode(file: Option<&File>) -> u64 {
+    file.and_then(|f| f.metadata().ok()).map_or(0, |m| m.ino())
 }
 
 /// Appends one record to a folder's cache without reading it (delivery, APPEND).
@@ -497,12 +562,17 @@ mod tests {
         assert!(parsed.entries.is_empty() && !parsed.damaged);
         assert_eq!(fs::read(tmp.path().join(FILE)).unwrap(), MAGIC);
 
+        // Right after what was parsed: known, not read again.
+        let (own, _) = record("own", 3, 4, None);
+        cache.append(&own).unwrap();
+        assert!(cache.read_new().entries.is_empty(), "its own record");
+        // Someone else appends before our next record: both are read.
+        append_to(tmp.path(), &record("b", 1, 2, None).0);
         let (r, at) = record("a", 10, 20, Some(&summary("a")));
         let start = cache.append(&r).unwrap();
-        // Someone else appends meanwhile.
-        append_to(tmp.path(), &record("b", 1, 2, None).0);
         let parsed = cache.read_new();
         assert_eq!(parsed.entries.len(), 2);
+        assert!(parsed.entries.contains_key("b"));
         let entry = parsed.entries["a"];
         assert_eq!(entry.summary.unwrap().offset, start + at as u64);
         let got = cache.summary(entry.summary.unwrap()).unwrap();

@@ -9,6 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+mod shared;
+
 const DOMAIN: &str = "example.org";
 const USER: &str = "bob";
 
