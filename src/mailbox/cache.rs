@@ -1,11 +1,13 @@
 //! `tambo-cache`: per folder, what it costs to learn from a message file (its CRLF size, its
-//! INTERNALDATE, its summary: ENVELOPE, BODY, BODYSTRUCTURE), keyed by base file name so a
-//! delivery can fill it before the message has a UID.
+//! INTERNALDATE, its summary: ENVELOPE, BODY, BODYSTRUCTURE, and the header texts SEARCH
+//! compares), keyed by base file name so a delivery can fill it before the message has a UID.
 //!
 //! The file is `tambo-cache 1\n`, then records appended by anyone (one `write` each,
 //! O_APPEND): `R<crc32 hex> <length>\n<body>\n`, the body being
-//! `<base>\t<crlf size>\t<internaldate>\t<format>\t<len>\t<len>\t<len>\n` and the three
-//! summary parts. A later record for the same name wins.
+//! `<base>\t<crlf size>\t<internaldate>\t<format>\t<len>...\n` and the summary parts, one
+//! length each: four in format 2 (the current one), three in format 0 (no summary: all
+//! empty) and in format 1 (summaries before the search texts, read as none). A later record
+//! for the same name wins.
 //!
 //! It is disposable: it never says which messages exist (the directories and the uidlist
 //! do), only facts about files that do. A damaged record (bad checksum, torn write, garbage)
@@ -25,7 +27,7 @@ pub const FILE: &str = "tambo-cache";
 const MAGIC: &[u8] = b"tambo-cache 1\n";
 /// The version of the summary encoding in records; bump it when `summary` changes what it
 /// writes, so older records are computed again.
-pub const SUMMARY_FORMAT: u32 = 1;
+pub const SUMMARY_FORMAT: u32 = 2;
 /// No record is longer (a larger length is garbage).
 const MAX_RECORD: usize = 16 << 20;
 
@@ -38,11 +40,12 @@ pub struct Entry {
     pub summary: Option<SummaryAt>,
 }
 
-/// The summary parts' position in the cache file: offset, then the three lengths.
+/// The summary parts' position in the cache file: offset, then the lengths of ENVELOPE,
+/// BODY, BODYSTRUCTURE and the search texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SummaryAt {
     pub offset: u64,
-    pub lens: [u32; 3],
+    pub lens: [u32; 4],
 }
 
 /// A record for `base`, and the offset of its summary bytes within it.
@@ -54,18 +57,16 @@ pub fn record(
 ) -> (Vec<u8>, usize) {
     // An empty summary is no summary (ENVELOPE is never empty once summaries are real).
     let summary = summary.filter(|s| !s.envelope.is_empty());
-    let parts: [&[u8]; 3] = match summary {
-        Some(s) => [&s.envelope, &s.body, &s.bodystructure],
-        None => [b"", b"", b""],
+    let parts: Vec<&[u8]> = match summary {
+        Some(s) => vec![&s.envelope, &s.body, &s.bodystructure, &s.search],
+        None => vec![b"", b"", b""],
     };
     let format = if summary.is_some() { SUMMARY_FORMAT } else { 0 };
-    let mut body = format!(
-        "{base}\t{crlf_size}\t{internaldate}\t{format}\t{}\t{}\t{}\n",
-        parts[0].len(),
-        parts[1].len(),
-        parts[2].len()
-    )
-    .into_bytes();
+    let mut body = format!("{base}\t{crlf_size}\t{internaldate}\t{format}").into_bytes();
+    for part in &parts {
+        body.extend_from_slice(format!("\t{}", part.len()).as_bytes());
+    }
+    body.push(b'\n');
     let summary_at = body.len();
     for part in parts {
         body.extend_from_slice(part);
@@ -180,8 +181,9 @@ fn parse_body(body: &[u8], offset: u64) -> Option<(&str, Entry)> {
     let crlf_size = fields.next()?.parse().ok()?;
     let internaldate = fields.next()?.parse().ok()?;
     let format: u32 = fields.next()?.parse().ok()?;
-    let mut lens = [0u32; 3];
-    for len in &mut lens {
+    let mut lens = [0u32; 4];
+    let count = if format == SUMMARY_FORMAT { 4 } else { 3 };
+    for len in &mut lens[..count] {
         *len = fields.next()?.parse().ok()?;
     }
     let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
@@ -362,14 +364,28 @@ impl CacheFile {
         let total: usize = at.lens.iter().map(|&l| l as usize).sum();
         let mut buf = vec![0u8; total];
         file.read_exact_at(&mut buf, at.offset)?;
-        let [e, b, _] = at.lens.map(|l| l as usize);
+        let [e, b, bs, _] = at.lens.map(|l| l as usize);
+        let search = buf.split_off(e + b + bs);
         let bodystructure = buf.split_off(e + b);
         let body = buf.split_off(e);
         Ok(Summary {
             envelope: buf,
             body,
             bodystructure,
+            search,
         })
+    }
+
+    /// Reads back only the search texts of a summary (SEARCH on header fields).
+    pub fn search_texts(&self, at: SummaryAt) -> io::Result<Vec<u8>> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no cache file"))?;
+        let skip: u64 = at.lens[..3].iter().map(|&l| u64::from(l)).sum();
+        let mut buf = vec![0u8; at.lens[3] as usize];
+        file.read_exact_at(&mut buf, at.offset + skip)?;
+        Ok(buf)
     }
 
     /// Replaces the file with `records` (temp file, rename: readers keep the old one), and
@@ -458,6 +474,7 @@ mod tests {
             envelope: format!("(\"env {tag}\")").into_bytes(),
             body: format!("(\"body\n{tag}\")").into_bytes(),
             bodystructure: format!("(\"bs {tag}\")").into_bytes(),
+            search: format!("S3 {tag}\n").into_bytes(),
         }
     }
 
@@ -496,6 +513,7 @@ mod tests {
             envelope: Vec::new(),
             body: Vec::new(),
             bodystructure: Vec::new(),
+            search: Vec::new(),
         };
         let (r, _) = record("x", 1, 2, Some(&empty));
         assert_eq!(parse(&file_with(&[r]), 0).entries["x"].summary, None);

@@ -410,6 +410,19 @@ impl Folder {
         Ok(self.slot.insert(s))
     }
 
+    /// The search texts of a message ([`summary::header_texts`]) when the cache has them:
+    /// SEARCH on Subject, From, To, Cc, Bcc without opening the message.
+    pub fn search_texts(&self, index: usize) -> Option<Vec<u8>> {
+        let at = self.messages[index].summary?;
+        match self.cache.search_texts(at) {
+            Ok(texts) => Some(texts),
+            Err(e) => {
+                log::warn!("{}/{}: {e}", self.dir.display(), cache::FILE);
+                None
+            }
+        }
+    }
+
     pub(crate) fn read_message(&self, index: usize) -> Result<Vec<u8>, StoreError> {
         let mut data = Vec::new();
         self.open_file(index)?
@@ -803,7 +816,7 @@ impl Folder {
         }
         let mut added = Vec::with_capacity(found.len());
         let mut pending: Vec<u8> = Vec::new();
-        let mut pending_refs: Vec<(usize, usize, [u32; 3])> = Vec::new();
+        let mut pending_refs: Vec<(usize, usize, [u32; 4])> = Vec::new();
         for f in found {
             let b = base(&f.name);
             let (system, keywords) = flags::from_file_name(&f.name);
@@ -860,7 +873,7 @@ impl Folder {
         b: &str,
         vsize: Option<u64>,
         pending: &mut Vec<u8>,
-    ) -> Option<(u64, i64, Option<(usize, [u32; 3])>)> {
+    ) -> Option<(u64, i64, Option<(usize, [u32; 4])>)> {
         let path = self.path_of(m);
         let meta = fs::metadata(&path).ok()?;
         let date = std::os::unix::fs::MetadataExt::mtime(&meta);
@@ -1004,8 +1017,14 @@ fn w_field(fields: &str) -> Option<u64> {
         .find_map(|f| f.strip_prefix('W')?.parse().ok())
 }
 
-fn lens_of(s: &Summary) -> [u32; 3] {
-    [s.envelope.len(), s.body.len(), s.bodystructure.len()].map(|l| l as u32)
+fn lens_of(s: &Summary) -> [u32; 4] {
+    [
+        s.envelope.len(),
+        s.body.len(),
+        s.bodystructure.len(),
+        s.search.len(),
+    ]
+    .map(|l| l as u32)
 }
 
 fn summary_at(offset: u64, s: &Summary) -> SummaryAt {
@@ -1015,11 +1034,12 @@ fn summary_at(offset: u64, s: &Summary) -> SummaryAt {
     }
 }
 
-fn split_summary(bytes: &[u8], lens: [u32; 3]) -> Summary {
-    let (e, b) = (lens[0] as usize, lens[1] as usize);
+fn split_summary(bytes: &[u8], lens: [u32; 4]) -> Summary {
+    let [e, b, bs, _] = lens.map(|l| l as usize);
     Summary {
         envelope: bytes[..e].to_vec(),
         body: bytes[e..e + b].to_vec(),
-        bodystructure: bytes[e + b..].to_vec(),
+        bodystructure: bytes[e + b..e + b + bs].to_vec(),
+        search: bytes[e + b + bs..].to_vec(),
     }
 }
