@@ -1,6 +1,8 @@
 //! An open folder: its messages in UID order, kept in step with the disk by [`Folder::sync`].
 //!
-//! Opening reads the uidlist, lists `new/` and `cur/` and reads `tambo-cache`; message
+//! Opening starts from the view another session of this process left (`shared`) and looks
+//! again as a sync does; without one (the first open since the start, or a view that cannot
+//! be used) it reads the uidlist, lists `new/` and `cur/` and reads `tambo-cache`. Message
 //! files are only read for facts the cache lacks. Syncing costs three stats when nothing
 //! changed (`new/`, `cur/`, the uidlist); otherwise the changed directories are listed
 //! again and matched on base names: a new name for a known base is a flag change, a base no
