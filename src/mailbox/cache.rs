@@ -1,11 +1,13 @@
 //! `tambo-cache`: per folder, what it costs to learn from a message file (its CRLF size, its
-//! INTERNALDATE, its summary: ENVELOPE, BODY, BODYSTRUCTURE), keyed by base file name so a
-//! delivery can fill it before the message has a UID.
+//! INTERNALDATE, its summary: ENVELOPE, BODY, BODYSTRUCTURE, and the header texts SEARCH
+//! compares), keyed by base file name so a delivery can fill it before the message has a UID.
 //!
 //! The file is `tambo-cache 1\n`, then records appended by anyone (one `write` each,
 //! O_APPEND): `R<crc32 hex> <length>\n<body>\n`, the body being
-//! `<base>\t<crlf size>\t<internaldate>\t<format>\t<len>\t<len>\t<len>\n` and the three
-//! summary parts. A later record for the same name wins.
+//! `<base>\t<crlf size>\t<internaldate>\t<format>\t<len>...\n` and the summary parts, one
+//! length each: four in format 2 (the current one), three in format 0 (no summary: all
+//! empty) and in format 1 (summaries before the search texts, read as none). A later record
+//! for the same name wins.
 //!
 //! It is disposable: it never says which messages exist (the directories and the uidlist
 //! do), only facts about files that do. A damaged record (bad checksum, torn write, garbage)
@@ -13,6 +15,7 @@
 //! is still good. A record for a file that is gone is ignored and dropped at the next
 //! rewrite; a file without a record gets one when first needed.
 
+use crate::mailbox::shared::CacheMark;
 use crate::mailbox::summary::Summary;
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -24,7 +27,7 @@ pub const FILE: &str = "tambo-cache";
 const MAGIC: &[u8] = b"tambo-cache 1\n";
 /// The version of the summary encoding in records; bump it when `summary` changes what it
 /// writes, so older records are computed again.
-pub const SUMMARY_FORMAT: u32 = 1;
+pub const SUMMARY_FORMAT: u32 = 2;
 /// No record is longer (a larger length is garbage).
 const MAX_RECORD: usize = 16 << 20;
 
@@ -37,11 +40,12 @@ pub struct Entry {
     pub summary: Option<SummaryAt>,
 }
 
-/// The summary parts' position in the cache file: offset, then the three lengths.
+/// The summary parts' position in the cache file: offset, then the lengths of ENVELOPE,
+/// BODY, BODYSTRUCTURE and the search texts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SummaryAt {
     pub offset: u64,
-    pub lens: [u32; 3],
+    pub lens: [u32; 4],
 }
 
 /// A record for `base`, and the offset of its summary bytes within it.
@@ -53,18 +57,16 @@ pub fn record(
 ) -> (Vec<u8>, usize) {
     // An empty summary is no summary (ENVELOPE is never empty once summaries are real).
     let summary = summary.filter(|s| !s.envelope.is_empty());
-    let parts: [&[u8]; 3] = match summary {
-        Some(s) => [&s.envelope, &s.body, &s.bodystructure],
-        None => [b"", b"", b""],
+    let parts: Vec<&[u8]> = match summary {
+        Some(s) => vec![&s.envelope, &s.body, &s.bodystructure, &s.search],
+        None => vec![b"", b"", b""],
     };
     let format = if summary.is_some() { SUMMARY_FORMAT } else { 0 };
-    let mut body = format!(
-        "{base}\t{crlf_size}\t{internaldate}\t{format}\t{}\t{}\t{}\n",
-        parts[0].len(),
-        parts[1].len(),
-        parts[2].len()
-    )
-    .into_bytes();
+    let mut body = format!("{base}\t{crlf_size}\t{internaldate}\t{format}").into_bytes();
+    for part in &parts {
+        body.extend_from_slice(format!("\t{}", part.len()).as_bytes());
+    }
+    body.push(b'\n');
     let summary_at = body.len();
     for part in parts {
         body.extend_from_slice(part);
@@ -179,8 +181,9 @@ fn parse_body(body: &[u8], offset: u64) -> Option<(&str, Entry)> {
     let crlf_size = fields.next()?.parse().ok()?;
     let internaldate = fields.next()?.parse().ok()?;
     let format: u32 = fields.next()?.parse().ok()?;
-    let mut lens = [0u32; 3];
-    for len in &mut lens {
+    let mut lens = [0u32; 4];
+    let count = if format == SUMMARY_FORMAT { 4 } else { 3 };
+    for len in &mut lens[..count] {
         *len = fields.next()?.parse().ok()?;
     }
     let total: u64 = lens.iter().map(|&l| u64::from(l)).sum();
@@ -207,6 +210,8 @@ fn parse_body(body: &[u8], offset: u64) -> Option<(&str, Entry)> {
 pub struct CacheFile {
     path: PathBuf,
     file: Option<File>,
+    /// The file's inode: summary positions are valid in this file only.
+    ino: u64,
     /// Where parsing stopped (the next incremental parse starts there).
     parsed_to: u64,
 }
@@ -232,11 +237,59 @@ impl CacheFile {
         }
         let parsed = parse(&data, 0);
         let cache = CacheFile {
+            ino: inode(file.as_ref()),
             path,
             file,
             parsed_to: parsed.end,
         };
         (cache, parsed, data)
+    }
+
+    /// Opens the file again for a view that knows it up to `mark.end` (see `shared`),
+    /// reading only the records appended since. `None` when it is another file now
+    /// (rewritten, or replaced), is shorter than that (truncated), has grown past
+    /// `mark.limit`, or what was appended is damaged: a first open reads it all and
+    /// rewrites it.
+    pub(crate) fn reopen(dir: &Path, mark: CacheMark) -> Option<(CacheFile, Parsed)> {
+        let path = dir.join(FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&path)
+            .ok()?;
+        let meta = file.metadata().ok()?;
+        if meta.ino() != mark.ino || meta.len() < mark.end || meta.len() > mark.limit {
+            return None;
+        }
+        let grown = meta.len() > mark.end;
+        let mut cache = CacheFile {
+            path,
+            file: Some(file),
+            ino: mark.ino,
+            parsed_to: mark.end,
+        };
+        if !grown {
+            return Some((cache, Parsed::default()));
+        }
+        let tail = cache.read_new();
+        if tail.damaged || tail.torn_tail || cache.ino != mark.ino {
+            return None;
+        }
+        Some((cache, tail))
+    }
+
+    /// The file's inode and how far it was parsed, for a view that points into it; `None`
+    /// when going without a cache.
+    pub(crate) fn mark(&self) -> Option<(u64, u64)> {
+        self.file.as_ref().map(|_| (self.ino, self.parsed_to))
+    }
+
+    /// The file's size now (0 when going without one).
+    pub(crate) fn len(&self) -> u64 {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len())
     }
 
     /// Records appended (by anyone) since the last parse; the whole file again if it was
@@ -276,7 +329,8 @@ impl CacheFile {
         parsed
     }
 
-    /// Appends records (one write); returns the offset they start at in this file.
+    /// Appends records (one write); returns the offset they start at in this file. The
+    /// caller takes what they say into its view.
     pub fn append(&mut self, records: &[u8]) -> Option<u64> {
         let file = self.file.as_mut()?;
         // O_APPEND: the write lands at the end whatever others appended; the position after
@@ -285,7 +339,15 @@ impl CacheFile {
             .write_all(records)
             .and_then(|()| file.stream_position());
         match result {
-            Ok(end) => Some(end - records.len() as u64),
+            Ok(end) => {
+                let start = end - records.len() as u64;
+                // Right after what was parsed: nobody appended in between, so everything
+                // up to the end is known (the caller keeps what it wrote).
+                if start == self.parsed_to {
+                    self.parsed_to = end;
+                }
+                Some(start)
+            }
             Err(e) => {
                 log::warn!("{}: {e}", self.path.display());
                 None
@@ -302,14 +364,28 @@ impl CacheFile {
         let total: usize = at.lens.iter().map(|&l| l as usize).sum();
         let mut buf = vec![0u8; total];
         file.read_exact_at(&mut buf, at.offset)?;
-        let [e, b, _] = at.lens.map(|l| l as usize);
+        let [e, b, bs, _] = at.lens.map(|l| l as usize);
+        let search = buf.split_off(e + b + bs);
         let bodystructure = buf.split_off(e + b);
         let body = buf.split_off(e);
         Ok(Summary {
             envelope: buf,
             body,
             bodystructure,
+            search,
         })
+    }
+
+    /// Reads back only the search texts of a summary (SEARCH on header fields).
+    pub fn search_texts(&self, at: SummaryAt) -> io::Result<Vec<u8>> {
+        let file = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no cache file"))?;
+        let skip: u64 = at.lens[..3].iter().map(|&l| u64::from(l)).sum();
+        let mut buf = vec![0u8; at.lens[3] as usize];
+        file.read_exact_at(&mut buf, at.offset + skip)?;
+        Ok(buf)
     }
 
     /// Replaces the file with `records` (temp file, rename: readers keep the old one), and
@@ -333,6 +409,7 @@ impl CacheFile {
             .and_then(|()| OpenOptions::new().read(true).append(true).open(&self.path));
         match result {
             Ok(file) => {
+                self.ino = inode(Some(&file));
                 self.file = Some(file);
                 self.parsed_to = content.len() as u64;
                 Some(MAGIC.len() as u64)
@@ -344,6 +421,10 @@ impl CacheFile {
             }
         }
     }
+}
+
+fn inode(file: Option<&File>) -> u64 {
+    file.and_then(|f| f.metadata().ok()).map_or(0, |m| m.ino())
 }
 
 /// Appends one record to a folder's cache without reading it (delivery, APPEND).
@@ -393,6 +474,7 @@ mod tests {
             envelope: format!("(\"env {tag}\")").into_bytes(),
             body: format!("(\"body\n{tag}\")").into_bytes(),
             bodystructure: format!("(\"bs {tag}\")").into_bytes(),
+            search: format!("S3 {tag}\n").into_bytes(),
         }
     }
 
@@ -431,6 +513,7 @@ mod tests {
             envelope: Vec::new(),
             body: Vec::new(),
             bodystructure: Vec::new(),
+            search: Vec::new(),
         };
         let (r, _) = record("x", 1, 2, Some(&empty));
         assert_eq!(parse(&file_with(&[r]), 0).entries["x"].summary, None);
@@ -497,12 +580,17 @@ mod tests {
         assert!(parsed.entries.is_empty() && !parsed.damaged);
         assert_eq!(fs::read(tmp.path().join(FILE)).unwrap(), MAGIC);
 
+        // Right after what was parsed: known, not read again.
+        let (own, _) = record("own", 3, 4, None);
+        cache.append(&own).unwrap();
+        assert!(cache.read_new().entries.is_empty(), "its own record");
+        // Someone else appends before our next record: both are read.
+        append_to(tmp.path(), &record("b", 1, 2, None).0);
         let (r, at) = record("a", 10, 20, Some(&summary("a")));
         let start = cache.append(&r).unwrap();
-        // Someone else appends meanwhile.
-        append_to(tmp.path(), &record("b", 1, 2, None).0);
         let parsed = cache.read_new();
         assert_eq!(parsed.entries.len(), 2);
+        assert!(parsed.entries.contains_key("b"));
         let entry = parsed.entries["a"];
         assert_eq!(entry.summary.unwrap().offset, start + at as u64);
         let got = cache.summary(entry.summary.unwrap()).unwrap();

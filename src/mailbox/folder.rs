@@ -1,6 +1,8 @@
 //! An open folder: its messages in UID order, kept in step with the disk by [`Folder::sync`].
 //!
-//! Opening reads the uidlist, lists `new/` and `cur/` and reads `tambo-cache`; message
+//! Opening starts from the view another session of this process left (`shared`) and looks
+//! again as a sync does; without one (the first open since the start, or a view that cannot
+//! be used) it reads the uidlist, lists `new/` and `cur/` and reads `tambo-cache`. Message
 //! files are only read for facts the cache lacks. Syncing costs three stats when nothing
 //! changed (`new/`, `cur/`, the uidlist); otherwise the changed directories are listed
 //! again and matched on base names: a new name for a known base is a flag change, a base no
@@ -11,7 +13,8 @@ use crate::mailbox::cache::{self, CacheFile, Entry, SummaryAt};
 use crate::mailbox::filename::{self, base};
 use crate::mailbox::keywords::{self, Keywords};
 use crate::mailbox::name::FolderName;
-use crate::mailbox::scan::{self, Stamp};
+use crate::mailbox::scan;
+use crate::mailbox::shared::{CacheMark, Look, Looks, Snapshot};
 use crate::mailbox::summary::{self, Summary};
 use crate::mailbox::uidlist::Uidlist;
 use crate::mailbox::{Flags, StoreError, UserStore, flags, uidfile};
@@ -19,7 +22,11 @@ use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::SystemTime;
+
+/// Octets of a `tambo-cache` record with a summary, about (for the cache's size bound).
+const FULL_RECORD: u64 = 2048;
 
 /// One message of an open folder. Flags are bits (no string per flag): `keywords` bit n is
 /// [`Folder::keywords`]`()[n]`.
@@ -34,8 +41,9 @@ pub struct Message {
     pub size: u64,
     /// Seconds since the epoch: the file's mtime when it arrived.
     pub internaldate: i64,
-    /// The file's current name, and whether it is in `new/` (else `cur/`).
-    pub(crate) name: Box<str>,
+    /// The file's current name, and whether it is in `new/` (else `cur/`). Shared: views
+    /// of the folder are copied on write (see `shared`).
+    pub(crate) name: Arc<str>,
     pub(crate) in_new: bool,
     pub(crate) summary: Option<SummaryAt>,
 }
@@ -52,29 +60,6 @@ pub struct Changes {
     pub exists: usize,
     /// `\Recent` messages now (RECENT).
     pub recent: usize,
-}
-
-/// When a stamp was taken, to tell whether a later equal stamp can be trusted.
-#[derive(Debug, Clone, Copy)]
-struct Look {
-    stamp: Stamp,
-    at: SystemTime,
-}
-
-impl Look {
-    const NEVER: Look = Look {
-        stamp: Stamp {
-            exists: false,
-            ino: 0,
-            size: 0,
-            mtime: 0,
-        },
-        at: SystemTime::UNIX_EPOCH,
-    };
-
-    fn stale(&self, now: &Stamp) -> bool {
-        *now != self.stamp || self.stamp.is_fresh(self.at)
-    }
 }
 
 /// A file found that is not one of the folder's messages yet.
@@ -96,17 +81,24 @@ pub struct Folder {
     pub(crate) name: FolderName,
     pub(crate) dir: PathBuf,
     pub(crate) read_only: bool,
-    pub(crate) messages: Vec<Message>,
+    /// Copied on write: shared with the folder's snapshot and other sessions until changed.
+    pub(crate) messages: Arc<Vec<Message>>,
     pub(crate) keywords: Keywords,
-    keywords_look: Look,
-    new_look: Look,
-    cur_look: Look,
-    uidlist_look: Look,
+    looks: Looks,
     pub(crate) cache: CacheFile,
+    /// The size past which `tambo-cache` is rewritten at the next open (see [`CacheMark`]).
+    cache_limit: u64,
+    /// Records in the uidlist when last read (see [`Snapshot::uid_records`]).
+    uid_records: usize,
     slot: Option<Summary>,
     /// UIDs of messages found gone by a look that could not tell the client (during FETCH,
     /// STORE or SEARCH): they keep their sequence numbers until a look that may.
     held: HashSet<u32>,
+    /// A look left out files it found, whose UIDs are below the last one shown (they are
+    /// shown at the next SELECT): this view is not what its looks saw, so it is not shared.
+    partial: bool,
+    /// The view changed since it was last shared.
+    dirty: bool,
 }
 
 impl Folder {
@@ -119,24 +111,53 @@ impl Folder {
             return Err(StoreError::NoSuchFolder);
         }
         let dir = user.folder_dir(name);
-        let (cache, parsed, data) = CacheFile::open(&dir);
-        let mut folder = Folder {
+        if let Some(snapshot) = user.store.shared().get(&dir) {
+            match Folder::from_snapshot(user, name, &dir, read_only, &snapshot) {
+                Ok(Some(folder)) => return Ok(folder),
+                // Not usable (the cache or the uidlist was replaced, ...): built anew.
+                Ok(None) | Err(StoreError::UidValidityChanged) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Folder::open_cold(user, name, dir, read_only)
+    }
+
+    fn empty(
+        user: &UserStore,
+        name: &FolderName,
+        dir: PathBuf,
+        read_only: bool,
+        cache: CacheFile,
+    ) -> Folder {
+        Folder {
             uidvalidity: 0,
             uidnext: 1,
             user: user.clone(),
             name: name.clone(),
             dir,
             read_only,
-            messages: Vec::new(),
+            messages: Arc::default(),
             keywords: Keywords::default(),
-            keywords_look: Look::NEVER,
-            new_look: Look::NEVER,
-            cur_look: Look::NEVER,
-            uidlist_look: Look::NEVER,
+            looks: Looks::NEVER,
             cache,
+            cache_limit: u64::MAX,
+            uid_records: 0,
             slot: None,
             held: HashSet::new(),
-        };
+            partial: false,
+            dirty: false,
+        }
+    }
+
+    /// Opens the folder from what is on disk only: the uidlist, the listing, the cache.
+    fn open_cold(
+        user: &UserStore,
+        name: &FolderName,
+        dir: PathBuf,
+        read_only: bool,
+    ) -> Result<Folder, StoreError> {
+        let (cache, parsed, data) = CacheFile::open(&dir);
+        let mut folder = Folder::empty(user, name, dir, read_only, cache);
         let (records, damaged) = (parsed.records, parsed.damaged || parsed.torn_tail);
         folder.refresh(Some(parsed.entries), false)?;
         if !read_only {
@@ -145,7 +166,145 @@ impl Folder {
         if damaged || records > 2 * folder.messages.len() + 64 {
             folder.rewrite_cache(&data);
         }
+        // Past this size, a later open reads the whole file again (and rewrites it when
+        // most of it is dead): twice what a record with a summary for every message takes.
+        let full = (folder.messages.len() as u64 * FULL_RECORD).max(folder.cache.len());
+        folder.cache_limit = 2 * full + (1 << 20);
+        folder.publish();
         Ok(folder)
+    }
+
+    /// Opens the folder from a view another session left: the same stamp checks as
+    /// [`Folder::sync`] make it what the disk holds now. `None` when the view cannot be
+    /// used: the cache it points into was replaced or is due for a rewrite, the uidlist
+    /// is another, or files turned up that must take their place among the messages.
+    fn from_snapshot(
+        user: &UserStore,
+        name: &FolderName,
+        dir: &Path,
+        read_only: bool,
+        snapshot: &Snapshot,
+    ) -> Result<Option<Folder>, StoreError> {
+        let Some((cache, appended)) = CacheFile::reopen(dir, snapshot.cache) else {
+            return Ok(None);
+        };
+        let uid_stamp = uidfile::stamp(dir)?;
+        if uid_stamp != snapshot.looks.uidlist.stamp
+            && uidfile::read_uidvalidity(dir)? != Some(snapshot.uidvalidity)
+        {
+            return Ok(None);
+        }
+        let mut folder = Folder::empty(user, name, dir.to_path_buf(), read_only, cache);
+        folder.uidvalidity = snapshot.uidvalidity;
+        folder.uidnext = snapshot.uidnext;
+        folder.messages = snapshot.messages.clone();
+        folder.keywords = snapshot.keywords.clone();
+        folder.looks = snapshot.looks;
+        folder.cache_limit = snapshot.cache.limit;
+        folder.uid_records = snapshot.uid_records;
+        folder.take_summaries(appended.entries);
+        if !read_only {
+            folder.claim_listed_new()?;
+        }
+        folder.refresh(None, false)?;
+        // Files left out, or a uidlist a quarter dead: a first open does it right.
+        if folder.partial || folder.messages.len() * 4 < folder.uid_records * 3 {
+            return Ok(None);
+        }
+        if !read_only {
+            clean_tmp(&folder.dir.join("tmp"));
+        }
+        Ok(Some(folder))
+    }
+
+    /// Hands this view to the sessions that open the folder next (see `shared`). Not when
+    /// it is not what its looks saw (messages held for a later EXPUNGE, files left out).
+    fn publish(&mut self) {
+        if !self.held.is_empty() || self.partial {
+            return;
+        }
+        self.dirty = false;
+        let Some((ino, end)) = self.cache.mark() else {
+            return;
+        };
+        let messages = if self.messages.iter().any(|m| m.recent) {
+            // `\Recent` is this session's (RFC 3501 §2.3.2): not the next one's.
+            let mut copy = Vec::clone(&self.messages);
+            copy.iter_mut().for_each(|m| m.recent = false);
+            Arc::new(copy)
+        } else {
+            self.messages.clone()
+        };
+        let snapshot = Snapshot {
+            uidvalidity: self.uidvalidity,
+            uidnext: self.uidnext,
+            messages,
+            keywords: self.keywords.clone(),
+            looks: self.looks,
+            cache: CacheMark {
+                ino,
+                end,
+                limit: self.cache_limit,
+            },
+            uid_records: self.uid_records,
+        };
+        self.user.store.shared().put(&self.dir, snapshot);
+    }
+
+    /// Summaries other sessions added to the cache since the view was shared (a later
+    /// record for a name wins).
+    fn take_summaries(&mut self, entries: HashMap<Box<str>, Entry>) {
+        if entries.is_empty() {
+            return;
+        }
+        let found: Vec<(usize, SummaryAt)> = self
+            .messages
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| Some((i, entries.get(base(&m.name))?.summary?)))
+            .filter(|(i, at)| self.messages[*i].summary != Some(*at))
+            .collect();
+        if found.is_empty() {
+            return;
+        }
+        let messages = self.messages_mut();
+        for (i, at) in found {
+            messages[i].summary = Some(at);
+        }
+    }
+
+    /// The messages, to change them: this session's own copy from now on.
+    pub(crate) fn messages_mut(&mut self) -> &mut Vec<Message> {
+        self.dirty = true;
+        Arc::make_mut(&mut self.messages)
+    }
+
+    /// Read-write: moves the files of the view that are still in `new/` (a read-only
+    /// session saw them there) to `cur/`, as a first look would; those moved are
+    /// `\Recent` here. Files gone meanwhile are left to the look that follows.
+    fn claim_listed_new(&mut self) -> Result<(), StoreError> {
+        let waiting: Vec<Found> = self
+            .messages
+            .iter()
+            .filter(|m| m.in_new)
+            .map(|m| Found {
+                name: m.name.to_string(),
+                in_new: true,
+                recent: true,
+                uid: m.uid,
+                vsize: None,
+            })
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        for f in self.claim_new(waiting)? {
+            if let Some(i) = self.index_of_uid(f.uid) {
+                let m = &mut self.messages_mut()[i];
+                (m.name, m.in_new, m.recent) = (f.name.into(), f.in_new, f.recent);
+            }
+        }
+        Ok(())
     }
 
     pub fn name(&self) -> &FolderName {
@@ -246,11 +405,24 @@ impl Folder {
         let m = &self.messages[index];
         let (record, at) = cache::record(base(&m.name), m.size, m.internaldate, Some(&s));
         let start = self.cache.append(&record);
-        let m = &mut self.messages[index];
+        let m = &mut self.messages_mut()[index];
         m.summary = start
             .filter(|_| !s.envelope.is_empty())
             .map(|start| summary_at(start + at as u64, &s));
         Ok(self.slot.insert(s))
+    }
+
+    /// The search texts of a message ([`summary::header_texts`]) when the cache has them:
+    /// SEARCH on Subject, From, To, Cc, Bcc without opening the message.
+    pub fn search_texts(&self, index: usize) -> Option<Vec<u8>> {
+        let at = self.messages[index].summary?;
+        match self.cache.search_texts(at) {
+            Ok(texts) => Some(texts),
+            Err(e) => {
+                log::warn!("{}/{}: {e}", self.dir.display(), cache::FILE);
+                None
+            }
+        }
     }
 
     pub(crate) fn read_message(&self, index: usize) -> Result<Vec<u8>, StoreError> {
@@ -299,18 +471,23 @@ impl Folder {
         if !cur_stamp.exists {
             return Err(StoreError::NoSuchFolder);
         }
-        let mut want_new = initial || self.new_look.stale(&new_stamp);
-        let mut want_cur = initial || self.cur_look.stale(&cur_stamp);
-        let uid_stale = initial || self.uidlist_look.stale(&uid_stamp);
+        let mut want_new = initial || self.looks.new.stale(&new_stamp);
+        let mut want_cur = initial || self.looks.cur.stale(&cur_stamp);
+        let uid_stale = initial || self.looks.uidlist.stale(&uid_stamp);
         if !want_new && !want_cur {
             if uid_stale {
                 self.check_uidvalidity()?;
-                self.uidlist_look = Look {
+                self.looks.uidlist = Look {
                     stamp: uid_stamp,
                     at: now,
                 };
             }
-            return Ok(self.settle(Vec::new(), Vec::new(), keep_expunged));
+            let changes = self.settle(Vec::new(), Vec::new(), keep_expunged);
+            // Summaries learned, flags set, messages expunged by this session.
+            if self.dirty {
+                self.publish();
+            }
+            return Ok(changes);
         }
         // A message still in new/ (read-only sessions leave them there) may have moved to
         // cur/: both are needed to tell a move from an expunge.
@@ -337,18 +514,18 @@ impl Folder {
         };
         self.add_messages(committed.1, entries);
         if want_new {
-            self.new_look = Look {
+            self.looks.new = Look {
                 stamp: listing.new_stamp,
                 at: now,
             };
         }
         if want_cur {
-            self.cur_look = Look {
+            self.looks.cur = Look {
                 stamp: listing.cur_stamp,
                 at: now,
             };
         }
-        self.uidlist_look = Look {
+        self.looks.uidlist = Look {
             stamp: if committed.0 {
                 uidfile::stamp(&self.dir)?
             } else {
@@ -356,15 +533,20 @@ impl Folder {
             },
             at: now,
         };
-        Ok(self.settle(expunged, flagged, keep_expunged))
+        let changes = self.settle(expunged, flagged, keep_expunged);
+        // The first look publishes from `open`, once the cache is settled.
+        if !initial {
+            self.publish();
+        }
+        Ok(changes)
     }
 
     /// The changes of a look that found `expunged` gone (ascending indexes) and `flagged`
     /// renamed: the gone ones are removed with those held before, or held themselves.
     fn settle(&mut self, mut expunged: Vec<usize>, flagged: Vec<usize>, keep: bool) -> Changes {
         if keep {
-            self.held
-                .extend(expunged.iter().map(|&i| self.messages[i].uid));
+            let uids: Vec<u32> = expunged.iter().map(|&i| self.messages[i].uid).collect();
+            self.held.extend(uids);
             let flags = flagged
                 .into_iter()
                 .filter(|i| !self.held.contains(&self.messages[*i].uid))
@@ -400,23 +582,32 @@ impl Folder {
         for name in listing.cur.iter().flatten() {
             present.insert(base(name), (false, name));
         }
-        let (mut expunged, mut flagged) = (Vec::new(), Vec::new());
-        for (i, m) in self.messages.iter_mut().enumerate() {
+        let (mut expunged, mut flagged, mut moved) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in self.messages.iter().enumerate() {
             let looked = if m.in_new { want_new } else { want_cur };
             match present.remove(base(&m.name)) {
-                Some((in_new, name)) => {
-                    if *name != *m.name {
-                        let (system, keywords) = flags::from_file_name(name);
-                        if (system, keywords) != (m.system, m.keywords) {
-                            flagged.push(i);
-                        }
-                        (m.system, m.keywords, m.name) = (system, keywords, name.into());
-                    }
-                    m.in_new = in_new;
+                Some((in_new, name)) if *name != *m.name || in_new != m.in_new => {
+                    moved.push((i, in_new, name));
                 }
+                Some(_) => {}
                 // A file renamed during the listing may have been seen under neither name.
                 None if looked && listing.stable => expunged.push(i),
                 None => {}
+            }
+        }
+        // Only a view that changed is copied (see `shared`).
+        if !moved.is_empty() {
+            let messages = self.messages_mut();
+            for (i, in_new, name) in moved {
+                let m = &mut messages[i];
+                if *name != *m.name {
+                    let (system, keywords) = flags::from_file_name(name);
+                    if (system, keywords) != (m.system, m.keywords) {
+                        flagged.push(i);
+                    }
+                    (m.system, m.keywords, m.name) = (system, keywords, name.into());
+                }
+                m.in_new = in_new;
             }
         }
         let found: Vec<Found> = present
@@ -527,6 +718,7 @@ impl Folder {
                 (true, locked.commit()?)
             }
         };
+        self.uid_records = list.records.len();
         if initial {
             self.uidvalidity = list.uidvalidity;
         } else if list.uidvalidity != self.uidvalidity {
@@ -534,9 +726,11 @@ impl Folder {
         }
         self.uidnext = self.uidnext.max(list.nextuid);
         self.fill_gaps(&mut found, &list, last)?;
+        let mut partial = false;
         found.retain(|f| {
             let keep = f.uid > last;
             if !keep {
+                partial = true;
                 // Shown at the next SELECT: a UID below the last one cannot appear now.
                 log::debug!(
                     "{}: {} has UID {} below {last}",
@@ -547,6 +741,7 @@ impl Folder {
             }
             keep
         });
+        self.partial |= partial;
         found.sort_by_key(|f| f.uid);
         Ok((wrote, found))
     }
@@ -618,8 +813,12 @@ impl Folder {
 
     /// New messages from found files, sizes and dates from the cache or the files.
     fn add_messages(&mut self, found: Vec<Found>, mut entries: HashMap<Box<str>, Entry>) {
+        if found.is_empty() {
+            return;
+        }
+        let mut added = Vec::with_capacity(found.len());
         let mut pending: Vec<u8> = Vec::new();
-        let mut pending_refs: Vec<(usize, usize, [u32; 3])> = Vec::new();
+        let mut pending_refs: Vec<(usize, usize, [u32; 4])> = Vec::new();
         for f in found {
             let b = base(&f.name);
             let (system, keywords) = flags::from_file_name(&f.name);
@@ -644,25 +843,26 @@ impl Folder {
                     Some((size, date, at)) => {
                         (m.size, m.internaldate) = (size, date);
                         if let Some((offset, lens)) = at {
-                            pending_refs.push((self.messages.len(), offset, lens));
+                            pending_refs.push((added.len(), offset, lens));
                         }
                     }
                     // Gone meanwhile: the next look reports nothing about it.
                     None => continue,
                 },
             }
-            self.messages.push(m);
+            added.push(m);
         }
         if !pending.is_empty()
             && let Some(start) = self.cache.append(&pending)
         {
             for (i, offset, lens) in pending_refs {
-                self.messages[i].summary = Some(SummaryAt {
+                added[i].summary = Some(SummaryAt {
                     offset: start + offset as u64,
                     lens,
                 });
             }
         }
+        self.messages_mut().extend(added);
     }
 
     /// What the cache did not know about a file: its CRLF size (`vsize`, else read), its
@@ -675,7 +875,7 @@ impl Folder {
         b: &str,
         vsize: Option<u64>,
         pending: &mut Vec<u8>,
-    ) -> Option<(u64, i64, Option<(usize, [u32; 3])>)> {
+    ) -> Option<(u64, i64, Option<(usize, [u32; 4])>)> {
         let path = self.path_of(m);
         let meta = fs::metadata(&path).ok()?;
         let date = std::os::unix::fs::MetadataExt::mtime(&meta);
@@ -702,7 +902,7 @@ impl Folder {
                 gone[i] = true;
             }
             let mut n = 0;
-            self.messages.retain(|_| {
+            self.messages_mut().retain(|_| {
                 n += 1;
                 !gone[n - 1]
             });
@@ -731,9 +931,9 @@ impl Folder {
         let path = self.dir.join(keywords::FILE);
         let now = SystemTime::now();
         let stamp = scan::stamp(&path).map_err(|e| StoreError::io(&path, e))?;
-        if self.keywords_look.stale(&stamp) {
+        if self.looks.keywords.stale(&stamp) {
             self.keywords = keywords::read(&self.dir)?;
-            self.keywords_look = Look { stamp, at: now };
+            self.looks.keywords = Look { stamp, at: now };
         }
         Ok(())
     }
@@ -743,7 +943,7 @@ impl Folder {
     fn rewrite_cache(&mut self, old: &[u8]) {
         let mut records = Vec::new();
         let mut refs = Vec::with_capacity(self.messages.len());
-        for m in &self.messages {
+        for m in self.messages.iter() {
             let part = m.summary.and_then(|at| {
                 let start = usize::try_from(at.offset).ok()?;
                 let len: usize = at.lens.iter().map(|&l| l as usize).sum();
@@ -757,11 +957,20 @@ impl Folder {
         let Some(start) = self.cache.rewrite(&records) else {
             return;
         };
-        for (m, r) in self.messages.iter_mut().zip(refs) {
+        for (m, r) in self.messages_mut().iter_mut().zip(refs) {
             m.summary = r.map(|(offset, lens)| SummaryAt {
                 offset: start + offset as u64,
                 lens,
             });
+        }
+    }
+}
+
+impl Drop for Folder {
+    /// What the session learned (summaries, above all) is left for the next one.
+    fn drop(&mut self) {
+        if self.dirty {
+            self.publish();
         }
     }
 }
@@ -810,8 +1019,14 @@ fn w_field(fields: &str) -> Option<u64> {
         .find_map(|f| f.strip_prefix('W')?.parse().ok())
 }
 
-fn lens_of(s: &Summary) -> [u32; 3] {
-    [s.envelope.len(), s.body.len(), s.bodystructure.len()].map(|l| l as u32)
+fn lens_of(s: &Summary) -> [u32; 4] {
+    [
+        s.envelope.len(),
+        s.body.len(),
+        s.bodystructure.len(),
+        s.search.len(),
+    ]
+    .map(|l| l as u32)
 }
 
 fn summary_at(offset: u64, s: &Summary) -> SummaryAt {
@@ -821,11 +1036,12 @@ fn summary_at(offset: u64, s: &Summary) -> SummaryAt {
     }
 }
 
-fn split_summary(bytes: &[u8], lens: [u32; 3]) -> Summary {
-    let (e, b) = (lens[0] as usize, lens[1] as usize);
+fn split_summary(bytes: &[u8], lens: [u32; 4]) -> Summary {
+    let [e, b, bs, _] = lens.map(|l| l as usize);
     Summary {
         envelope: bytes[..e].to_vec(),
         body: bytes[e..e + b].to_vec(),
-        bodystructure: bytes[e + b..].to_vec(),
+        bodystructure: bytes[e + b..e + b + bs].to_vec(),
+        search: bytes[e + b + bs..].to_vec(),
     }
 }

@@ -15,7 +15,8 @@
 //! - [`deliver`]: local delivery, the courier's way in.
 //! - Below them: `name` (folder names, modified UTF-7), `flags`, `filename` (Maildir names),
 //!   `uidlist` + `uidfile` (`dovecot-uidlist`), `keywords`, `subscriptions`, `dotlock`,
-//!   `scan` (change detection, listings), `cache` (`tambo-cache`), `writer` (the one
+//!   `scan` (change detection, listings), `cache` (`tambo-cache`), `shared` (folder views
+//!   the sessions share, so a SELECT of a folder seen before costs a few stats), `writer` (the one
 //!   Maildir writer), `quota` (`maildirsize`), `notify`, and `summary` (ENVELOPE,
 //!   BODYSTRUCTURE: pure functions over message bytes).
 //!
@@ -33,6 +34,7 @@ mod notify;
 mod ops;
 mod quota;
 mod scan;
+mod shared;
 mod subscriptions;
 pub mod summary;
 mod uidfile;
@@ -125,6 +127,8 @@ struct Shared {
     /// The host part of new file names.
     hostname: String,
     notifier: Notifier,
+    /// Folder views shared by the sessions (see `shared`).
+    shared: shared::Registry,
 }
 
 impl Store {
@@ -154,6 +158,7 @@ impl Store {
                 quota: quota.filter(|&q| q > 0),
                 hostname,
                 notifier: Notifier::default(),
+                shared: shared::Registry::default(),
             }),
         }
     }
@@ -180,6 +185,10 @@ impl Store {
 
     pub(crate) fn hostname(&self) -> &str {
         &self.inner.hostname
+    }
+
+    pub(crate) fn shared(&self) -> &shared::Registry {
+        &self.inner.shared
     }
 }
 

@@ -46,7 +46,7 @@ impl Folder {
         }
         let name = format!("{}:{}", base(&m.name), flags::info(system, letters));
         self.rename_to_cur(index, &name)?;
-        let m = &mut self.messages[index];
+        let m = &mut self.messages_mut()[index];
         (m.system, m.keywords) = (system, letters);
         self.user.notify();
         Ok(())
@@ -101,7 +101,7 @@ impl Folder {
             }
             Err(e) => return Err(StoreError::io(&from, e)),
         }
-        let m = &mut self.messages[index];
+        let m = &mut self.messages_mut()[index];
         (m.name, m.in_new) = (name.into(), false);
         Ok(())
     }
@@ -182,7 +182,7 @@ impl Folder {
             gone[i] = true;
         }
         let mut n = 0;
-        self.messages.retain(|_| {
+        self.messages_mut().retain(|_| {
             n += 1;
             !gone[n - 1]
         });

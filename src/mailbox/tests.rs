@@ -9,6 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+mod shared;
+
 const DOMAIN: &str = "example.org";
 const USER: &str = "bob";
 
@@ -905,6 +907,7 @@ fn summaries_come_from_the_cache() {
         envelope: b"(NIL \"cached\" NIL NIL NIL NIL NIL NIL NIL NIL)".to_vec(),
         body: b"(\"TEXT\" \"PLAIN\")".to_vec(),
         bodystructure: b"(\"TEXT\" \"PLAIN\" NIL)".to_vec(),
+        search: b"S6 cached\n".to_vec(),
     };
     cache::append_to(
         &env.root(),
@@ -915,6 +918,7 @@ fn summaries_come_from_the_cache() {
     assert_eq!(got.envelope, summary.envelope);
     assert_eq!(got.body, summary.body);
     assert_eq!(got.bodystructure, summary.bodystructure);
+    assert_eq!(folder.search_texts(0).unwrap(), summary.search);
 }
 
 /// Files exactly as Dovecot 2.3 leaves them (see `doveadm save`, `flags add`): the store

@@ -243,6 +243,7 @@ impl UserStore {
         }
         let dir = self.folder_dir(name);
         let gone = self.transient_dir("deleted");
+        self.store.shared().forget(&dir);
         fs::rename(&dir, &gone).map_err(|e| StoreError::io(&dir, e))?;
         fsutil::fsync_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
         if let Err(e) = fs::remove_dir_all(&gone) {
@@ -292,6 +293,8 @@ impl UserStore {
             if dest.exists() {
                 return Err(StoreError::Exists);
             }
+            self.store.shared().forget(&src);
+            self.store.shared().forget(&dest);
             fs::rename(&src, &dest).map_err(|e| StoreError::io(&src, e))?;
         }
         fsutil::fsync_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
@@ -319,6 +322,7 @@ impl UserStore {
     fn rename_inbox(&self, to: &FolderName) -> Result<(), StoreError> {
         self.create(to)?;
         let dest = self.folder_dir(to);
+        self.store.shared().forget(&dest);
         if let Ok(data) = fs::read(self.root.join(cache::FILE)) {
             let _ = fs::write(dest.join(cache::FILE), data);
         }

@@ -2,7 +2,9 @@
 //! are answered from the folder's view; keys that look into the message (headers, body,
 //! text, the Date: field) by `mailbox::summary::matches`, reading each message at most once,
 //! only when such a key is asked, and only its header section unless a key looks into the
-//! body.
+//! body. Keys on Subject, From, To, Cc and Bcc are answered from the texts `tambo-cache`
+//! keeps with the message's summary when it has one (`summary::matches_texts`: the same
+//! answers), without opening the message.
 
 use crate::imapd::commands::{Selected, report_changes, sequence, store_error, with_folder};
 use crate::imapd::conn::Conn;
@@ -49,7 +51,11 @@ pub async fn search(
         let whole = needs_body(&key);
         let mut hits = Vec::new();
         for i in 0..folder.len() {
-            let mut message = Message { data: None, whole };
+            let mut message = Message {
+                data: None,
+                texts: None,
+                whole,
+            };
             if eval(&key, folder, i, &mut message)? {
                 hits.push(if uid {
                     folder.message(i).uid
@@ -82,6 +88,8 @@ pub async fn search(
 /// looks into the body, else its header section only (with what came in the same read).
 struct Message {
     data: Option<Vec<u8>>,
+    /// The search texts from the cache: `Some(None)` when it has none for this message.
+    texts: Option<Option<Vec<u8>>>,
     whole: bool,
 }
 
@@ -174,8 +182,15 @@ fn eval(
         SearchKey::Before(d) => day(m.internaldate) < *d.as_ref(),
         SearchKey::On(d) => day(m.internaldate) == *d.as_ref(),
         SearchKey::Since(d) => day(m.internaldate) >= *d.as_ref(),
-        // Every other key looks into the message.
+        // Every other key looks into the message, or into what the cache kept of it.
         other => {
+            let texts = message.texts.get_or_insert_with(|| folder.search_texts(i));
+            if let Some(found) = texts
+                .as_deref()
+                .and_then(|t| crate::mailbox::summary::matches_texts(t, other))
+            {
+                return Ok(found);
+            }
             if message.data.is_none() {
                 let mut data = Vec::new();
                 let mut file = folder.open_file(i)?;

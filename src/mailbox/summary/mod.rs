@@ -7,7 +7,8 @@
 //!   store caches at delivery), [`envelope_only`] the ENVELOPE from a header section alone;
 //! - [`crlf_size`] gives RFC822.SIZE;
 //! - [`section`] gives the octets of `BODY[section]<partial>` (RFC 3501 §6.4.5);
-//! - [`matches`] answers the SEARCH keys that look into a message (RFC 3501 §6.4.4).
+//! - [`matches`] answers the SEARCH keys that look into a message (RFC 3501 §6.4.4), and
+//!   [`matches_texts`] those on the most searched fields from what [`header_texts`] kept.
 //!
 //! The structures follow Dovecot 2.3's (its parsers were the reference), so that a Maildir
 //! shared with Dovecot, or moved from it, shows clients the same parts, sizes, addresses and
@@ -47,7 +48,7 @@ mod dovecot;
 mod tests;
 
 pub use crlf::crlf_size;
-pub use search::matches;
+pub use search::{header_texts, matches, matches_texts};
 pub use section::section;
 
 /// A message's IMAP summary: each field is the encoded IMAP value (RFC 3501 §7.4.2) exactly
@@ -59,6 +60,8 @@ pub struct Summary {
     pub body: Vec<u8>,
     /// BODYSTRUCTURE: with extension data (MD5, disposition, language, location).
     pub bodystructure: Vec<u8>,
+    /// Not IMAP: the header fields SEARCH compares most, as [`header_texts`] writes them.
+    pub search: Vec<u8>,
 }
 
 /// The summary of `message` (LF or CRLF line ends). Never fails: a malformed message gets
@@ -76,6 +79,7 @@ pub fn summarize(message: &[u8]) -> Summary {
         envelope,
         body,
         bodystructure,
+        search: header_texts(message),
     }
 }
 

@@ -8,6 +8,13 @@
 //! - BODY looks into the text/* and message/* parts, TEXT into those and every header;
 //! - a SENT* key takes the last Date: field, the date as written there (its own time zone);
 //!   a message without one (or with one that does not parse) was sent on 1970-01-01.
+//!
+//! The keys on the fields a client searches most (SUBJECT, FROM, TO, CC, BCC, and HEADER
+//! with those names) can be answered without the message: [`header_texts`] writes, once,
+//! every such field's text as those keys compare it (decoded, lowercased), the store keeps
+//! that beside the message's summary in `tambo-cache`, and [`matches_texts`] answers from
+//! it. Both sides use [`field_text`], so the answers are the same by construction (and a
+//! test compares them on every fixture).
 
 use std::borrow::Cow;
 
@@ -60,21 +67,82 @@ fn header_of(message: &[u8]) -> &[u8] {
 /// A field called `name` whose decoded value holds `s` (any such field, for an empty `s`).
 fn header_has(message: &[u8], name: &str, s: &AString<'_>) -> bool {
     let needle = needle(s);
-    let is_address = ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"]
-        .iter()
-        .any(|a| a.eq_ignore_ascii_case(name));
     header::fields(header_of(message))
         .filter(|f| f.is(name))
-        .any(|f| {
-            if needle.is_empty() {
-                return true;
-            }
-            let value = match is_address {
-                true => Cow::Owned(address::write(&address::parse(&f.value()))),
-                false => f.value(),
-            };
-            decode_words(&value).to_lowercase().contains(&needle)
-        })
+        .any(|f| needle.is_empty() || field_text(&f).contains(&needle))
+}
+
+/// A field's value as a header key compares it: encoded words decoded, lowercased; an
+/// address field's addresses written back as `Name <a@b>` first.
+fn field_text(f: &Field<'_>) -> String {
+    let is_address = ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"]
+        .iter()
+        .any(|a| f.is(a));
+    let value = match is_address {
+        true => Cow::Owned(address::write(&address::parse(&f.value()))),
+        false => f.value(),
+    };
+    decode_words(&value).to_lowercase()
+}
+
+/// The fields [`header_texts`] keeps, and the letter each is kept under.
+const KEPT: [(&str, u8); 5] = [
+    ("Subject", b'S'),
+    ("From", b'F'),
+    ("To", b'T'),
+    ("Cc", b'C'),
+    ("Bcc", b'B'),
+];
+
+/// The texts of every Subject, From, To, Cc and Bcc field of `message`, as the header keys
+/// compare them, in order: per field its letter, the text's length in octets, a space, the
+/// text, and a LF.
+pub fn header_texts(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for f in header::fields(header_of(message)) {
+        let Some(&(_, letter)) = KEPT.iter().find(|(name, _)| f.is(name)) else {
+            continue;
+        };
+        let text = field_text(&f);
+        out.push(letter);
+        out.extend_from_slice(format!("{} ", text.len()).as_bytes());
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// What [`matches`] answers for `key`, from the message's [`header_texts`]: `None` for
+/// a key that needs the message (or texts that do not read back).
+pub fn matches_texts(texts: &[u8], key: &SearchKey<'_>) -> Option<bool> {
+    let (name, s): (&[u8], _) = match key {
+        SearchKey::Bcc(s) => (b"Bcc", s),
+        SearchKey::Cc(s) => (b"Cc", s),
+        SearchKey::From(s) => (b"From", s),
+        SearchKey::To(s) => (b"To", s),
+        SearchKey::Subject(s) => (b"Subject", s),
+        SearchKey::Header(name, s) => (name.as_ref(), s),
+        _ => return None,
+    };
+    let &(_, letter) = KEPT
+        .iter()
+        .find(|(kept, _)| kept.as_bytes().eq_ignore_ascii_case(name))?;
+    let needle = needle(s);
+    let mut found = false;
+    let mut rest = texts;
+    while let Some((&tag, after)) = rest.split_first() {
+        let space = memchr::memchr(b' ', after)?;
+        let len: usize = std::str::from_utf8(&after[..space]).ok()?.parse().ok()?;
+        let text = after.get(space + 1..space + 1 + len)?;
+        if after.get(space + 1 + len) != Some(&b'\n') {
+            return None;
+        }
+        rest = &after[space + 2 + len..];
+        if tag == letter && !found {
+            found = needle.is_empty() || std::str::from_utf8(text).ok()?.contains(&needle);
+        }
+    }
+    Some(found)
 }
 
 /// `value` with its encoded words (RFC 2047) decoded and its whitespace runs made one space.

@@ -56,6 +56,7 @@ pub const FIXTURES: &[(&str, &[u8])] = &[
     fixture!("32-mixed-line-ends"),
     fixture!("33-content-type-comments"),
     fixture!("34-content-type-no-subtype"),
+    fixture!("35-repeated-fields"),
 ];
 
 /// Messages made for the limits (too deep, too many parts): name and octets.
@@ -586,6 +587,14 @@ fn searches() {
         ("24-qp-body", "BODY \"soft break\"", true),
         ("22-folded", "SENTON 7-Dec-2026", true),
         ("25-empty", "TEXT x", false),
+        ("35-repeated-fields", "SUBJECT erste", true),
+        ("35-repeated-fields", "SUBJECT «rechnung für märz»", true),
+        ("35-repeated-fields", "SUBJECT \"fassung zweite\"", false),
+        ("35-repeated-fields", "TO second", true),
+        ("35-repeated-fields", "TO first@", true),
+        ("35-repeated-fields", "FROM «andré müller»", true),
+        ("35-repeated-fields", "CC «jørn»", true),
+        ("35-repeated-fields", "HEADER subject «zweite»", true),
     ];
     for (name, criteria, want) in cases {
         let keys = search_keys(criteria);
@@ -598,6 +607,68 @@ fn searches() {
     let not_ours = search_keys("SEEN UID 1:5 SINCE 1-Jan-2020 LARGER 10 NOT FROM x OR TO a TO b");
     for key in &not_ours {
         assert_eq!(matches(b"", key), None, "{key:?}");
+    }
+}
+
+/// Header keys on the most searched fields give the same answer from the texts the cache
+/// keeps ([`header_texts`]) as from the message, on every fixture.
+#[test]
+fn kept_texts_answer_as_the_message_does() {
+    let criteria = [
+        "SUBJECT \"\"",
+        "SUBJECT monday",
+        "SUBJECT «café»",
+        "SUBJECT «réunion demain»",
+        "SUBJECT \"folded subject\"",
+        "SUBJECT \"two  spaces\"",
+        "SUBJECT \"two spaces\"",
+        "SUBJECT \"second subject\"",
+        "SUBJECT «rechnung für»",
+        "SUBJECT innermost",
+        "FROM \"\"",
+        "FROM joe",
+        "FROM \"JOE DOE\"",
+        "FROM example.org",
+        "FROM «andré»",
+        "FROM «müller»",
+        "FROM spaced",
+        "TO \"\"",
+        "TO «Jørn»",
+        "TO friends",
+        "TO undisclosed",
+        "TO \"second, person\"",
+        "CC \"\"",
+        "CC carol",
+        "BCC bcc",
+        "BCC \"\"",
+        "HEADER Subject caf",
+        "HEADER fRoM \"<\"",
+        "HEADER bcc \"\"",
+    ];
+    let mut answered = 0;
+    for (name, message) in all_fixtures() {
+        let texts = summarize(&message).search;
+        assert_eq!(texts, header_texts(&message), "{name}");
+        for c in criteria {
+            for key in search_keys(c) {
+                let kept = matches_texts(&texts, &key);
+                assert_eq!(kept, matches(&message, &key), "{name}: SEARCH {c}");
+                answered += usize::from(kept == Some(true));
+            }
+        }
+    }
+    assert!(answered > 20, "only {answered} hits: the cases test little");
+    // Keys on other fields, and texts that do not read back, need the message.
+    for (texts, c) in [
+        (&b"S3 abc\n"[..], "HEADER Sender x"),
+        (b"S3 abc\n", "BODY abc"),
+        (b"S9 abc\n", "SUBJECT abc"),
+        (b"S3 abc", "SUBJECT abc"),
+        (b"S3 a\xffc\n", "SUBJECT a"),
+    ] {
+        for key in search_keys(c) {
+            assert_eq!(matches_texts(texts, &key), None, "{c} in {texts:?}");
+        }
     }
 }
 
@@ -678,6 +749,9 @@ mod properties {
             prop_assert!(!whole.contains(&0));
             for key in search_keys("FROM a TO \"\" SUBJECT caf BODY hello TEXT y SENTON 7-Dec-2026") {
                 prop_assert!(matches(&message, &key).is_some());
+            }
+            for key in search_keys("FROM \"a \" TO \"\" SUBJECT «é» CC x BCC \"\" HEADER To j") {
+                prop_assert_eq!(matches_texts(&s.search, &key), matches(&message, &key));
             }
         }
     }
