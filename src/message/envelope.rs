@@ -55,7 +55,7 @@ pub struct Envelope {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub no_forward: Option<String>,
     /// Received on port 25 from a sender neither SPF nor an aligned DKIM signature vouched
-    /// for: a failure is logged, never bounced (SPEC §8, no backscatter). False for mail
+    /// for: a failure of a forwarded copy is logged, never bounced (SPEC §8, no backscatter). False for mail
     /// queued before this field existed, which bounces as it always did.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified_sender: bool,

@@ -85,6 +85,9 @@ struct Failure {
     rcpt: String,
     original: String,
     reason: String,
+    /// The recipient was an outside address we forwarded to (SPEC §8: such failures are
+    /// bounced only to a sender authenticated on arrival).
+    forwarded: bool,
 }
 
 /// Forwarded recipients that go out in one SMTP transaction.
@@ -436,6 +439,7 @@ impl Runner {
                     rcpt: to,
                     original: rcpt.original.clone(),
                     reason: e.reason.clone(),
+                    forwarded: matches!(rcpt.target, Recipient::Forward { .. }),
                 });
                 (RcptState::Failed { reason: e.reason }, None)
             }
@@ -497,6 +501,7 @@ impl Runner {
                 rcpt: to,
                 original: rcpt.original.clone(),
                 reason: reason.clone(),
+                forwarded: matches!(rcpt.target, Recipient::Forward { .. }),
             });
             self.record(item, i, RcptState::Failed { reason }, None)
                 .await;
@@ -505,15 +510,23 @@ impl Runner {
     }
 
     /// Queues one DSN (RFC 3464) to the envelope sender for these failures; never for a
-    /// message whose sender is `<>` (RFC 5321 §6.1: no bounce of a bounce), nor to a sender
-    /// that was not authenticated on arrival (SPEC §8: a forged sender would get it).
+    /// message whose sender is `<>` (RFC 5321 §6.1: no bounce of a bounce), nor about a forwarded
+    /// copy to a sender that was not authenticated on arrival (SPEC §8: a forged sender
+    /// would get it).
     async fn bounce(&self, item: &StoredMessage, failures: &[Failure]) {
         let sender = item.envelope.from.clone();
         if !dsn::should_bounce(&sender) {
             return;
         }
-        if item.envelope.unverified_sender {
+        // A forwarded copy that failed is bounced only to a sender authenticated on arrival;
+        // local failures (a delivery command, a pipe) are bounced as always.
+        let (kept, failures): (Vec<&Failure>, Vec<&Failure>) = failures
+            .iter()
+            .partition(|f| f.forwarded && item.envelope.unverified_sender);
+        if !kept.is_empty() {
             maillog::not_bounced(item.id.as_str(), &sender);
+        }
+        if failures.is_empty() {
             return;
         }
         let failed: Vec<dsn::Failed> = failures

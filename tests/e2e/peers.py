@@ -74,6 +74,10 @@ INBOUND_AUTH_TXT = [
     ("badhelo.test", "v=spf1 -all"),
     ("_dmarc.strict.test", "v=DMARC1; p=reject"),
     ("strict.test", "v=spf1 ip4:192.0.2.1 -all"),
+    # Senders of the bounce tests (test_remote.py): SPF vouches for them, so a forwarded
+    # copy that fails is bounced to them (SPEC §8: no DSN to an unauthenticated sender).
+    ("sender.test", "v=spf1 ip4:127.0.0.1 -all"),
+    ("fault.test", "v=spf1 ip4:127.0.0.1 -all"),
     # DMARC-safe forwarding (test_dmarc_forwarding.py): SPF passes for 127.0.0.1, nothing
     # signed, under each DMARC policy.
     ("spfreject.test", "v=spf1 ip4:127.0.0.1 -all"),

@@ -116,8 +116,9 @@ def test_sender_vouched_for_by_dkim_or_spf_gets_its_bounce(renv, net):
     import dkim
     renv.write_aliases(f"fwd: {REFUSING}\n")
     renv.start()
-    # sender.test: no SPF record, but its DKIM signature (d=sender.test) verifies and is
-    # aligned with the envelope sender: the DSN goes to it, through its MX (the sink).
+    # sender.test: SPF passes and its DKIM signature (d=sender.test) verifies, aligned with
+    # the envelope sender: the DSN goes to it, through its MX (the sink). (The DKIM-only
+    # case is a unit test of mailauth::inbound: senders_authenticated_for_bounces.)
     msg, _ = make_message(sender="bob@sender.test", to="fwd@example.test")
     signed = dkim.sign(msg, b"s1", b"sender.test", net.sender_key.private_pem,
                        include_headers=[b"from", b"to", b"subject", b"message-id", b"date"])
@@ -251,3 +252,15 @@ def test_spamassassin_down_means_try_again_later(renv, spamd):
     assert r.code == 451, r
     assert "Spam filter unavailable, please try again later" in r.text, r
     assert renv.messages() == []
+
+
+def test_local_delivery_failures_still_bounce(renv, net):
+    """Only forwarded copies are kept from unauthenticated senders (SPEC §8); a pipe alias
+    that fails for good is bounced as before (to a sender whose domain has an MX)."""
+    renv.write_aliases("piped: | /bin/false\n")
+    renv.start()
+    msg, _ = make_message(sender="victim@nomx.test", to="piped@example.test")
+    from peers import send_mx
+    send_mx(renv, "victim@nomx.test", ["piped@example.test"], msg)
+    wait_log_lines(renv, "event=bounced", "to=<victim@nomx.test>")
+    assert "event=not-bounced" not in renv.log()
