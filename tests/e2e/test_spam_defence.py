@@ -6,14 +6,13 @@ from other loopback addresses as clients elsewhere would.
 from __future__ import annotations
 
 import re
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import SmtpConn, free_ports, make_message, need, port_open, wait_until
-from peers import DNSBL_ZONE, wait_log_lines
+from helpers import SmtpConn, free_ports, make_message, port_open, wait_until
+from peers import DNSBL_ZONE, running_spamd, wait_log_lines
 
 ALICE = "alice@example.test"
 # No server answers for this zone: dnsmasq refuses the query, as a broken zone would fail.
@@ -179,31 +178,9 @@ GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
 @pytest.fixture(scope="module")
 def spamd(tmp_path_factory):
     """Debian's spamd on a free loopback port, local tests only (no network rules)."""
-    program = need("spamd", "spamd")
-    need("spamc", "spamc")
-    work = tmp_path_factory.mktemp("spamd")
     [port] = free_ports(1)
-    log = open(work / "spamd.log", "wb")
-    proc = subprocess.Popen(
-        [program, f"--listen=127.0.0.1:{port}", f"--pidfile={work / 'pid'}", "--local",
-         "--max-children=1", "--min-children=1", "--syslog=stderr", "--nouser-config",
-         "--username=nobody"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-    try:
-        # Loading the rules takes a few seconds.
-        if not wait_until(lambda: port_open(port) or proc.poll() is not None, 60) \
-                or proc.poll() is not None:
-            pytest.fail(f"spamd did not start:\n{(work / 'spamd.log').read_text()}",
-                        pytrace=False)
+    with running_spamd(tmp_path_factory.mktemp("spamd"), port):
         yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-        log.close()
 
 
 def install_hook(tambo, spamd_port: int) -> None:
