@@ -880,7 +880,7 @@ def submit(tambo, rcpts: list[str], message: bytes, sender: str = ALICE,
 def running_spamd(workdir: Path, port: int):
     """Debian's spamd on 127.0.0.1:`port`, local tests only (no network rules), stopped by
     its pid on exit. Skips (fails under TAMBO_REQUIRE_PEERS=1) without spamd and spamc."""
-    from helpers import need, port_open
+    from helpers import need, port_open, stop_process
     program = need("spamd", "spamd")
     need("spamc", "spamc")
     log = open(workdir / "spamd.log", "wb")
@@ -897,12 +897,7 @@ def running_spamd(workdir: Path, port: int):
                         pytrace=False)
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop_process(proc)
         log.close()
 
 

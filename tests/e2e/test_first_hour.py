@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from helpers import (DELIVERY_DEADLINE, TAMBO_BIN, Tambo, free_ports, make_message,
-                     read_maildir_new, wait_until)
+                     read_maildir_new, stop_process, wait_until)
 
 SENDER = "sender@remote.example"
 ALICE = "alice@example.test"
@@ -116,12 +116,7 @@ def test_default_listener_pair_on_one_port(tmp_path):
         assert f"0.0.0.0:{port}" in log and f"[::]:{port}" in log, log
         assert "Address already in use" not in log, log
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        stop_process(proc)
 
 
 # ---- a full disk -----------------------------------------------------------------------------
