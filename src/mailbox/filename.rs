@@ -40,6 +40,18 @@ pub fn sort_cmp(a: &str, b: &str) -> Ordering {
         .then_with(|| base(rest_a).cmp(base(rest_b)))
 }
 
+/// What [`sort_cmp`] orders by first, (seconds, microseconds): computed once per name when
+/// many are sorted; names with equal keys are ordered by [`sort_cmp`].
+pub fn sort_key(name: &str) -> (u64, Option<u64>) {
+    let (secs, rest) = leading_number(name);
+    (secs, usecs(rest))
+}
+
+/// The seconds a name starts with (maildir(5): when it was delivered); 0 when none.
+pub fn leading_seconds(name: &str) -> i64 {
+    i64::try_from(leading_number(name).0).unwrap_or(0)
+}
+
 fn leading_number(s: &str) -> (u64, &str) {
     let end = s
         .bytes()

@@ -25,6 +25,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// The INTERNALDATE of a message not looked up yet. Opening a folder stats no file: like
+/// Dovecot, the date is read when a command needs it (FETCH INTERNALDATE, SEARCH BEFORE/ON/
+/// SINCE, COPY), and kept in the cache with the message's summary.
+pub(crate) const UNKNOWN_DATE: i64 = i64::MIN;
+
 /// Octets of a `tambo-cache` record with a summary, about (for the cache's size bound).
 const FULL_RECORD: u64 = 2048;
 
@@ -39,8 +44,9 @@ pub struct Message {
     pub recent: bool,
     /// Octets as IMAP sends it (CRLF line ends): RFC822.SIZE.
     pub size: u64,
-    /// Seconds since the epoch: the file's mtime when it arrived.
-    pub internaldate: i64,
+    /// INTERNALDATE, seconds since the epoch: the file's mtime, or [`UNKNOWN_DATE`] until
+    /// first asked for ([`Folder::internaldate`]).
+    pub(crate) date: i64,
     /// The file's current name, and whether it is in `new/` (else `cur/`). Shared: views
     /// of the folder are copied on write (see `shared`).
     pub(crate) name: Arc<str>,
@@ -402,14 +408,47 @@ impl Folder {
         }
         let data = self.read_message(index)?;
         let s = summary::summarize(&data);
+        let date = self.internaldate(index);
         let m = &self.messages[index];
-        let (record, at) = cache::record(base(&m.name), m.size, m.internaldate, Some(&s));
+        let (record, at) = cache::record(base(&m.name), m.size, date, Some(&s));
         let start = self.cache.append(&record);
         let m = &mut self.messages_mut()[index];
         m.summary = start
             .filter(|_| !s.envelope.is_empty())
             .map(|start| summary_at(start + at as u64, &s));
         Ok(self.slot.insert(s))
+    }
+
+    /// The INTERNALDATE of message `index`: known from the cache or an earlier look, else
+    /// the file's mtime, kept from now on.
+    pub fn internaldate(&mut self, index: usize) -> i64 {
+        let m = &self.messages[index];
+        if m.date != UNKNOWN_DATE {
+            return m.date;
+        }
+        let date = self.date_of(m);
+        self.messages_mut()[index].date = date;
+        date
+    }
+
+    /// The INTERNALDATE of `m`, from its file when not known yet (not kept: see
+    /// [`Folder::internaldate`]). A file gone meanwhile gets the seconds its name starts
+    /// with (maildir(5): the delivery time), as Dovecot does.
+    pub(crate) fn date_of(&self, m: &Message) -> i64 {
+        if m.date != UNKNOWN_DATE {
+            return m.date;
+        }
+        match fs::metadata(self.path_of(m)) {
+            Ok(meta) => std::os::unix::fs::MetadataExt::mtime(&meta),
+            Err(_) => filename::leading_seconds(&m.name),
+        }
+    }
+
+    /// Looks up every INTERNALDATE not known yet (before a SEARCH on dates).
+    pub fn learn_dates(&mut self) {
+        for i in 0..self.messages.len() {
+            self.internaldate(i);
+        }
     }
 
     /// The search texts of a message ([`summary::header_texts`]) when the cache has them:
@@ -696,11 +735,19 @@ impl Folder {
                     .as_ref()
                     .map(|l| (l.list.uidvalidity, l.list.nextuid));
                 let mut locked = uidfile::Locked::open(&self.dir)?;
-                // New files get their UIDs in file name order (Dovecot's order).
-                found.sort_by(|a, b| match (a.uid, b.uid) {
-                    (0, 0) => filename::sort_cmp(&a.name, &b.name),
-                    (x, y) => y.cmp(&x),
+                // New files get their UIDs in file name order (Dovecot's order), their
+                // sort keys computed once.
+                let mut keyed: Vec<_> = found
+                    .into_iter()
+                    .map(|f| (f.uid, (f.uid == 0).then(|| filename::sort_key(&f.name)), f))
+                    .collect();
+                keyed.sort_by(|(ua, ka, a), (ub, kb, b)| match (ua, ub) {
+                    (0, 0) => ka
+                        .cmp(kb)
+                        .then_with(|| filename::sort_cmp(&a.name, &b.name)),
+                    (x, y) => y.cmp(x),
                 });
+                found = keyed.into_iter().map(|(_, _, f)| f).collect();
                 for f in found.iter_mut().filter(|f| f.uid == 0) {
                     let b = base(&f.name);
                     f.uid = match locked.uid_of(b) {
@@ -758,6 +805,13 @@ impl Folder {
     ) -> Result<(), StoreError> {
         let top = found.iter().map(|f| f.uid).max().unwrap_or(0);
         if top <= last {
+            return Ok(());
+        }
+        // Found files have distinct UIDs, all from the list: as many records as found
+        // files in the range means none is missing (the usual case, no hashing).
+        let between = |uid: u32| uid > last && uid < top;
+        let records = list.records.iter().filter(|r| between(r.uid)).count();
+        if records == found.iter().filter(|f| between(f.uid)).count() {
             return Ok(());
         }
         let have: HashSet<&str> = found.iter().map(|f| base(&f.name)).collect();
@@ -828,7 +882,7 @@ impl Folder {
                 keywords,
                 recent: f.recent,
                 size: 0,
-                internaldate: 0,
+                date: UNKNOWN_DATE,
                 name: f.name.as_str().into(),
                 in_new: f.in_new,
                 summary: None,
@@ -837,11 +891,11 @@ impl Folder {
             match entries.remove(b) {
                 Some(e) => {
                     m.size = vsize.unwrap_or(e.crlf_size);
-                    (m.internaldate, m.summary) = (e.internaldate, e.summary);
+                    (m.date, m.summary) = (e.internaldate, e.summary);
                 }
                 None => match self.learn(&m, b, vsize, &mut pending) {
                     Some((size, date, at)) => {
-                        (m.size, m.internaldate) = (size, date);
+                        (m.size, m.date) = (size, date);
                         if let Some((offset, lens)) = at {
                             pending_refs.push((added.len(), offset, lens));
                         }
@@ -865,9 +919,10 @@ impl Folder {
         self.messages_mut().extend(added);
     }
 
-    /// What the cache did not know about a file: its CRLF size (`vsize`, else read), its
-    /// date (mtime), and, when the file had to be read, its summary. Adds a record to
-    /// `pending`; returns (size, date, summary position in `pending`).
+    /// What the cache did not know about a file: its CRLF size from `vsize` (the name's or
+    /// the uidlist's; nothing looked up, the date stays unknown), else from reading the
+    /// file, which also gives its date (mtime) and summary, in a record added to `pending`.
+    /// Returns (size, date, summary position in `pending`); `None` when the file is gone.
     #[allow(clippy::type_complexity)]
     fn learn(
         &self,
@@ -876,22 +931,18 @@ impl Folder {
         vsize: Option<u64>,
         pending: &mut Vec<u8>,
     ) -> Option<(u64, i64, Option<(usize, [u32; 4])>)> {
-        let path = self.path_of(m);
-        let meta = fs::metadata(&path).ok()?;
-        let date = std::os::unix::fs::MetadataExt::mtime(&meta);
-        let (size, summary) = match vsize {
-            Some(size) => (size, None),
-            None => {
-                let data = fs::read(&path).ok()?;
-                (summary::crlf_size(&data), Some(summary::summarize(&data)))
-            }
-        };
-        let (record, at) = cache::record(b, size, date, summary.as_ref());
+        if let Some(size) = vsize {
+            return Some((size, UNKNOWN_DATE, None));
+        }
+        let mut file = File::open(self.path_of(m)).ok()?;
+        let date = std::os::unix::fs::MetadataExt::mtime(&file.metadata().ok()?);
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).ok()?;
+        let (size, summary) = (summary::crlf_size(&data), summary::summarize(&data));
+        let (record, at) = cache::record(b, size, date, Some(&summary));
         let offset = pending.len() + at;
         pending.extend_from_slice(&record);
-        let refs = summary
-            .filter(|s| !s.envelope.is_empty())
-            .map(|s| (offset, lens_of(&s)));
+        let refs = (!summary.envelope.is_empty()).then(|| (offset, lens_of(&summary)));
         Some((size, date, refs))
     }
 
@@ -944,13 +995,18 @@ impl Folder {
         let mut records = Vec::new();
         let mut refs = Vec::with_capacity(self.messages.len());
         for m in self.messages.iter() {
+            // Nothing to keep that the name does not tell (see `learn`).
+            if m.date == UNKNOWN_DATE {
+                refs.push(None);
+                continue;
+            }
             let part = m.summary.and_then(|at| {
                 let start = usize::try_from(at.offset).ok()?;
                 let len: usize = at.lens.iter().map(|&l| l as usize).sum();
                 old.get(start..start + len).map(|bytes| (bytes, at.lens))
             });
             let s = part.map(|(bytes, lens)| split_summary(bytes, lens));
-            let (record, at) = cache::record(base(&m.name), m.size, m.internaldate, s.as_ref());
+            let (record, at) = cache::record(base(&m.name), m.size, m.date, s.as_ref());
             refs.push(s.map(|s| (records.len() + at, lens_of(&s))));
             records.extend_from_slice(&record);
         }

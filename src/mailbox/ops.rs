@@ -378,7 +378,7 @@ impl Folder {
             .join("tmp")
             .join(filename::unique(self.user.store.hostname()));
         let copied = copy_exact(&mut input, &tmp)
-            .and_then(|()| set_mtime(&tmp, self.messages[i].internaldate))
+            .and_then(|()| set_mtime(&tmp, self.date_of(&self.messages[i])))
             .and_then(|()| match writer::publish(&tmp, dest)? {
                 writer::Published::Created => Ok(()),
                 writer::Published::Existed => Err(StoreError::Exists),
@@ -424,7 +424,7 @@ impl Folder {
     fn cache_record(&self, i: usize, base: &str) -> Vec<u8> {
         let m = &self.messages[i];
         let summary = m.summary.and_then(|at| self.cache.summary(at).ok());
-        cache::record(base, m.size, m.internaldate, summary.as_ref()).0
+        cache::record(base, m.size, self.date_of(m), summary.as_ref()).0
     }
 }
 

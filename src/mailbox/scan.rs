@@ -68,6 +68,13 @@ pub fn list_names(dir: &Path) -> io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Whether a Maildir directory holds a file that can be a message (reads up to the first).
+pub fn has_entries(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|mut entries| {
+        entries.any(|e| e.is_ok_and(|e| !e.file_name().as_encoded_bytes().starts_with(b".")))
+    })
+}
+
 /// `new/` and/or `cur/` as listed, with their stamps from just before the listing.
 #[derive(Debug, Default)]
 pub struct Listing {
@@ -145,6 +152,13 @@ mod tests {
         assert!(l.stable);
         assert_eq!(l.new.unwrap(), ["1.a.h"]);
         assert_eq!(l.cur.unwrap(), ["2.b.h:2,S"]);
+        assert!(has_entries(&tmp.path().join("new")));
+        fs::remove_file(tmp.path().join("new/1.a.h")).unwrap();
+        assert!(
+            !has_entries(&tmp.path().join("new")),
+            "dot files are no messages"
+        );
+        fs::write(tmp.path().join("new/1.a.h"), b"").unwrap();
         let l = scan(tmp.path(), false, true).unwrap();
         assert!(l.new.is_none() && l.cur.is_some());
         fs::remove_dir_all(tmp.path().join("new")).unwrap();

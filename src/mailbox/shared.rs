@@ -203,7 +203,7 @@ mod tests {
             keywords: 0,
             recent: false,
             size: 1,
-            internaldate: 0,
+            date: 0,
             name: "1.a.h".into(),
             in_new: false,
             summary: None,

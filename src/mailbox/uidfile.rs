@@ -223,7 +223,7 @@ fn start_over(dir: &Path) -> Result<Uidlist, StoreError> {
     let list = Uidlist::new(new_uidvalidity(), uidlist::new_guid());
     let has_mail = ["cur", "new"]
         .iter()
-        .any(|sub| scan::list_names(&dir.join(sub)).is_ok_and(|names| !names.is_empty()));
+        .any(|sub| scan::has_entries(&dir.join(sub)));
     if has_mail {
         log::warn!(
             "{}: {FILE} is missing or unusable: new UIDVALIDITY {}, clients will download the folder again",

@@ -185,14 +185,12 @@ fn push_record(list: &mut Uidlist, record: Record, line: usize, problems: &mut V
 
 /// Drops earlier records of base names listed again; whether any were.
 pub fn dedupe(list: &mut Uidlist) -> bool {
-    let mut seen = std::collections::HashSet::with_capacity(list.records.len());
     let before = list.records.len();
-    let mut keep: Vec<bool> = list
-        .records
-        .iter()
-        .rev()
-        .map(|r| seen.insert(r.base.clone()))
-        .collect();
+    let mut keep: Vec<bool> = {
+        let mut seen = std::collections::HashSet::with_capacity(before);
+        let records = list.records.iter().rev();
+        records.map(|r| seen.insert(&*r.base)).collect()
+    };
     keep.reverse();
     let mut n = 0;
     list.records.retain(|_| {

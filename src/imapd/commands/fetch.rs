@@ -164,7 +164,7 @@ fn one(
                 flags_sent = true;
             }
             MessageDataItemName::InternalDate => {
-                let date = wire::date_time(folder.message(i).internaldate);
+                let date = wire::date_time(folder.internaldate(i));
                 wire::push_fmt(out, format_args!("INTERNALDATE {date}"));
             }
             MessageDataItemName::Rfc822Size => {

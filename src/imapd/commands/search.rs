@@ -47,6 +47,9 @@ pub async fn search(
             .unwrap_or_else(|_| vec![SearchKey::All].try_into().expect("one key")),
     );
     let found = with_folder(conn, move |sel: &mut Selected, _| {
+        if needs_dates(&key) {
+            sel.folder.learn_dates();
+        }
         let folder = &sel.folder;
         let whole = needs_body(&key);
         let mut hits = Vec::new();
@@ -95,12 +98,28 @@ struct Message {
 
 /// Whether some key of `key` looks past the header section (BODY, TEXT).
 fn needs_body(key: &SearchKey<'_>) -> bool {
+    any_key(key, &|k| {
+        matches!(k, SearchKey::Body(_) | SearchKey::Text(_))
+    })
+}
+
+/// Whether some key of `key` compares INTERNALDATE (BEFORE, ON, SINCE): the dates not
+/// known yet are looked up first (see `Folder::internaldate`).
+fn needs_dates(key: &SearchKey<'_>) -> bool {
+    any_key(key, &|k| {
+        matches!(
+            k,
+            SearchKey::Before(_) | SearchKey::On(_) | SearchKey::Since(_)
+        )
+    })
+}
+
+fn any_key(key: &SearchKey<'_>, wanted: &dyn Fn(&SearchKey<'_>) -> bool) -> bool {
     match key {
-        SearchKey::And(keys) => keys.as_ref().iter().any(needs_body),
-        SearchKey::Or(a, b) => needs_body(a) || needs_body(b),
-        SearchKey::Not(k) => needs_body(k),
-        SearchKey::Body(_) | SearchKey::Text(_) => true,
-        _ => false,
+        SearchKey::And(keys) => keys.as_ref().iter().any(|k| any_key(k, wanted)),
+        SearchKey::Or(a, b) => any_key(a, wanted) || any_key(b, wanted),
+        SearchKey::Not(k) => any_key(k, wanted),
+        k => wanted(k),
     }
 }
 
@@ -179,9 +198,9 @@ fn eval(
         SearchKey::Unkeyword(k) => !keyword(k.inner()),
         SearchKey::Larger(n) => m.size > u64::from(*n),
         SearchKey::Smaller(n) => m.size < u64::from(*n),
-        SearchKey::Before(d) => day(m.internaldate) < *d.as_ref(),
-        SearchKey::On(d) => day(m.internaldate) == *d.as_ref(),
-        SearchKey::Since(d) => day(m.internaldate) >= *d.as_ref(),
+        SearchKey::Before(d) => day(folder.date_of(m)) < *d.as_ref(),
+        SearchKey::On(d) => day(folder.date_of(m)) == *d.as_ref(),
+        SearchKey::Since(d) => day(folder.date_of(m)) >= *d.as_ref(),
         // Every other key looks into the message, or into what the cache kept of it.
         other => {
             let texts = message.texts.get_or_insert_with(|| folder.search_texts(i));
@@ -272,5 +291,19 @@ mod tests {
             Box::new(body)
         )));
         assert!(!needs_body(&SearchKey::Not(Box::new(subject))));
+    }
+
+    #[test]
+    fn only_date_keys_need_the_dates() {
+        let subject = SearchKey::Subject("x".try_into().expect("astring"));
+        let day = chrono::NaiveDate::from_ymd_opt(2026, 12, 7).expect("a date");
+        let since = SearchKey::Since(day.try_into().expect("a date"));
+        assert!(!needs_dates(&subject));
+        assert!(needs_dates(&since));
+        assert!(needs_dates(&SearchKey::Or(
+            Box::new(subject.clone()),
+            Box::new(SearchKey::Not(Box::new(since)))
+        )));
+        assert!(!needs_dates(&SearchKey::Not(Box::new(subject))));
     }
 }
