@@ -233,7 +233,9 @@ fn couriers(settings: &Settings) -> Result<Couriers, CliError> {
 fn mail_store(settings: &Settings) -> Store {
     let quota = (settings.mailbox_quota_mb > 0)
         .then(|| settings.mailbox_quota_mb.saturating_mul(1024 * 1024));
-    Store::new(settings.data_dir.join("mail"), quota).with_hostname(&settings.hostname)
+    Store::new(settings.data_dir.join("mail"), quota)
+        .with_hostname(&settings.hostname)
+        .with_detail_separators(&settings.suffix_separators)
 }
 
 /// `srs_secret` from the settings, else the one generated into `data_dir/srs_secret` (mode

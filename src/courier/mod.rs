@@ -72,19 +72,22 @@ pub struct Couriers {
 impl Couriers {
     /// Delivers to a local user's mailbox through the configured local delivery. Returns how
     /// (for the mail log). `key` names this delivery (queue id and recipient index): the
-    /// built-in Maildir delivery uses it to never deliver the same recipient twice.
+    /// built-in Maildir delivery uses it to never deliver the same recipient twice, and
+    /// `original` (the recipient as the sender wrote it) to pick the folder.
     pub async fn mailbox(
         &self,
         item: &StoredMessage,
         mailbox: &Address,
+        original: &str,
         key: &str,
     ) -> Result<String, DeliveryError> {
         match &self.local {
             LocalDelivery::Maildir => {
-                let (store, item, mailbox, key) = (
+                let (store, item, mailbox, original, key) = (
                     self.store.clone(),
                     item.clone(),
                     mailbox.clone(),
+                    original.to_string(),
                     key.to_string(),
                 );
                 smol::unblock(move || {
@@ -92,6 +95,7 @@ impl Couriers {
                         &store,
                         mailbox.domain().as_str(),
                         mailbox.local().as_str(),
+                        &original,
                         &item,
                         &key,
                     )

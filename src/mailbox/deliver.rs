@@ -14,9 +14,9 @@
 use crate::fsutil;
 use crate::mailbox::filename::safe_hostname;
 use crate::mailbox::name::FolderName;
-use crate::mailbox::user::{UserStore, mtime_of};
+use crate::mailbox::user::{UserStore, keyword_letters, mtime_of};
 use crate::mailbox::writer::{self, Create, Published};
-use crate::mailbox::{Store, StoreError, cache, quota, summary};
+use crate::mailbox::{Flags, Store, StoreError, cache, flags, quota, summary, uidfile};
 use crate::message::StoredMessage;
 use std::io::Read;
 
@@ -32,6 +32,25 @@ pub fn deliver(
     message: &StoredMessage,
     headers: &[u8],
     key: &str,
+) -> Result<(), StoreError> {
+    let flags = Flags::default();
+    deliver_flagged(store, domain, user, folder, message, headers, key, &flags)
+}
+
+/// [`deliver`] with flags and keywords set (`$Junk` on mail accepted under
+/// `inbound_policy` "tag"). Such a file goes straight to `cur/` with its flags in its name,
+/// as Dovecot's delivery does; new keywords are added to `dovecot-keywords` under the
+/// uidlist lock, which a flagged delivery takes for that (an unflagged one takes none).
+#[allow(clippy::too_many_arguments)]
+pub fn deliver_flagged(
+    store: &Store,
+    domain: &str,
+    user: &str,
+    folder: &FolderName,
+    message: &StoredMessage,
+    headers: &[u8],
+    key: &str,
+    flags: &Flags,
 ) -> Result<(), StoreError> {
     check_key(key)?;
     let user = UserStore::new(store.clone(), domain, user)?;
@@ -66,8 +85,17 @@ pub fn deliver(
         headers.len() as u64 + message.message_len(),
     )?;
     let base = format!("{name},S={},W={}", written.size, written.crlf_size);
-    let new_dir = dir.join("new");
-    let dest = new_dir.join(&base);
+    let flagged = flags.system != 0 || !flags.keywords.is_empty();
+    let lock = flagged.then(|| uidfile::Locked::open(&dir)).transpose()?;
+    let dest = match lock {
+        Some(_) => {
+            let (system, keywords) = keyword_letters(&dir, flags)?;
+            dir.join("cur")
+                .join(format!("{base}:{}", flags::info(system, keywords)))
+        }
+        None => dir.join("new").join(&base),
+    };
+    let dest_dir = dest.parent().unwrap_or(&dir).to_path_buf();
     if dest.exists() {
         log::info!("maildir: {} was already delivered", dest.display());
         writer::remove_quietly(&tmp);
@@ -90,13 +118,14 @@ pub fn deliver(
     if !created {
         log::info!("maildir: {} was already delivered", dest.display());
     }
-    if let Err(e) = fsutil::fsync_dir_shared(&new_dir) {
+    if let Err(e) = fsutil::fsync_dir_shared(&dest_dir) {
         // The delivery will be retried, so a copy left here could show up twice.
         if created {
             writer::remove_quietly(&dest);
         }
-        return Err(StoreError::io(&new_dir, e));
+        return Err(StoreError::io(&dest_dir, e));
     }
+    drop(lock);
     if created {
         if limit.is_some() {
             quota::add(user.root(), written.size as i64, 1);

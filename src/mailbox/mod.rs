@@ -42,7 +42,7 @@ mod uidlist;
 mod user;
 mod writer;
 
-pub use deliver::{deliver, trace_headers};
+pub use deliver::{deliver, deliver_flagged, trace_headers};
 pub use flags::{Flags, MAX_KEYWORDS};
 pub use folder::{Changes, Folder, Message};
 pub use name::{DELIMITER, FolderName, SpecialUse};
@@ -126,6 +126,8 @@ struct Shared {
     quota: Option<u64>,
     /// The host part of new file names.
     hostname: String,
+    /// `suffix_separators`: `user+tag@` is delivered into folder `tag` when it exists.
+    detail_separators: String,
     notifier: Notifier,
     /// Folder views shared by the sessions (see `shared`).
     shared: shared::Registry,
@@ -139,24 +141,40 @@ impl Store {
             mail_root,
             quota_bytes,
             filename::system_hostname().to_string(),
+            "+".to_string(),
         )
     }
 
     /// The same store naming new files after `hostname` (the server's configured name).
     pub fn with_hostname(self, hostname: &str) -> Store {
+        let separators = self.inner.detail_separators.clone();
         Store::build(
             self.inner.root.clone(),
             self.inner.quota,
             hostname.to_string(),
+            separators,
         )
     }
 
-    fn build(root: PathBuf, quota: Option<u64>, hostname: String) -> Store {
+    /// The same store with the address suffix separators (`suffix_separators`, "+" unless
+    /// set) that mark the folder part of a recipient address (see [`Store::detail_of`]).
+    pub fn with_detail_separators(self, separators: &str) -> Store {
+        let hostname = self.inner.hostname.clone();
+        Store::build(
+            self.inner.root.clone(),
+            self.inner.quota,
+            hostname,
+            separators.to_string(),
+        )
+    }
+
+    fn build(root: PathBuf, quota: Option<u64>, hostname: String, separators: String) -> Store {
         Store {
             inner: Arc::new(Shared {
                 root,
                 quota: quota.filter(|&q| q > 0),
                 hostname,
+                detail_separators: separators,
                 notifier: Notifier::default(),
                 shared: shared::Registry::default(),
             }),
@@ -173,6 +191,17 @@ impl Store {
 
     pub fn notifier(&self) -> &Notifier {
         &self.inner.notifier
+    }
+
+    /// The detail of a recipient's local part: what follows the first suffix separator
+    /// (`tag` of `user+tag`), as Dovecot's `lmtp_save_to_detail_mailbox` takes it; none
+    /// when the separator starts the local part or ends it.
+    pub fn detail_of<'a>(&self, local: &'a str) -> Option<&'a str> {
+        let seps = &self.inner.detail_separators;
+        let at = local.find(|c| seps.contains(c))?;
+        let sep_len = local[at..].chars().next().map_or(1, char::len_utf8);
+        let detail = &local[at + sep_len..];
+        (at > 0 && !detail.is_empty()).then_some(detail)
     }
 
     pub fn quota_bytes(&self) -> Option<u64> {

@@ -13,7 +13,7 @@
 use crate::aliases::Recipient;
 use crate::courier::{DeliveryError, maildir};
 use crate::mailbox::Store;
-use crate::message::{Envelope, RcptState, StoredMessage};
+use crate::message::{Envelope, QueuedRcpt, RcptState, StoredMessage};
 use crate::queue::store::Incoming;
 use std::io;
 
@@ -54,7 +54,7 @@ impl DirectMaildir {
             .rcpts
             .iter()
             .enumerate()
-            .map(|(i, rcpt)| self.deliver_one(&message, &rcpt.target, i))
+            .map(|(i, rcpt)| self.deliver_one(&message, rcpt, i))
             .collect();
         if results.iter().all(Result::is_ok) {
             incoming.recycle();
@@ -82,10 +82,10 @@ impl DirectMaildir {
     fn deliver_one(
         &self,
         message: &StoredMessage,
-        target: &Recipient,
+        rcpt: &QueuedRcpt,
         index: usize,
     ) -> Result<(), DeliveryError> {
-        let Recipient::Mailbox { address } = target else {
+        let Recipient::Mailbox { address } = &rcpt.target else {
             return Err(DeliveryError::temporary("not a mailbox"));
         };
         let mailbox = crate::addr::Address::parse(address)
@@ -94,6 +94,7 @@ impl DirectMaildir {
             &self.store,
             mailbox.domain().as_str(),
             mailbox.local().as_str(),
+            &rcpt.original,
             message,
             &format!("{}_{index}", message.id),
         )

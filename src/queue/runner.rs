@@ -148,7 +148,8 @@ impl Runner {
             let result = match rcpt.target.clone() {
                 Recipient::Mailbox { address } => {
                     let key = format!("{}_{i}", item.id);
-                    self.deliver_mailbox(item, &address, &key).await
+                    self.deliver_mailbox(item, &address, &rcpt.original, &key)
+                        .await
                 }
                 Recipient::Pipe { argv, alias } => self
                     .couriers
@@ -183,11 +184,12 @@ impl Runner {
         &self,
         item: &StoredMessage,
         address: &str,
+        original: &str,
         key: &str,
     ) -> Result<String, DeliveryError> {
         let mailbox = Address::parse(address)
             .map_err(|e| DeliveryError::permanent(format!("bad mailbox {address:?}: {e}")))?;
-        self.couriers.mailbox(item, &mailbox, key).await
+        self.couriers.mailbox(item, &mailbox, original, key).await
     }
 
     fn route(

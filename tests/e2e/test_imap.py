@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PASSWORD, client_tls_context, make_message
+from helpers import PASSWORD, client_tls_context, make_message, wait_until
 
 ALICE = "alice@example.test"
 
@@ -340,3 +340,30 @@ def test_malformed_commands_get_bad_and_the_session_goes_on(imap):
                      b"a4 " + b"x" * 20000 + b"\r\n", b"a5 LOGOUT\r\n"])
     for expected in (b"a1 BAD", b"a2 BAD", b"garbage BAD", b"a3 OK", b"a4 BAD", b"a5 OK"):
         assert expected in out, (expected, out)
+
+
+# ---- the MTA and the mailbox in one -------------------------------------------------------------
+
+
+def test_plus_tag_is_delivered_into_the_folder_of_that_name_when_it_exists(imap):
+    """`alice+lists@` lands in folder "lists" once the user made it (Dovecot's
+    lmtp_save_to_detail_mailbox); a tag without such a folder lands in INBOX."""
+    c = login(imap)
+    assert c.create("lists")[0] == "OK"
+    deliver(imap, subject="for the list", to="alice+lists@example.test")
+    deliver(imap, subject="no such folder", to="alice+nosuch@example.test")
+
+    def count(folder):
+        typ, data = c.select(folder, readonly=True)
+        assert typ == "OK", data
+        return int(data[0])
+
+    assert wait_until(lambda: count("lists") == 1 and count("INBOX") == 1, 10), \
+        (count("lists"), count("INBOX"), imap.log())
+    c.select("lists", readonly=True)
+    _, data = c.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"for the list" in data[0][1]
+    c.select("INBOX", readonly=True)
+    _, data = c.fetch("1", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert b"no such folder" in data[0][1]
+    c.logout()

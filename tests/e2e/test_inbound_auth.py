@@ -15,7 +15,8 @@ import time
 import dkim
 import pytest
 
-from helpers import HOSTNAME, SmtpConn, dot_stuff, header_block, make_message
+from helpers import (DELIVERY_DEADLINE, HOSTNAME, SmtpConn, dot_stuff, header_block, make_message,
+                     wait_until)
 from peers import SENDER_DKIM_SELECTOR, send_mx
 
 ALICE = "alice@example.test"
@@ -217,7 +218,16 @@ def test_tag_policy_delivers_locally_never_forwards(aenv, net):
     dmarc_failed, dmarc_id = make_message(sender="news@strict.test", to="both@example.test")
     send_mx(aenv, "someone@spffail.test", ["both@example.test"], spf_failed)
     send_mx(aenv, "bounce@spfok.test", ["both@example.test"], dmarc_failed)
-    got = aenv.wait_messages(2)
+    # Filed as spam: in Junk, flagged $Junk (its letter in the file name, as Dovecot files
+    # it); nothing in INBOX.
+    junk = aenv.maildir("alice", "example.test") / ".Junk"
+    files = wait_until(lambda: (f := sorted((junk / "cur").glob("*"))) and len(f) >= 2 and f,
+                       DELIVERY_DEADLINE)
+    assert files and len(files) == 2, aenv.log()
+    assert all(f.name.endswith(":2,a") for f in files), files
+    assert (junk / "dovecot-keywords").read_text().split() == ["0", "$Junk"]
+    assert not aenv.messages("alice", "example.test")
+    got = [f.read_bytes() for f in files]
     by_spf = {method(ours(m), "spf")[0]: ours(m) for m in got}
     assert set(by_spf) == {"fail", "pass"}, list(by_spf.values())
     assert method(by_spf["pass"], "dmarc") == ["fail"], by_spf["pass"]
