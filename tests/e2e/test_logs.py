@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 
 from helpers import PASSWORD, SmtpConn, assert_reply, free_ports, port_open, wait_until
 
