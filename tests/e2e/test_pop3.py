@@ -22,6 +22,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -386,6 +387,32 @@ def test_imap_idle_hears_of_the_removal_at_quit(pop3):
         assert line.startswith(b"* "), line  # "* 1 EXISTS" may come first
     assert line.startswith(b"i1 OK"), line
     imap.logout()
+
+
+def test_metrics_count_pop3_connections_and_logins(env):
+    env.pop3s_port, monitoring = free_ports(2)
+    env.write_config(pop3s_listen=[f"127.0.0.1:{env.pop3s_port}"],
+                     monitoring_listen=f"127.0.0.1:{monitoring}")
+    env.start()
+    assert wait_until(lambda: port_open(env.pop3s_port) and port_open(monitoring), 10)
+    login(env, "implicit").quit()
+    c = connect(env, "implicit")
+    c.user(ALICE)
+    with pytest.raises(poplib.error_proto):
+        c.pass_("wrong password")
+    c.quit()
+
+    def value(text: str, sample: str) -> float:
+        m = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.M)
+        assert m, (sample, text)
+        return float(m.group(1))
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitoring}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    assert value(text, 'tambo_logins_total{protocol="pop3",result="ok"}') == 1
+    assert value(text, 'tambo_logins_total{protocol="pop3",result="password"}') == 1
+    assert value(text, 'tambo_connections_total{listener="pop3s"}') >= 2
+    assert value(text, 'tambo_connections_total{listener="pop3"}') == 0
 
 
 # ---- real clients ---------------------------------------------------------------------------
