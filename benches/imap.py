@@ -4,13 +4,14 @@ benches/README.md, "IMAP").
 Writes a Maildir of realistic messages once (mailgen.py), gives each server its own copy,
 then for each round restarts both on fresh copies and measures them alternately: the first
 SELECT of INBOX (cold) and the FETCH, BODY.PEEK[] and SEARCH after it; then sessions that
-SELECT again (warm) and repeat those commands; IMAPS logins per second from several client
-threads; and the memory of idle logged-in sessions (PSS). Prints a table of medians and
+SELECT again (warm) and repeat those commands; a POP3S session of STAT, UIDL and 200 RETR;
+IMAPS logins per second from several client threads; and the memory of idle logged-in
+sessions (PSS). Prints a table of medians and
 writes every figure to a JSON file. Every wait has a deadline; every process started here is
 stopped at the end, also on Ctrl-C, SIGTERM or an error.
 
 Usage: /usr/bin/python3 benches/imap.py [--messages 10000] [--rounds 3]   (as root, after
-cargo build --release; needs Debian's dovecot-imapd, openssl and libcrypt)
+cargo build --release; needs Debian's dovecot-imapd, dovecot-pop3d, openssl and libcrypt)
 """
 
 import argparse
@@ -75,8 +76,11 @@ def preflight(args):
     missing = [t for t in ("dovecot", "openssl") if shutil.which(t) is None]
     if not os.path.exists("/usr/lib/dovecot/imap"):
         missing.append("dovecot-imapd")
+    if not os.path.exists("/usr/lib/dovecot/pop3"):
+        missing.append("dovecot-pop3d")
     if missing:
-        sys.exit(f"imap: missing: {', '.join(missing)} (apt-get install dovecot-imapd openssl)")
+        sys.exit(f"imap: missing: {', '.join(missing)} "
+                 "(apt-get install dovecot-imapd dovecot-pop3d openssl)")
     if args.sessions > 250 * SESSIONS_PER_ADDRESS:
         sys.exit("imap: --sessions: at most 2000")
 
@@ -151,6 +155,37 @@ def warm_session(server, mail, uid_sets, checks):
         out.update(commands(c, server, mail, uid_sets, checks))
         c.logout()
     return out
+
+
+# --- POP3 ------------------------------------------------------------------------------------
+
+def pop3_session(server, mail, uid_sets, checks):
+    """One POP3S session after the IMAP ones: STAT, UIDL, then RETR of the same 200 messages
+    as BODY.PEEK[] (no message was expunged, so message n is UID n on both servers); the
+    login is not timed (its scrypt is the login figures' business)."""
+    c = imapservers.pop3s(server.pop3_port)
+    try:
+        c.user(USER)
+        c.pass_(PASSWORD)
+        t0 = time.perf_counter()
+        count, _ = c.stat()
+        _, uidls, _ = c.uidl()
+        t1 = time.perf_counter()
+        octets = 0
+        numbers = [int(u) for u in uid_sets[server.name].split(",")]
+        for n in numbers:
+            _, _, size = c.retr(n)
+            octets += size
+        t2 = time.perf_counter()
+        c.quit()
+    except Exception:
+        c.close()
+        raise
+    checks.expect(server, "POP3 STAT count", count, len(mail.catalogue))
+    checks.expect(server, "POP3 UIDL lines (unique)", len(set(uidls)), len(mail.catalogue))
+    checks.expect(server, "POP3 RETR (messages, octets)", (len(numbers), octets),
+                  (len(mail.chosen), mail.chosen_octets))
+    return {"pop3_stat_uidl_s": t1 - t0, "pop3_retr_s": t2 - t1, "pop3_session_s": t2 - t0}
 
 
 # --- logins per second -----------------------------------------------------------------------
@@ -312,6 +347,9 @@ def run_round(rnd, srvs, mail, args, checks):
     for _ in range(args.reps):
         for s in order:
             out[s.name]["warm"].append(warm_session(s, mail, uid_sets, checks))
+    for s in order:
+        print(f"  [{s.name}] POP3S: STAT, UIDL, {BODIES} x RETR", flush=True)
+        out[s.name]["pop3"] = pop3_session(s, mail, uid_sets, checks)
     for user, key in ((USER, "logins"), (LIGHT_USER, "logins_light")):
         for s in order:
             print(f"  [{s.name}] logins of {user} for {args.login_seconds:g} s "
@@ -328,8 +366,8 @@ def run_round(rnd, srvs, mail, args, checks):
 
 
 # Sections of a round's figures, and the prefix their keys get in the summary.
-SECTIONS = {"cold": "", "warm_median": "", "logins": "login_", "logins_light": "light_login_",
-            "memory": ""}
+SECTIONS = {"cold": "", "warm_median": "", "pop3": "", "logins": "login_",
+            "logins_light": "light_login_", "memory": ""}
 
 
 def summary(rounds, name):
@@ -362,6 +400,10 @@ ROWS = [
     ("  the same, first after the cold SELECT ms", "bodies_first_s", 1000, "{:.1f}", None),
     (f"{SEARCH} ms", "search_s", 1000, "{:.1f}", ("<=", 2.0)),
     ("  the same, first after the cold SELECT ms", "search_first_s", 1000, "{:.1f}", None),
+    (f"POP3S STAT + UIDL + {BODIES} x RETR, one session ms", "pop3_session_s", 1000, "{:.1f}",
+     ("<=", 1.0)),
+    ("  of which STAT + UIDL ms", "pop3_stat_uidl_s", 1000, "{:.1f}", None),
+    (f"  of which {BODIES} x RETR ms", "pop3_retr_s", 1000, "{:.1f}", None),
     ("PSS per idle logged-in IMAPS session KiB", "per_session_kib", 1, "{:.0f}", ("<=", 0.1)),
     ("PSS per idle session with INBOX selected KiB", "per_selected_session_kib", 1, "{:.0f}",
      None),

@@ -1,4 +1,5 @@
-"""The two IMAP servers of benches/imap.py: tambo (`imaps_listen`) and Debian's Dovecot 2.3 with
+"""The two IMAP servers of benches/imap.py: tambo (`imaps_listen`, and `pop3s_listen` for the
+POP3 phase) and Debian's Dovecot 2.3 (imap and pop3) with
 a config of the benchmark's own. Each has its own copy of the same Maildir, the same
 self-signed certificate, the same two users with the same passwords and equally costly
 password hashes; both start fresh every round, so each round's first SELECT is cold.
@@ -13,7 +14,9 @@ import ctypes.util
 import hashlib
 import json
 import os
+import poplib
 import shutil
+import ssl
 import subprocess
 import time
 
@@ -149,6 +152,30 @@ def copy_maildir(template, dest, owner=None):
                 os.chown(os.path.join(path, f), *owner)
 
 
+def pop3s(port, timeout=30):
+    """A POP3S connection (the certificate is self-signed: only the channel matters)."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return poplib.POP3_SSL("127.0.0.1", port, context=ctx, timeout=timeout)
+
+
+def wait_pop3s(port, proc, deadline_s=30):
+    """Until the server greets over POP3S, or raise with its log tail."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if not proc.alive():
+            raise RuntimeError(f"{proc.name} exited early:\n{proc.log_tail()}")
+        try:
+            pop3s(port, timeout=5).quit()
+            return
+        except (OSError, poplib.error_proto):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} did not greet on POP3S port {port} in {deadline_s}s:\n"
+                       f"{proc.log_tail()}")
+
+
 def wait_imaps(port, proc, deadline_s=30):
     """Until the server greets over TLS, or raise with its log tail."""
     end = time.monotonic() + deadline_s
@@ -173,6 +200,7 @@ class Server:
     def __init__(self, root, log):
         self.dir = os.path.join(root, self.name)
         self.port = servers.free_port()
+        self.pop3_port = servers.free_port()
         self.log = log
         self.proc = None
         self.tls = None
@@ -209,8 +237,8 @@ class Tambo(Server):
         self.binary = binary
 
     def configure(self):
-        """Defaults of SPEC §3 except the listeners: IMAPS on a free port, SMTP on another (it
-        cannot be turned off), submission off."""
+        """Defaults of SPEC §3 except the listeners: IMAPS and POP3S on free ports, SMTP on
+        another (it cannot be turned off), submission off."""
         conf = os.path.join(self.dir, "conf")
         os.makedirs(os.path.join(self.dir, "domains", DOMAIN))
         servers.make_cert(os.path.join(conf, "certs", HOSTNAME), self.log)
@@ -220,6 +248,7 @@ class Tambo(Server):
             "submission_listen": [],
             "submission_tls_listen": [],
             "imaps_listen": [f"127.0.0.1:{self.port}"],
+            "pop3s_listen": [f"127.0.0.1:{self.pop3_port}"],
             "data_dir": "data",
         }
         with open(os.path.join(conf, "tambo.json"), "w") as f:
@@ -260,6 +289,7 @@ class Tambo(Server):
         self.proc = servers.Proc("tambo", [self.binary, "-C", self.dir, "serve"],
                                  os.path.join(self.dir, "tambo.log"), env=env)
         self.tls = wait_imaps(self.port, self.proc)
+        wait_pop3s(self.pop3_port, self.proc)
 
 
 # --- Dovecot ---------------------------------------------------------------------------------
@@ -270,7 +300,7 @@ base_dir = {run}
 state_dir = {state}
 instance_name = bench-{port}
 log_path = /dev/stderr
-protocols = imap
+protocols = imap pop3
 listen = 127.0.0.1
 ssl = required
 ssl_cert = <{cert}
@@ -292,6 +322,16 @@ service imap-login {{
   inet_listener imaps {{
     address = 127.0.0.1
     port = {port}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    port = 0
+  }}
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {pop3_port}
     ssl = yes
   }}
 }}
@@ -329,7 +369,7 @@ class Dovecot(Server):
         self.conf = os.path.join(self.dir, "dovecot.conf")
         with open(self.conf, "w") as f:
             f.write(DOVECOT_CONF.format(
-                run=run, state=state, port=self.port, cert=self.cert,
+                run=run, state=state, port=self.port, pop3_port=self.pop3_port, cert=self.cert,
                 key=self.key, passwd=passwd, uid=MAIL_UID, gid=MAIL_GID, home=home,
                 # Debian's 10-ssl.conf sets it; only DHE suites (not used here) need it.
                 dh=f"ssl_dh = <{DOVECOT_DH}" if os.path.exists(DOVECOT_DH) else "",
@@ -353,6 +393,7 @@ class Dovecot(Server):
         self.proc = servers.Proc("dovecot", ["dovecot", "-F", "-c", self.conf],
                                  os.path.join(self.dir, "dovecot.log"))
         self.tls = wait_imaps(self.port, self.proc)
+        wait_pop3s(self.pop3_port, self.proc)
 
     def stop(self):
         if self.proc is None:

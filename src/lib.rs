@@ -6,6 +6,8 @@
 //! - [`cli`]: argh command line, `serve` and `util ...`; the only place that picks exit codes.
 //! - [`smtpd`]: the SMTP driver (session over a stream, DATA into the queue, the checks of
 //!   port 25, the durable commit) and its policy (relay, senders, recipients).
+//! - [`imapd`]: the IMAP4rev1 server over the mailbox store.
+//! - [`pop3d`]: the POP3 server over the INBOX of the mailbox store.
 //! - [`monitoring`]: the HTTP endpoint: `/metrics`, `/healthz`, `/queue`.
 //! - [`auth`]: logins for every protocol: password check, failure delay, per-address limit.
 //! - [`queue`]: the durable on-disk queue, the delivery loop, direct Maildir delivery.
@@ -55,6 +57,7 @@ pub mod message;
 pub mod metrics;
 pub mod monitoring;
 pub mod net;
+pub mod pop3d;
 pub mod process;
 pub mod proto;
 pub mod queue;

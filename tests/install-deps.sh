@@ -27,6 +27,9 @@ PACKAGES=(
     dovecot-core dovecot-lmtpd # Dovecot's LMTP server, a real LMTP peer (unit and e2e)
     dovecot-imapd              # Dovecot's IMAP server: the ENVELOPE/BODYSTRUCTURE cross-check (unit),
                                # and the same Maildir served before and after tambo (e2e)
+    dovecot-pop3d              # Dovecot's POP3 server: the same UIDLs on the same Maildir (test_pop3.py)
+    fetchmail                  # a real POP3 client: STLS/995, keep and UIDLs (test_pop3.py)
+    getmail6                   # another one: UIDL-based "new mail only" runs (test_pop3.py)
     isync                      # mbsync, a real IMAP client syncing both ways (test_imap_clients.py)
     offlineimap3               # offlineimap, another one (test_imap_clients.py)
     neomutt tmux               # a real IMAP mail reader, driven in a tmux pane (test_imap_clients.py)

@@ -24,14 +24,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The listeners this build serves.
-const SERVED: [ListenerKind; 5] = [
-    ListenerKind::Smtp,
-    ListenerKind::Submission,
-    ListenerKind::SubmissionTls,
-    ListenerKind::Imap,
-    ListenerKind::Imaps,
-];
+/// The listeners this build serves: all of them.
+const SERVED: [ListenerKind; 7] = ListenerKind::ALL;
 
 /// Overrides the post-data hook's time limit; meant for tests.
 const HOOK_LIMIT_ENV: &str = "TAMBO_HOOK_TIMEOUT_SECS";
@@ -113,21 +107,22 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     });
     let imap = Arc::new(crate::imapd::Server {
         config: config.clone(),
-        auth,
-        store,
+        auth: auth.clone(),
+        store: store.clone(),
         limits: Default::default(),
         sessions: Default::default(),
         max_message_size: settings.max_message_size(),
     });
+    // The same store as IMAP's: an expunge at a POP3 QUIT reaches IMAP sessions in IDLE.
+    let pop3 = Arc::new(crate::pop3d::Server {
+        config: config.clone(),
+        auth,
+        store,
+        limits: Default::default(),
+        maildrops: Default::default(),
+    });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
         .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
-    let unserved = settings.pop3_listen_keys();
-    if !unserved.is_empty() {
-        log::warn!(
-            "{} set in conf/tambo.json: not served, this build has no POP3 yet",
-            unserved.join(", ")
-        );
-    }
     let admission = Arc::new(Admission {
         connections: Arc::new(Connections::default()),
         caps: Caps::from_settings(&settings),
@@ -151,12 +146,18 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
                 server.clone(),
                 ex.clone(),
             )),
-            // POP3 is not in SERVED: nothing is bound for it.
-            Protocol::Imap | Protocol::Pop3 => ex.spawn(accept_loop(
+            Protocol::Imap => ex.spawn(accept_loop(
                 listener,
                 kind,
                 admission,
                 imap.clone(),
+                ex.clone(),
+            )),
+            Protocol::Pop3 => ex.spawn(accept_loop(
+                listener,
+                kind,
+                admission,
+                pop3.clone(),
                 ex.clone(),
             )),
         };

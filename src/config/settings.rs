@@ -277,19 +277,6 @@ impl Settings {
         self.max_message_size_mb * 1024 * 1024
     }
 
-    /// The POP3 listen keys (SPEC §10) that are set: POP3 is not built yet, so `serve` warns
-    /// that nothing listens on them.
-    pub fn pop3_listen_keys(&self) -> Vec<&'static str> {
-        [
-            ("pop3_listen", &self.pop3_listen),
-            ("pop3s_listen", &self.pop3s_listen),
-        ]
-        .into_iter()
-        .filter(|(_, addrs)| !addrs.is_empty())
-        .map(|(key, _)| key)
-        .collect()
-    }
-
     /// The effective settings as JSON, defaults filled in (`util print-config`).
     /// Same keys and value formats as the file; the SRS secret is never shown.
     pub fn to_json(&self) -> serde_json::Value {

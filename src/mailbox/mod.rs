@@ -14,11 +14,11 @@
 //!   expunge, copy and move, message files, summaries.
 //! - [`deliver`]: local delivery, the courier's way in.
 //! - Below them: `name` (folder names, modified UTF-7), `flags`, `filename` (Maildir names),
-//!   `uidlist` + `uidfile` (`dovecot-uidlist`), `keywords`, `subscriptions`, `dotlock`,
-//!   `scan` (change detection, listings), `cache` (`tambo-cache`), `shared` (folder views
-//!   the sessions share, so a SELECT of a folder seen before costs a few stats), `writer` (the one
-//!   Maildir writer), `quota` (`maildirsize`), `notify`, and `summary` (ENVELOPE,
-//!   BODYSTRUCTURE: pure functions over message bytes).
+//!   `uidlist` + `uidfile` (`dovecot-uidlist`), `pop3` (its POP3 fields), `keywords`,
+//!   `subscriptions`, `dotlock`, `scan` (change detection, listings), `cache`
+//!   (`tambo-cache`), `shared` (folder views the sessions share, so a SELECT of a folder seen
+//!   before costs a few stats), `writer` (the one Maildir writer), `quota` (`maildirsize`),
+//!   `notify`, and `summary` (ENVELOPE, BODYSTRUCTURE: pure functions over message bytes).
 //!
 //! Everything here blocks: async callers use `smol::unblock`.
 
@@ -32,6 +32,7 @@ mod keywords;
 mod name;
 mod notify;
 mod ops;
+mod pop3;
 mod quota;
 mod scan;
 mod shared;
@@ -47,6 +48,7 @@ pub use flags::{Flags, MAX_KEYWORDS};
 pub use folder::{Changes, Folder, Message};
 pub use name::{DELIMITER, FolderName, SpecialUse};
 pub use notify::Notifier;
+pub use pop3::Pop3Fields;
 pub use summary::Summary;
 pub use user::{FolderInfo, FolderStatus, UserStore};
 

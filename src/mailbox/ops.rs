@@ -117,36 +117,74 @@ impl Folder {
         if let Some(w) = &mut wanted {
             w.sort_unstable();
         }
+        let picked: Vec<usize> = (0..self.messages.len())
+            .rev()
+            .filter(|&i| {
+                let m = &self.messages[i];
+                let asked = wanted
+                    .as_ref()
+                    .is_none_or(|w| w.binary_search(&m.uid).is_ok());
+                m.system & Flags::DELETED != 0 && asked
+            })
+            .collect();
+        self.unlink_all(&picked, true)
+    }
+
+    /// POP3's UPDATE state (RFC 1939 §6): removes the messages with these UIDs whatever
+    /// their flags (POP3 has none; its DELE is the client's word). Returns the removed
+    /// indexes, highest first; a message already gone counts as removed.
+    pub fn remove(&mut self, uids: &[u32]) -> Result<Vec<usize>, StoreError> {
+        if self.read_only {
+            return Err(StoreError::ReadOnly);
+        }
+        let mut picked: Vec<usize> = uids.iter().filter_map(|&u| self.index_of_uid(u)).collect();
+        picked.sort_unstable_by(|a, b| b.cmp(a));
+        picked.dedup();
+        self.unlink_all(&picked, false)
+    }
+
+    /// Unlinks the messages at `indexes` (highest first), forgets them, keeps the quota
+    /// and tells the user's other sessions.
+    fn unlink_all(
+        &mut self,
+        indexes: &[usize],
+        require_deleted: bool,
+    ) -> Result<Vec<usize>, StoreError> {
         let mut removed = Vec::new();
         let (mut bytes, mut count) = (0u64, 0i64);
-        for i in (0..self.messages.len()).rev() {
-            let m = &self.messages[i];
-            let asked = wanted
-                .as_ref()
-                .is_none_or(|w| w.binary_search(&m.uid).is_ok());
-            if m.system & Flags::DELETED == 0 || !asked {
-                continue;
-            }
-            match self.unlink(i)? {
-                Unlinked::Removed(size) => {
+        let mut failure = None;
+        for &i in indexes {
+            match self.unlink(i, require_deleted) {
+                Ok(Unlinked::Removed(size)) => {
                     (bytes, count) = (bytes + size, count + 1);
                     removed.push(i);
                 }
-                Unlinked::Gone => removed.push(i),
-                Unlinked::Kept => {}
+                Ok(Unlinked::Gone) => removed.push(i),
+                Ok(Unlinked::Kept) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
         }
-        self.forget(&removed);
         if count > 0 && self.user.store.quota_bytes().is_some() {
             quota::add(self.user.root(), -(bytes as i64), -count);
         }
         if !removed.is_empty() {
             self.user.notify();
         }
+        if let Some(e) = failure {
+            // Those removed stay in the list: the next look finds them gone and says so
+            // (an IMAP session must not lose sequence numbers silently).
+            return Err(e);
+        }
+        self.forget(&removed);
         Ok(removed)
     }
 
-    fn unlink(&self, index: usize) -> Result<Unlinked, StoreError> {
+    /// Unlinks one message's file, found again by base name when it was renamed; with
+    /// `require_deleted`, a renamed file that lost `\Deleted` meanwhile is kept.
+    fn unlink(&self, index: usize, require_deleted: bool) -> Result<Unlinked, StoreError> {
         let m = &self.messages[index];
         let path = self.path_of(m);
         let size = disk_size(&path, &m.name);
@@ -160,7 +198,7 @@ impl Folder {
         let Some((sub, name)) = self.locate(base(&m.name))? else {
             return Ok(Unlinked::Gone);
         };
-        if flags::from_file_name(&name).0 & Flags::DELETED == 0 {
+        if require_deleted && flags::from_file_name(&name).0 & Flags::DELETED == 0 {
             return Ok(Unlinked::Kept);
         }
         let path = self.dir.join(sub).join(&name);

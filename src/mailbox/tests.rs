@@ -800,6 +800,41 @@ fn quota_is_enforced_and_kept_in_maildirsize() {
 }
 
 #[test]
+fn pop3_removal_ignores_flags_and_rings_the_notifier() {
+    let env = Env::new();
+    let (mut pop3, mut imap) = two_sessions(&env, 4);
+    // Renamed by the IMAP session meanwhile (a flag): found again by base name.
+    imap.store_flags(
+        1,
+        Flags {
+            system: Flags::SEEN,
+            keywords: vec![],
+        },
+    )
+    .unwrap();
+    // UID 3 is gone already (another program): counted as removed.
+    let gone = env.root().join("cur").join(&*pop3.message(2).name);
+    std::fs::remove_file(gone).unwrap();
+    let listener = env.store.notifier().listen(DOMAIN, USER);
+    assert_eq!(pop3.remove(&[3, 2, 99]).unwrap(), [2, 1]);
+    assert_eq!(uids(&pop3), [1, 4]);
+    assert_eq!(files(&env.root().join("cur")).len(), 2);
+    assert!(smol::block_on(smol::future::or(
+        async {
+            listener.await;
+            true
+        },
+        async {
+            smol::Timer::after(Duration::from_secs(5)).await;
+            false
+        },
+    )));
+    let changes = imap.sync().unwrap();
+    assert_eq!(changes.expunged, [2, 1]);
+    assert_eq!(uids(&imap), [1, 4]);
+}
+
+#[test]
 fn deliveries_ring_the_notifier() {
     let env = Env::new();
     let listener = env.store.notifier().listen(DOMAIN, USER);

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 
 from helpers import PASSWORD, SmtpConn, assert_reply, free_ports, port_open, wait_until
 
@@ -73,19 +72,17 @@ def test_refusals_name_the_recipient_and_the_login(server):
     assert PASSWORD not in server.log()
 
 
-def test_pop3_listeners_set_get_one_warning_and_imap_is_served(env):
-    # POP3 is not served yet: one warning names its keys. IMAP is served.
-    imap, pop3s = free_ports(2)
-    env.write_config(imap_listen=[f"127.0.0.1:{imap}"], pop3s_listen=[f"127.0.0.1:{pop3s}"])
+def test_mailbox_listeners_are_served_and_logged(env):
+    # Every mailbox listener set is served, and its log line says which it is.
+    imap, pop3, pop3s = free_ports(3)
+    env.write_config(imap_listen=[f"127.0.0.1:{imap}"], pop3_listen=[f"127.0.0.1:{pop3}"],
+                     pop3s_listen=[f"127.0.0.1:{pop3s}"])
     env.start()
-    warnings = [l for l in env.log().splitlines() if "not served" in l]
-    assert len(warnings) == 1, env.log()
-    line = warnings[0]
-    assert "WARN" in line and "pop3s_listen" in line, line
-    assert "imap_listen" not in line and "pop3_listen," not in line, line
-    assert wait_until(lambda: port_open(imap), 5), env.log()
-    time.sleep(0.2)
-    assert not port_open(pop3s)
+    assert wait_until(lambda: port_open(imap) and port_open(pop3) and port_open(pop3s), 5), \
+        env.log()
+    for port, kind in ((imap, "imap"), (pop3, "pop3"), (pop3s, "pop3s")):
+        assert f"listening on 127.0.0.1:{port} ({kind})" in env.log(), env.log()
+    assert "not served" not in env.log(), env.log()
 
 
 def test_no_mailbox_warning_when_unset(server):

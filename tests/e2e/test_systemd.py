@@ -74,8 +74,8 @@ def test_serves_the_passed_sockets_instead_of_binding(env):
 
 def test_a_socket_matching_no_listener_stops_the_start(env):
     (stray,) = free_ports(1)
-    # POP3 is not served: a socket named for it matches no listener.
-    activate(env, [(stray, "pop3")])
+    # No listener kind is named "nntp": the socket matches none.
+    activate(env, [(stray, "nntp")])
     port_open(stray)  # a first connection makes the activator exec tambo
     proc = env.proc
     try:
@@ -85,4 +85,4 @@ def test_a_socket_matching_no_listener_stops_the_start(env):
     env.proc = None
     assert code == 2, env.log()
     log = env.log()
-    assert "fd 3 (pop3, 127.0.0.1:" in log and "matches no listener" in log, log
+    assert "fd 3 (nntp, 127.0.0.1:" in log and "matches no listener" in log, log
