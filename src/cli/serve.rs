@@ -121,6 +121,8 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
         .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
+    crate::web::start(&config, crate::web::autoconfig::POP3_SERVED, &ex)
+        .map_err(CliError::failure)?;
     let unserved = settings.pop3_listen_keys();
     if !unserved.is_empty() {
         log::warn!(
