@@ -15,6 +15,7 @@ pub mod client;
 pub mod order;
 
 use crate::config::live_config::LiveConfig;
+use async_compat::Compat;
 use crate::dns::Dns;
 use rustls::pki_types::CertificateDer;
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,7 +113,9 @@ impl Manager {
         let Some(acme) = settings.acme.clone() else {
             return next;
         };
-        let account = match order::account(&settings.data_dir, &acme).await {
+        // instant-acme sleeps between polls with tokio's timer: a tokio context (one lazily
+        // started thread, shared with the DNS), as STACK.md prescribes for tokio-based crates.
+        let account = match Compat::new(order::account(&settings.data_dir, &acme)).await {
             Ok(account) => account,
             Err(e) => {
                 // One line for the round, whatever the number of names.
@@ -128,7 +131,8 @@ impl Manager {
         for name in due {
             let challenges = self.config.challenges();
             let how = order::Challenge::for_settings(&settings);
-            match order::obtain(&account, &name, how, &challenges, &settings.data_dir).await {
+            let obtain = order::obtain(&account, &name, how, &challenges, &settings.data_dir);
+            match Compat::new(obtain).await {
                 Ok(issued) => {
                     self.failures.remove(&name);
                     self.put_in_force(&name, &issued).await;
