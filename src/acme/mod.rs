@@ -15,8 +15,8 @@ pub mod client;
 pub mod order;
 
 use crate::config::live_config::LiveConfig;
-use async_compat::Compat;
 use crate::dns::Dns;
+use async_compat::Compat;
 use rustls::pki_types::CertificateDer;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;

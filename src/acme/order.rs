@@ -139,7 +139,17 @@ pub async fn obtain(
     let status = match result {
         Ok(()) => {
             let retries = RetryPolicy::default().timeout(POLL_TIMEOUT);
-            order.poll_ready(&retries).await.map_err(OrderError::from)
+            // The CA's problem document names why validation failed (RFC 8555 §6.7).
+            order.poll_ready(&retries).await.map_err(|e| match e {
+                instant_acme::Error::Api(problem) => OrderError::Refused {
+                    kind: how.name(),
+                    why: problem
+                        .detail
+                        .clone()
+                        .unwrap_or_else(|| problem.to_string()),
+                },
+                other => OrderError::from(other),
+            })
         }
         Err(e) => Err(e),
     };

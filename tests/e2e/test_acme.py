@@ -275,12 +275,13 @@ def test_renewal_swaps_the_certificate_in_without_restart(site):
     assert site.proc.pid == pid and site.alive()
 
 
-def assert_one_failure_line(t: Tambo, pattern: str, deadline: float = 20.0) -> None:
+def assert_one_failure_line(t: Tambo, pattern: str, subject: str, deadline: float = 20.0) -> None:
+    """One ERROR line about subject (the directory, or a name), matching pattern."""
     if not wait_until(lambda: re.search(pattern, t.log(), re.M), deadline):
         pytest.fail(f"no log line matching {pattern!r}; log:\n{t.log()}")
     time.sleep(1)
-    lines = [l for l in t.log().splitlines() if "acme:" in l and "ERROR" in l]
-    assert len(lines) == 1, "\n".join(lines)
+    lines = [l for l in t.log().splitlines() if f"acme: {subject}:" in l]
+    assert len(lines) == 1 and "ERROR" in lines[0], "\n".join(lines)
     # Still serving, with the self-signed certificate.
     cert = serving_cert(t.submission_tls_port, HOSTNAME, None)
     assert "Pebble" not in cert["issuer"], cert
@@ -295,7 +296,8 @@ def test_directory_unreachable_logs_once_and_keeps_serving(site):
     site.start()
     assert_one_failure_line(
         site, rf"acme: directory https://127\.0\.0\.1:{closed}/dir: .*keeping the certificates "
-              r"in force, next attempt in 60s$")
+              r"in force, next attempt in 60s$",
+        f"directory https://127.0.0.1:{closed}/dir")
 
 
 def test_garbage_directory_logs_once_and_keeps_serving(site, tmp_path):
@@ -331,7 +333,8 @@ def test_garbage_directory_logs_once_and_keeps_serving(site, tmp_path):
                                 "directory": f"https://127.0.0.1:{port}/dir"})
         site.start()
         assert_one_failure_line(site, rf"acme: directory https://127\.0\.0\.1:{port}/dir: .*"
-                                      r"keeping the certificates in force")
+                                      r"keeping the certificates in force",
+                                f"directory https://127.0.0.1:{port}/dir")
     finally:
         stop.set()
         thread.join(5)
@@ -347,4 +350,4 @@ def test_failed_challenge_logs_once_and_keeps_serving(site):
     site.start()
     assert_one_failure_line(
         site, rf"acme: {re.escape(HOSTNAME)}: http-01 challenge refused: .*keeping the certificate "
-              r"in force, next attempt in 60s$", deadline=40.0)
+              r"in force, next attempt in 60s$", HOSTNAME, deadline=40.0)
