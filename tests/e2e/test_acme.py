@@ -207,6 +207,24 @@ def test_tls_alpn_01_issues_and_the_web_endpoints_serve_with_it(site):
     printed = [l[len(";   "):] for l in records.splitlines() if l.startswith(";   ")]
     assert policy.splitlines() == printed, (policy, records)
     assert "mode: enforce" in printed and f"mx: {HOSTNAME}" in printed
+    # util dns-check fetches that policy as a sender would (trusting pebble's root) and
+    # judges it ok, once the _mta-sts record dns-records prints is published.
+    [sts] = re.findall(rf'^_mta-sts\.{DOMAIN}\.\s.*TXT\s+"(.*)"$', records, re.M)
+    zone_dir = site.dir.parent / "zone2"
+    zone_dir.mkdir()
+    hosts = [(HOSTNAME, site.ip), (f"mta-sts.{DOMAIN}", site.ip)]
+    published = DnsServer(zone_dir, mx=[(DOMAIN, HOSTNAME, 10)], hosts=hosts,
+                          txt=[(f"_mta-sts.{DOMAIN}", sts), ("sel1._domainkey.example.test", "probe")])
+    try:
+        published.start()
+        site.write_config(dns_servers=[published.address])
+        check = site.cli("util", "dns-check", DOMAIN, env={**site.env(), "SSL_CERT_FILE": str(root)})
+    finally:
+        published.stop()
+        site.write_config(dns_servers=[site.dns.address])
+    url = re.escape(f"https://mta-sts.{DOMAIN}/.well-known/mta-sts.txt")
+    assert re.search(rf"^ok\s+MTA-STS policy {url}", check.stdout, re.M), check.stdout + check.stderr
+    assert re.search(rf"^ok\s+MTA-STS _mta-sts\.{DOMAIN}", check.stdout, re.M), check.stdout
     # Thunderbird's autoconfiguration, read as Thunderbird does.
     for host, path in ((f"autoconfig.{DOMAIN}", "/mail/config-v1.1.xml"),
                        (f"autoconfig.{DOMAIN}", "/.well-known/autoconfig/mail/config-v1.1.xml")):
