@@ -103,6 +103,31 @@ pub fn check(settings: &Settings, c: DnsCheck) -> Result<(), CliError> {
     }
 }
 
+/// One domain's `dns-check` verdicts, for the doctor of `serve`: (what was judged, ok), the
+/// notes left out.
+pub async fn verdicts(
+    settings: &Settings,
+    dns: &Dns,
+    fetcher: &PolicyFetcher,
+    domain: &str,
+) -> Result<Vec<(String, bool)>, CliError> {
+    let local = LocalDomain::load(settings, domain)?;
+    let addresses = server_addresses(settings, dns, &local.hostname).await;
+    let findings = check_all(dns, fetcher, &Needs::new(local, addresses)).await;
+    Ok(findings
+        .iter()
+        .filter(|f| f.verdict != Verdict::Note)
+        .map(|f| (f.what().to_string(), f.verdict == Verdict::Ok))
+        .collect())
+}
+
+/// Whether the PTR of `ip` names `host` and `host` resolves back to `ip` (forward-confirmed
+/// reverse DNS, as receivers check it), as `dns-check` judges it.
+pub async fn ptr_ok(dns: &Dns, ip: IpAddr, host: &str) -> bool {
+    let host_ips = dns.ips(host).await;
+    judge_ptr(ip, &dns.ptr(ip).await, &host_ips, host).verdict == Verdict::Ok
+}
+
 fn resolver(settings: &Settings) -> Result<Dns, CliError> {
     Dns::new(&settings.dns_servers).map_err(|e| CliError::failure(e.to_string()))
 }

@@ -124,6 +124,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     crate::web::start(&config, crate::web::autoconfig::POP3_SERVED, &ex)
         .map_err(CliError::failure)?;
     crate::acme::start(&config, server.dns.clone(), &ex);
+    super::doctor::start(&config, server.dns.clone(), &ex);
     let unserved = settings.pop3_listen_keys();
     if !unserved.is_empty() {
         log::warn!(

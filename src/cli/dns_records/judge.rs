@@ -49,6 +49,13 @@ impl std::fmt::Display for Finding {
     }
 }
 
+impl Finding {
+    /// What was judged: `MX example.com`, `SRV _imaps._tcp.example.com`.
+    pub(super) fn what(&self) -> &str {
+        &self.what
+    }
+}
+
 fn finding(verdict: Verdict, what: &str, found: String, expected: &str) -> Finding {
     Finding {
         verdict,
