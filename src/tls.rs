@@ -303,6 +303,49 @@ mod tests {
     use rustls::{AlertDescription, Error, InvalidMessage, PeerIncompatible};
     use std::io;
 
+    /// A certificate for `name` into `dir/{fullchain,privkey}.pem`; returns its DER.
+    fn write_cert(dir: &Path, name: &str) -> CertificateDer<'static> {
+        std::fs::create_dir_all(dir).unwrap();
+        let made = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+        std::fs::write(dir.join("fullchain.pem"), made.cert.pem()).unwrap();
+        std::fs::write(dir.join("privkey.pem"), made.signing_key.serialize_pem()).unwrap();
+        made.cert.der().clone()
+    }
+
+    fn leaf_of(loaded: &Loaded, name: &str) -> Option<CertificateDer<'static>> {
+        loaded
+            .leaves
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, der)| der.clone())
+    }
+
+    /// SPEC §12: a folder of conf/certs/ wins over an ACME certificate of the same name;
+    /// ACME serves the names conf/certs/ lacks, and with it the self-signed one is not made.
+    #[test]
+    fn configured_certificates_win_over_acme_ones() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (config, data) = (tmp.path().join("cfg"), tmp.path().join("data"));
+        let acme = acme_certs_dir(&data);
+        let acme_host = write_cert(&acme.join("mx.example.test"), "mx.example.test");
+        let acme_sts = write_cert(&acme.join("mta-sts.example.test"), "mta-sts.example.test");
+        let challenges = Arc::new(Challenges::default());
+        let loaded = load(&config, &data, "mx.example.test", challenges.clone()).unwrap();
+        assert_eq!(leaf_of(&loaded, "mx.example.test"), Some(acme_host));
+        assert!(!data.join("certs").join("self-signed").exists());
+        let conf = write_cert(
+            &config.join("conf").join("certs").join("mx.example.test"),
+            "mx.example.test",
+        );
+        let loaded = load(&config, &data, "mx.example.test", challenges).unwrap();
+        assert_eq!(leaf_of(&loaded, "mx.example.test"), Some(conf));
+        assert_eq!(leaf_of(&loaded, "mta-sts.example.test"), Some(acme_sts));
+        assert_eq!(
+            configured_names(&config).unwrap(),
+            vec!["mx.example.test".to_string()]
+        );
+    }
+
     #[test]
     fn enum_names_become_words() {
         let cases: &[(&dyn std::fmt::Debug, &str)] = &[

@@ -369,3 +369,20 @@ def test_failed_challenge_logs_once_and_keeps_serving(site):
     assert_one_failure_line(
         site, rf"acme: {re.escape(HOSTNAME)}: http-01 challenge refused: .*keeping the certificate "
               r"in force, next attempt in 60s$", HOSTNAME, deadline=40.0)
+
+
+def test_failed_renewal_keeps_the_previous_certificate(site):
+    site.write_config(https_listen=[f"{site.ip}:443"])
+    pebble = site.pebble(validity=30)
+    site.write_config(acme={"email": "admin@example.test", "directory": pebble.directory})
+    site.start()
+    wait_issued(site, HOSTNAME)
+    first = serving_cert(site.submission_tls_port, HOSTNAME, pebble.root())["serial"]
+    pebble.stop()
+    # Renewal is due 20 s after issuance; the directory is gone by then.
+    pattern = rf"acme: directory {re.escape(pebble.directory)}: .*keeping the certificates in force"
+    if not wait_until(lambda: re.search(pattern, site.log(), re.M), 40.0):
+        pytest.fail(f"no failed renewal logged; log:\n{site.log()}")
+    assert serving_cert(site.submission_tls_port, HOSTNAME, None)["serial"] == first
+    assert site.log().count(f"acme: new certificate for {HOSTNAME} in force") == 1
+    assert site.alive()
