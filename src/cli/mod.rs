@@ -3,6 +3,7 @@
 
 pub mod dkim;
 pub mod dns_records;
+pub mod doctor;
 pub mod import_chasquid;
 pub mod serve;
 pub mod util;

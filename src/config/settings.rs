@@ -39,6 +39,14 @@ pub enum FromRewrite {
     Never,
 }
 
+/// SPEC §3 `acme`: the ACME account's contact and the directory it lives at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    pub email: String,
+    /// The directory URL (`https://acme-v02.api.letsencrypt.org/directory`).
+    pub directory: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboundPolicy {
     pub spf_fail: PolicyAction,
@@ -147,6 +155,12 @@ pub struct Settings {
     /// DNS blocklist zones asked about each port 25 client, in order (lower case, no
     /// trailing dot).
     pub dnsbl: Vec<String>,
+    /// SPEC §12: obtain and renew certificates from this ACME directory.
+    pub acme: Option<Acme>,
+    /// SPEC §12: ACME http-01 challenges (and a redirect to https for anything else).
+    pub http_listen: Vec<SocketAddr>,
+    /// SPEC §12: MTA-STS policy, autoconfiguration, autodiscover; ACME tls-alpn-01.
+    pub https_listen: Vec<SocketAddr>,
     /// Concurrent SMTP connections in all (not in SPEC §3; issue 5).
     pub max_connections: usize,
     /// Concurrent SMTP connections per client address or IPv6 /64; `relay_networks` exempt.
@@ -182,6 +196,9 @@ pub const KEYS: &[&str] = &[
     "mailbox_quota_mb",
     "forward_from_rewrite",
     "dnsbl",
+    "acme",
+    "http_listen",
+    "https_listen",
     "max_connections",
     "max_connections_per_address",
 ];
@@ -256,6 +273,9 @@ impl Settings {
             mailbox_quota_mb: 0,
             forward_from_rewrite: FromRewrite::Auto,
             dnsbl: Vec::new(),
+            acme: None,
+            http_listen: Vec::new(),
+            https_listen: Vec::new(),
             // As Postfix's process limit does for memory, these keep a flood from exhausting
             // file descriptors while one address cannot take the whole server.
             max_connections: 4000,
@@ -315,6 +335,9 @@ impl Settings {
                 FromRewrite::Never => "never",
             },
             "dnsbl": self.dnsbl,
+            "acme": self.acme.as_ref().map(|a| json!({"email": a.email, "directory": a.directory})),
+            "http_listen": addrs(&self.http_listen),
+            "https_listen": addrs(&self.https_listen),
             "max_connections": self.max_connections,
             "max_connections_per_address": self.max_connections_per_address,
         })
@@ -384,6 +407,9 @@ impl Settings {
             "mailbox_quota_mb" => self.mailbox_quota_mb = non_negative(v)?,
             "forward_from_rewrite" => self.forward_from_rewrite = from_rewrite(v)?,
             "dnsbl" => self.dnsbl = list(v, "zone name", hostname)?,
+            "acme" => self.acme = optional(v, acme)?,
+            "http_listen" => self.http_listen = socket_list(v)?,
+            "https_listen" => self.https_listen = socket_list(v)?,
             "max_connections" => self.max_connections = count(v)?,
             "max_connections_per_address" => self.max_connections_per_address = count(v)?,
             // KEYS and this match list the same keys; the caller checked KEYS.
@@ -725,6 +751,55 @@ fn inbound_policy(v: &Value) -> Result<InboundPolicy, String> {
         *slot = policy_action(action).map_err(|e| format!("{key:?}: {e}"))?;
     }
     Ok(policy)
+}
+
+/// SPEC §3 `acme`: `{"email": "...", "directory": "<ACME directory URL>"}`, both required.
+fn acme(v: &Value) -> Result<Acme, String> {
+    let what = "an object with \"email\" and \"directory\"";
+    let map: &Map<String, Value> = v.as_object().ok_or_else(|| expected(what, v))?;
+    let (mut email, mut directory) = (None, None);
+    for (key, value) in map {
+        match key.as_str() {
+            "email" => email = Some(acme_email(value).map_err(|e| format!("{key:?}: {e}"))?),
+            "directory" => {
+                directory = Some(acme_directory(value).map_err(|e| format!("{key:?}: {e}"))?)
+            }
+            _ => return Err(format!("unknown key {key:?}")),
+        }
+    }
+    match (email, directory) {
+        (Some(email), Some(directory)) => Ok(Acme { email, directory }),
+        (None, _) => Err("\"email\" is missing".into()),
+        (_, None) => Err("\"directory\" is missing".into()),
+    }
+}
+
+fn acme_email(v: &Value) -> Result<String, String> {
+    let what = "an email address";
+    let s = string(v, what)?;
+    // RFC 8555 §7.3: the contact becomes a mailto: URL; anything that could break it out is
+    // refused rather than escaped.
+    let valid = s.contains('@')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '?');
+    if !valid {
+        return Err(expected(what, v));
+    }
+    Ok(s.to_string())
+}
+
+fn acme_directory(v: &Value) -> Result<String, String> {
+    let what = "an https:// URL";
+    let s = string(v, what)?;
+    // RFC 8555 §6.1: ACME runs over HTTPS only.
+    let valid = s.starts_with("https://")
+        && s.len() > "https://".len()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(expected(what, v));
+    }
+    Ok(s.to_string())
 }
 
 fn policy_action(v: &Value) -> Result<PolicyAction, String> {
