@@ -34,6 +34,10 @@ PACKAGES=(
     spamd spamc                # SpamAssassin: contrib/spamassassin/post-data against a real spamd (e2e)
     chasquid                   # chasquid-util (a real chasquid folder to import) and its example hook
     systemd                    # systemd-socket-activate (LISTEN_FDS sockets)
+    dovecot-pop3d              # Dovecot's POP3 server: a real POP3 peer to cross-check tambo's POP3
+    fetchmail                  # a real POP3/IMAP client fetching from tambo (mailbox module tests)
+    getmail6                   # getmail, another real POP3/IMAP retriever (mailbox module tests)
+    pebble                     # Let's Encrypt's ACME test server on loopback (the ACME tests, SPEC §12)
 )
 
 # Packages of PACKAGES that dpkg does not list as installed.
