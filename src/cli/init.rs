@@ -80,6 +80,13 @@ pub fn run(config_dir: &Path, c: Init) -> Result<(), CliError> {
             domain: request.domain.to_string(),
         },
     )?;
+    if !request.hostname.contains('.') {
+        eprintln!(
+            "warning: hostname {:?} is not a full name: mail servers will not find it; \
+             set \"hostname\" in conf/tambo.json to the server's DNS name",
+            request.hostname
+        );
+    }
     print!("{}", next_steps(config_dir, &request));
     Ok(())
 }
@@ -99,7 +106,15 @@ fn parse(c: Init, system_hostname: impl FnOnce() -> String) -> Result<Request, C
         Some(h) => {
             parse_hostname(&h).map_err(|why| CliError::usage(format!("--hostname {h:?}: {why}")))?
         }
-        None => system_hostname(),
+        // Checked too: it goes into tambo.json, which would not load with a bad one.
+        None => {
+            let system = system_hostname();
+            parse_hostname(&system).map_err(|why| {
+                CliError::usage(format!(
+                    "this host's name {system:?} cannot be used: {why}; give --hostname"
+                ))
+            })?
+        }
     };
     Ok(Request {
         domain,
@@ -164,7 +179,8 @@ fn check_folder(config_dir: &Path) -> Result<(), CliError> {
 
 /// A new DKIM key (PKCS#8 PEM), the same kind `util dkim-keygen` makes by default.
 fn dkim_key() -> Result<String, CliError> {
-    dkim::generate_pem(Algorithm::parse("rsa2048").unwrap_or(Algorithm::Ed25519))
+    // RSA: every receiver verifies it; Ed25519 alone (RFC 8463) is not verified by all yet.
+    dkim::generate_pem(Algorithm::Rsa2048)
         .map_err(|e| CliError::failure(format!("generating the DKIM key: {e}")))
 }
 
@@ -207,6 +223,7 @@ fn tambo_json(hostname: &str) -> String {
         "data_dir": "data",
     });
     // serde_json keeps insertion order here (preserve_order), so the file reads as SPEC §3.
+    // Serialising a `Value` of strings and lists cannot fail (no map with non-string keys).
     let mut text = serde_json::to_string_pretty(&value).unwrap_or_default();
     text.push('\n');
     text
@@ -332,6 +349,10 @@ mod tests {
             parse(args("a.example", None, None), sys).unwrap().hostname,
             "host.example"
         );
+        // This host's name is checked as --hostname is: tambo.json would not load.
+        let bad = parse(args("a.example", None, None), || "bad_name".into()).unwrap_err();
+        assert_eq!(bad.status, 2);
+        assert!(bad.message.contains("give --hostname"), "{}", bad.message);
     }
 
     #[test]
