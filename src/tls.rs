@@ -147,14 +147,38 @@ pub fn validity(cert: &CertificateDer<'_>) -> Option<(i64, i64)> {
 
 /// Every `conf/certs/<name>/` holding `fullchain.pem` and `privkey.pem`.
 fn load_cert_folders(certs: &Path) -> Result<BTreeMap<String, Arc<CertifiedKey>>, TlsError> {
+    let (by_name, mut problems) = load_cert_folders_all(certs);
+    match problems.is_empty() {
+        true => Ok(by_name),
+        false => Err(problems.swap_remove(0)),
+    }
+}
+
+/// Every problem of the certificates in `<config_dir>/conf/certs/` that `serve` would stop
+/// at, not just the first (`util check`). Reads only: nothing is generated.
+pub fn check_certificates(config_dir: &Path) -> Vec<TlsError> {
+    load_cert_folders_all(&config_dir.join("conf").join("certs")).1
+}
+
+/// [`load_cert_folders`] that goes on past a bad folder: the pairs that loaded, and the
+/// problems, in name order.
+fn load_cert_folders_all(certs: &Path) -> (BTreeMap<String, Arc<CertifiedKey>>, Vec<TlsError>) {
     let mut by_name = BTreeMap::new();
+    let mut problems = Vec::new();
     let entries = match std::fs::read_dir(certs) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(by_name),
-        Err(e) => return Err(file_err(certs, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (by_name, problems),
+        Err(e) => return (by_name, vec![file_err(certs, e)]),
     };
+    let mut paths = Vec::new();
     for entry in entries {
-        let path = entry.map_err(|e| file_err(certs, e))?.path();
+        match entry {
+            Ok(entry) => paths.push(entry.path()),
+            Err(e) => problems.push(file_err(certs, e)),
+        }
+    }
+    paths.sort();
+    for path in paths {
         // Follows symlinks, so `conf/certs/x -> /etc/letsencrypt/live/x` works.
         if !path.is_dir() {
             continue;
@@ -162,9 +186,14 @@ fn load_cert_folders(certs: &Path) -> Result<BTreeMap<String, Arc<CertifiedKey>>
         let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             continue;
         };
-        by_name.insert(name.to_ascii_lowercase(), Arc::new(load_pair(&path)?));
+        match load_pair(&path) {
+            Ok(pair) => {
+                by_name.insert(name.to_ascii_lowercase(), Arc::new(pair));
+            }
+            Err(e) => problems.push(e),
+        }
     }
-    Ok(by_name)
+    (by_name, problems)
 }
 
 pub fn load_pair(dir: &Path) -> Result<CertifiedKey, TlsError> {

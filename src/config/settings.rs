@@ -213,28 +213,59 @@ const MAX_MESSAGE_SIZE_MB: u64 = 1 << 20;
 impl Settings {
     /// Reads `<config_dir>/conf/tambo.json`; a missing file means all defaults.
     pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
-        let config_dir = std::path::absolute(config_dir)
-            .map_err(|e| ConfigError(format!("{}: {e}", config_dir.display())))?;
+        let (settings, mut problems) = Settings::load_all(config_dir);
+        match problems.is_empty() {
+            true => Ok(settings),
+            false => Err(problems.swap_remove(0)),
+        }
+    }
+
+    /// [`Settings::load`] that goes on past a problem: every problem of the file, in file
+    /// order, and the settings with the defaults kept for the keys in error (`util check`).
+    pub fn load_all(config_dir: &Path) -> (Settings, Vec<ConfigError>) {
+        let config_dir = match std::path::absolute(config_dir) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let problem = ConfigError(format!("{}: {e}", config_dir.display()));
+                return (Settings::defaults(config_dir.to_path_buf()), vec![problem]);
+            }
+        };
         let file = config_dir.join("conf").join("tambo.json");
         let text = match std::fs::read_to_string(&file) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(ConfigError(format!("{}: {e}", file.display()))),
+            Err(e) => {
+                let problem = ConfigError(format!("{}: {e}", file.display()));
+                return (Settings::defaults(config_dir), vec![problem]);
+            }
         };
-        Settings::parse(&text, config_dir)
+        Settings::parse_all(&text, config_dir)
     }
 
     /// Parses the text of `conf/tambo.json` of a config folder (which should be absolute);
     /// blank text means all defaults. Errors name `<config_dir>/conf/tambo.json`.
     pub fn parse(text: &str, config_dir: PathBuf) -> Result<Settings, ConfigError> {
+        let (settings, mut problems) = Settings::parse_all(text, config_dir);
+        match problems.is_empty() {
+            true => Ok(settings),
+            false => Err(problems.swap_remove(0)),
+        }
+    }
+
+    /// [`Settings::parse`] with every problem of the text, not just the first.
+    pub fn parse_all(text: &str, config_dir: PathBuf) -> (Settings, Vec<ConfigError>) {
         let file = config_dir.join("conf").join("tambo.json");
         let mut settings = Settings::defaults(config_dir);
-        if !text.trim().is_empty() {
-            settings
-                .apply_text(text)
-                .map_err(|e| e.into_config_error(&file))?;
-        }
-        Ok(settings)
+        let problems = if text.trim().is_empty() {
+            Vec::new()
+        } else {
+            settings.apply_text(text)
+        };
+        let problems = problems
+            .into_iter()
+            .map(|e| e.into_config_error(&file))
+            .collect();
+        (settings, problems)
     }
 
     /// All defaults of SPEC §3 for a config folder (which should be absolute).
@@ -344,37 +375,46 @@ impl Settings {
     }
 
     /// Applies the keys of the file text over the current values.
-    fn apply_text(&mut self, text: &str) -> Result<(), TextError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            let (line, column) = error_position(text, e.line(), e.column());
-            let msg = json_error_text(&e);
-            TextError::Syntax { line, column, msg }
-        })?;
+    /// Applies every valid key of the text; returns the problems, in file order (a syntax
+    /// error stops it: nothing after it can be read).
+    fn apply_text(&mut self, text: &str) -> Vec<TextError> {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(e) => {
+                let (line, column) = error_position(text, e.line(), e.column());
+                let msg = json_error_text(&e);
+                return vec![TextError::Syntax { line, column, msg }];
+            }
+        };
         let Value::Object(map) = value else {
-            return Err(TextError::at(
+            return vec![TextError::at(
                 1,
                 "expected a JSON object of settings".into(),
-            ));
+            )];
         };
         let lines = top_level_key_lines(text);
         let line_of = |key: &str| lines.iter().find(|(k, _)| k == key).map(|(_, l)| *l);
+        let mut problems = Vec::new();
         if let Some((key, line)) = first_duplicate(&lines) {
-            return Err(TextError::at(line, format!("key {key:?} appears twice")));
+            problems.push(TextError::at(line, format!("key {key:?} appears twice")));
         }
         for (key, v) in &map {
             let line = line_of(key);
             if !KEYS.contains(&key.as_str()) {
-                return Err(TextError::Value {
+                problems.push(TextError::Value {
                     line,
                     msg: format!("unknown key {key:?}"),
                 });
+                continue;
             }
-            self.apply_key(key, v).map_err(|problem| TextError::Value {
-                line,
-                msg: format!("{key:?}: {problem}"),
-            })?;
+            if let Err(problem) = self.apply_key(key, v) {
+                problems.push(TextError::Value {
+                    line,
+                    msg: format!("{key:?}: {problem}"),
+                });
+            }
         }
-        Ok(())
+        problems
     }
 
     /// Sets one known key; the error is the problem with the value.
