@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! data_dir/mail/<domain>/<user>/   INBOX (cur/ new/ tmp/), subscriptions, maildirsize
-//!     dovecot-uidlist dovecot-keywords tambo-cache     per folder, INBOX's here
+//!     dovecot-uidlist dovecot-keywords tambo-cache tambo-modseq   per folder, INBOX's here
 //!     .Sent/ .Archive.2024/ ...    folders: cur/ new/ tmp/ maildirfolder + the same files
 //! ```
 //!
@@ -15,7 +15,8 @@
 //! - [`deliver`]: local delivery, the courier's way in.
 //! - Below them: `name` (folder names, modified UTF-7), `flags`, `filename` (Maildir names),
 //!   `uidlist` + `uidfile` (`dovecot-uidlist`), `keywords`, `subscriptions`, `dotlock`,
-//!   `scan` (change detection, listings), `cache` (`tambo-cache`), `shared` (folder views
+//!   `scan` (change detection, listings), `cache` (`tambo-cache`), `modseq` (`tambo-modseq`:
+//!   CONDSTORE/QRESYNC mod-sequences and tombstones), `shared` (folder views
 //!   the sessions share, so a SELECT of a folder seen before costs a few stats), `writer` (the one
 //!   Maildir writer), `quota` (`maildirsize`), `notify`, and `summary` (ENVELOPE,
 //!   BODYSTRUCTURE: pure functions over message bytes).
@@ -29,6 +30,7 @@ mod filename;
 mod flags;
 mod folder;
 mod keywords;
+mod modseq;
 mod name;
 mod notify;
 mod ops;
@@ -45,6 +47,7 @@ mod writer;
 pub use deliver::{deliver, trace_headers};
 pub use flags::{Flags, MAX_KEYWORDS};
 pub use folder::{Changes, Folder, Message};
+pub use modseq::{Log as ModseqLog, Modseqs};
 pub use name::{DELIMITER, FolderName, SpecialUse};
 pub use notify::Notifier;
 pub use summary::Summary;
@@ -129,6 +132,8 @@ struct Shared {
     notifier: Notifier,
     /// Folder views shared by the sessions (see `shared`).
     shared: shared::Registry,
+    /// Modseq records of the folders in use (see `modseq`).
+    modseqs: modseq::Registry,
 }
 
 impl Store {
@@ -159,6 +164,7 @@ impl Store {
                 hostname,
                 notifier: Notifier::default(),
                 shared: shared::Registry::default(),
+                modseqs: modseq::Registry::default(),
             }),
         }
     }
@@ -189,6 +195,10 @@ impl Store {
 
     pub(crate) fn shared(&self) -> &shared::Registry {
         &self.inner.shared
+    }
+
+    pub(crate) fn modseqs(&self) -> &modseq::Registry {
+        &self.inner.modseqs
     }
 }
 

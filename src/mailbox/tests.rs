@@ -9,6 +9,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+mod modseq;
 mod shared;
 
 const DOMAIN: &str = "example.org";
