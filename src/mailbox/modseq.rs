@@ -467,6 +467,16 @@ impl Registry {
     }
 }
 
+impl crate::mailbox::UserStore {
+    /// STATUS HIGHESTMODSEQ (RFC 7162 §3.1.2.3) of a folder.
+    pub fn highest_modseq(&self, name: &crate::mailbox::FolderName) -> Result<u64, StoreError> {
+        let folder = self.open(name, true)?;
+        let modseqs = folder.modseqs(true)?;
+        let highest = modseqs.lock().highest();
+        Ok(highest)
+    }
+}
+
 impl Folder {
     /// The folder's modseq record (RFC 7162), brought up to date with this view when
     /// `reconcile` (the view is fresh: just opened or synced) or when first loaded.
