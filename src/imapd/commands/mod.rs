@@ -20,6 +20,8 @@ pub mod folders;
 pub mod search;
 pub mod select;
 pub mod sequence;
+pub mod sort;
+pub mod thread;
 
 use crate::imapd::conn::{Conn, Next, Session, State};
 use crate::mailbox::{Folder, FolderName, Modseqs, StoreError, UserStore};
@@ -140,6 +142,24 @@ async fn selected(conn: &mut Conn, tag: &str, body: CommandBody<'_>) -> Next {
         } => {
             let modes = (kind, response, uid);
             flags::store(conn, tag, &sequence_set, modes, &flags, &modifiers).await
+        }
+        CommandBody::Sort {
+            sort_criteria,
+            charset,
+            search_criteria,
+            uid,
+        } => {
+            let (sort, search) = (sort_criteria.as_ref(), search_criteria.as_ref());
+            sort::sort(conn, tag, sort, &charset, search, uid).await
+        }
+        CommandBody::Thread {
+            algorithm,
+            charset,
+            search_criteria,
+            uid,
+        } => {
+            let search = search_criteria.as_ref();
+            thread::thread(conn, tag, &algorithm, &charset, search, uid).await
         }
         CommandBody::Copy {
             sequence_set,

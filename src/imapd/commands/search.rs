@@ -38,15 +38,7 @@ pub async fn search(
             );
         }
     }
-    let key = SearchKey::And(
-        criteria
-            .iter()
-            .cloned()
-            .map(SearchKey::into_static)
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap_or_else(|_| vec![SearchKey::All].try_into().expect("one key")),
-    );
+    let key = all_of(criteria);
     if uses_modseq(&key) {
         condstore::turn_on(conn);
     }
@@ -81,6 +73,20 @@ pub async fn search(
         Some(Err(e)) => store_error(conn, tag, "SEARCH", &e),
         None => conn.bad(tag, "No folder selected"),
     }
+}
+
+/// One key for all of `criteria` (a SEARCH, SORT or THREAD's list).
+pub fn all_of(criteria: &[SearchKey<'_>]) -> SearchKey<'static> {
+    SearchKey::And(
+        criteria
+            .iter()
+            .cloned()
+            .map(SearchKey::into_static)
+            .collect::<Vec<_>>()
+            .try_into()
+            // Not empty: the grammar asks for one key at least; `ALL` otherwise.
+            .unwrap_or_else(|_| vec![SearchKey::All].try_into().expect("one key")),
+    )
 }
 
 /// The indexes of the messages of the selected folder that match `key` (a SEARCH, or the
