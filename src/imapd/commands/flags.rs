@@ -145,9 +145,10 @@ pub async fn store(
         Ok(f) => f,
         Err(why) => return conn.bad(tag, &why),
     };
-    let unchanged_since = modifiers.iter().find_map(|m| match m {
-        StoreModifier::UnchangedSince(n) => Some(*n),
-    });
+    let unchanged_since = modifiers
+        .iter()
+        .map(|StoreModifier::UnchangedSince(n)| *n)
+        .next();
     if unchanged_since.is_some() {
         condstore::turn_on(conn);
     }

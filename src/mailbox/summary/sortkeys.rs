@@ -227,7 +227,7 @@ fn strip_leader(s: &str) -> Option<&str> {
 fn strip_blob(s: &str) -> Option<&str> {
     let t = s.trim_start_matches(' ');
     let inner = t.strip_prefix('[')?;
-    let end = inner.find(|c| c == ']' || c == '[')?;
+    let end = inner.find([']', '['])?;
     if inner.as_bytes()[end] != b']' {
         return None;
     }
