@@ -423,12 +423,17 @@ impl Log {
 
 /// A folder's record, shared by the sessions that have the folder open.
 #[derive(Debug, Clone)]
-pub struct Modseqs(Arc<Mutex<Log>>);
+pub struct Modseqs {
+    /// The record's UIDVALIDITY, outside the lock: the registry checks it without waiting
+    /// for a session that holds the record.
+    uidvalidity: u32,
+    log: Arc<Mutex<Log>>,
+}
 
 impl Modseqs {
     pub fn lock(&self) -> MutexGuard<'_, Log> {
         // Every change to a Log completes before it returns (no partial state to fear).
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.log.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -444,18 +449,18 @@ impl Registry {
     fn get(&self, dir: &Path, uidvalidity: u32) -> (Modseqs, bool) {
         let mut folders = self.folders.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(m) = folders.get(dir)
-            && m.lock().uidvalidity == uidvalidity
+            && m.uidvalidity == uidvalidity
         {
             return (m.clone(), false);
         }
         if folders.len() >= KEEP_IDLE {
-            folders.retain(|_, m| Arc::strong_count(&m.0) > 1);
+            folders.retain(|_, m| Arc::strong_count(&m.log) > 1);
         }
-        let m = Modseqs(Arc::new(Mutex::new(Log::load(
-            dir,
+        let log = Log::load(dir, uidvalidity, clock_us());
+        let m = Modseqs {
             uidvalidity,
-            clock_us(),
-        ))));
+            log: Arc::new(Mutex::new(log)),
+        };
         folders.insert(dir.to_path_buf(), m.clone());
         (m, true)
     }
