@@ -20,8 +20,9 @@
 //! - [`courier`]: deliveries (Maildir, MDA, LMTP, pipes, remote SMTP), outbound rewriting
 //!   (SRS, DKIM, ARC), DSN bounces.
 //! - [`mailbox`]: the Maildir++ store that IMAP and local delivery share: folders, UIDs
-//!   (Dovecot's `dovecot-uidlist`), flags, the summary cache, quota, change notices; and the
-//!   summaries (ENVELOPE, BODYSTRUCTURE), sections and SEARCH over message bytes.
+//!   (Dovecot's `dovecot-uidlist`), flags, the summary cache, modseqs (CONDSTORE/QRESYNC),
+//!   quota, change notices; and the summaries (ENVELOPE, BODYSTRUCTURE, SORT/THREAD keys),
+//!   sections and SEARCH over message bytes.
 //! - [`config`]: `conf/tambo.json`, `domains/`, `conf/access`; the configuration in force and
 //!   its reloads.
 //! - [`mailauth`]: message authentication: SPF/DKIM/DMARC checks, DKIM signing, ARC, SRS.
