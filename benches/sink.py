@@ -50,6 +50,10 @@ class Sink:
     def count(self):
         return int(self._ask("count"))
 
+    def recipients(self):
+        """The recipients of the messages counted (one message may carry several)."""
+        return int(self._ask("recipients"))
+
     def reset(self):
         if self._ask("reset") != "ok":
             raise RuntimeError("sink did not reset its count")
