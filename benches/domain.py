@@ -138,7 +138,12 @@ def inbound(server, sender, sessions, messages, size, users=servers.DOMAIN_USERS
     }
     out.update(cpu.figures(messages, complete))
     if rss is not None:
-        out.update(rss.finish())
+        peak = rss.finish()
+        if server.name == "postfix":
+            # Its master is the only process that lives through the phase, and the least of
+            # them: its own peak says nothing of Postfix's memory (the PSS sum does).
+            peak["master_vmhwm_kib"] = peak.pop("main_vmhwm_kib")
+        out.update(peak)
     if failures:
         out["note"] = f"smtp-source failed: {failures[0]} ({len(failures)} of {len(jobs)})"
     elif not complete:

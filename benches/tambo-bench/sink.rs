@@ -94,7 +94,9 @@ async fn session(stream: &mut TcpStream, count: &Counts) -> std::io::Result<()> 
         }
         let step = state.feed(&buf[..n]);
         // Recipients first: whoever sees the message count sees its recipients too.
-        count.recipients.fetch_add(step.recipients, Ordering::SeqCst);
+        count
+            .recipients
+            .fetch_add(step.recipients, Ordering::SeqCst);
         count.messages.fetch_add(step.messages, Ordering::SeqCst);
         if !step.out.is_empty() {
             stream.write_all(&step.out).await?;
