@@ -43,15 +43,22 @@ def run(port, sender, jobs, size, recipients=1, deadline_s=600):
                                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)))
     failures = []
     end = time.monotonic() + deadline_s
-    for rcpt, p in procs:
-        try:
-            out, _ = p.communicate(timeout=max(1.0, end - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            p.kill()
-            out, _ = p.communicate()
-            failures.append(f"{rcpt}: no end after {deadline_s} s")
-            continue
-        if p.returncode != 0:
-            text = out.decode(errors="replace").strip().splitlines()
-            failures.append(f"{rcpt}: {text[-1] if text else f'exit {p.returncode}'}")
+    try:
+        for rcpt, p in procs:
+            try:
+                out, _ = p.communicate(timeout=max(1.0, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, _ = p.communicate()
+                failures.append(f"{rcpt}: no end after {deadline_s} s")
+                continue
+            if p.returncode != 0:
+                text = out.decode(errors="replace").strip().splitlines()
+                failures.append(f"{rcpt}: {text[-1] if text else f'exit {p.returncode}'}")
+    finally:
+        # Interrupted (Ctrl-C, SIGTERM): none of them outlives the bench.
+        for _, p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     return start, time.perf_counter(), failures
