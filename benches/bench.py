@@ -455,14 +455,14 @@ def bound_lines(bound):
     args = bound.get("args", {})
     lines = [f"tambo memory bound, {args.get('messages')} x {args.get('size', 0) / 1e6:.0f} MB "
              f"at once (memory.py): idle RSS {idle:.1f} MiB"]
-    for phase in ("port25", "submission"):
+    for phase in ("port25", "submission", "mailbox"):
         r = bound.get(phase)
         if not r:
             continue
         growth = r["peak_kib"] / 1024 - idle
         met = "met" if growth <= 64 else "NOT met"
         lines.append(f"  {phase}: peak {r['peak_kib'] / 1024:.1f} MiB, growth {growth:.1f} MiB "
-                     f"(bound 64 MiB: {met}), {r['mb_per_s']:.0f} MB/s to the sink")
+                     f"(bound 64 MiB: {met}), {r['mb_per_s']:.0f} MB/s")
     if bound.get("note"):
         lines.append(f"  {bound['note']}")
     return lines
