@@ -13,7 +13,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -181,38 +180,6 @@ def latency_figures(stats):
     }
 
 
-class CpuWindow:
-    """CPU used by the server (with its children), by the load generator (our reaped child)
-    and by the sink over a phase."""
-
-    def __init__(self, pid, sink=None):
-        self.pid = pid
-        self.sink = sink
-        self.server0 = servers.tree_cpu_times(pid)
-        self.client0 = self._client()
-        self.sink0 = self._sink()
-
-    @staticmethod
-    def _client():
-        r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return r.ru_utime + r.ru_stime
-
-    def _sink(self):
-        return sum(servers.cpu_times(self.sink.pid)) if self.sink else 0.0
-
-    def figures(self, messages, complete):
-        user, sys_ = (b - a for a, b in zip(self.server0, servers.tree_cpu_times(self.pid)))
-        cpu = user + sys_
-        return {
-            "cpu_s": cpu,
-            "cpu_user_s": user,
-            "cpu_sys_s": sys_,
-            "cpu_s_per_1000": cpu / messages * 1000 if complete else None,
-            "loadgen_cpu_s": self._client() - self.client0,
-            "sink_cpu_s": self._sink() - self.sink0 if self.sink else None,
-        }
-
-
 def measure_memory(server, args):
     time.sleep(1.0)
     idle = servers.tree_rss_kib(server.proc.pid)
@@ -237,7 +204,7 @@ def measure_memory(server, args):
 def measure_inbound(server, args):
     rcpt = f"{servers.USER}@{servers.DOMAIN}"
     before = count_files(server.maildir_new())
-    cpu = CpuWindow(server.proc.pid)
+    cpu = domain.Window(server)
     stats, start = load(server, rcpt, args)
     done, n = wait_count(lambda: count_files(server.maildir_new()) - before, args.messages, 120)
     time.sleep(1.0)  # lets the last MDA children be reaped into cutime
@@ -255,7 +222,7 @@ def measure_inbound(server, args):
 def measure_forward(server, sink, args):
     rcpt = f"{servers.FORWARD_ALIAS}@{servers.DOMAIN}"
     sink.reset()
-    cpu = CpuWindow(server.proc.pid, sink)
+    cpu = domain.Window(server, sink)
     stats, start = load(server, rcpt, args)
     done, n = wait_count(sink.count, args.messages, 120, stall_s=15)
     time.sleep(1.0)
