@@ -87,7 +87,47 @@ pub fn run(settings: &Settings, c: ImportMaildir) -> Result<(), CliError> {
         copy::CopyError::HasMail(_) => CliError::usage(e.to_string()),
         other => CliError::failure(other.to_string()),
     })?;
+    let owner = hand_over(&settings.data_dir, &target)
+        .map_err(|e| CliError::failure(format!("{}: {e}", target.display())))?;
     print_done(&survey, &done, &target);
+    if let Some((uid, gid)) = owner {
+        println!("files handed to uid {uid}, gid {gid} (the owner of the data folder)");
+    }
+    Ok(())
+}
+
+/// Run as root while tambo runs as its own user (contrib/systemd): the imported files, and
+/// the `mail/` and `mail/<domain>/` folders this may have made, go to the owner of
+/// `data_dir`, or tambo could not read them. Nothing to do when that owner is root.
+fn hand_over(data_dir: &Path, target: &Path) -> std::io::Result<Option<(u32, u32)>> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(None);
+    }
+    let meta = std::fs::metadata(data_dir)?;
+    let (uid, gid) = (meta.uid(), meta.gid());
+    if uid == 0 {
+        return Ok(None);
+    }
+    for dir in target.ancestors().skip(1).take(2) {
+        if std::fs::metadata(dir)?.uid() == 0 {
+            std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+        }
+    }
+    chown_tree(target, uid, gid)?;
+    Ok(Some((uid, gid)))
+}
+
+/// `chown -R` without following links (a hard-linked file changes owner in the old tree
+/// too: the old server is retired by then).
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    if std::fs::symlink_metadata(path)?.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
     Ok(())
 }
 

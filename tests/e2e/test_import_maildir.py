@@ -173,10 +173,19 @@ def test_check_and_import_refuse_what_would_differ(old, env):
     assert r.returncode == 2 and "--force" in r.stderr, r.stdout + r.stderr
     new = env.data_dir / "mail" / "example.test" / "alice"
     assert not new.exists()
+    # As root, with a data folder of another user (tambo's own, as contrib/systemd runs it):
+    # the imported files are handed to that user.
+    if os.getuid() == 0:
+        env.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(env.data_dir, NOBODY, NOBODY)
     r = env.cli("util", "import-maildir", str(maildir), ALICE, "--force")
     assert r.returncode == 0, r.stdout + r.stderr
     assert len(list((new / "new").iterdir())) == 1
     assert not (new / ".Bad..Name").exists()
+    if os.getuid() == 0:
+        assert "handed to uid 65534" in r.stdout, r.stdout
+        for path in [new.parent, new, *new.rglob("*")]:
+            assert path.stat().st_uid == NOBODY, path
 
     # Not a user, not a Maildir: exit 2.
     r = env.cli("util", "import-maildir", str(maildir), "nobody@example.test", "--check")

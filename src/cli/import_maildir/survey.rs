@@ -147,6 +147,14 @@ fn top_entry(survey: &mut Survey, name: &str, is_dir: bool) -> io::Result<usize>
             }
             Ok(0)
         }
+        ("dovecot-uidlist.lock", false) => {
+            survey.note(
+                "dovecot-uidlist.lock: Dovecot may be running; stop it (and delivery into \
+                 this tree) before the import, or what it changes afterwards is not imported"
+                    .into(),
+            );
+            Ok(0)
+        }
         ("maildirsize", false) => {
             survey.note(
                 "maildirsize not copied: tambo recalculates it when mailbox_quota_mb is set".into(),
