@@ -48,14 +48,23 @@ pub struct ImportMaildir {
 
 pub fn run(settings: &Settings, c: ImportMaildir) -> Result<(), CliError> {
     let user = super::util::user_ref(settings, &c.address)?;
-    let local = user.address.local().as_str().to_string();
     let db = crate::userdb::UserDb::load(&user.users_path)
         .map_err(|e| CliError::usage(e.to_string()))?;
-    if !db.contains(&local) {
+    if !db.contains(user.address.local().as_str()) {
         return Err(CliError::usage(format!(
             "{}: no such user (add it first: tambo util user-add {})",
             user.address, user.address
         )));
+    }
+    let address = user.address.to_string();
+    let (local, domain) = address
+        .rsplit_once('@')
+        .ok_or_else(|| CliError::usage(format!("{address}: no domain")))?;
+    let target = settings.data_dir.join("mail").join(domain).join(local);
+    if !c.check && copy::has_mail(&target) {
+        return Err(CliError::usage(
+            copy::CopyError::HasMail(target.clone()).to_string(),
+        ));
     }
     let survey = survey::survey(&c.maildir)
         .map_err(|e| CliError::usage(format!("{}: {e}", c.maildir.display())))?;
@@ -78,11 +87,6 @@ pub fn run(settings: &Settings, c: ImportMaildir) -> Result<(), CliError> {
              nothing was written (fix them, or import anyway with --force)"
         )));
     }
-    let address = user.address.to_string();
-    let (local, domain) = address
-        .rsplit_once('@')
-        .ok_or_else(|| CliError::usage(format!("{address}: no domain")))?;
-    let target = settings.data_dir.join("mail").join(domain).join(local);
     let done = copy::import(&survey, &target).map_err(|e| match e {
         copy::CopyError::HasMail(_) => CliError::usage(e.to_string()),
         other => CliError::failure(other.to_string()),

@@ -151,7 +151,8 @@ def test_dovecot_maildir_is_served_the_same_after_import(old, target):
     before = sorted(p.name for p in new.rglob("*"))
     r = env.cli("util", "import-maildir", str(maildir), ALICE)
     assert r.returncode == 2, r.stdout + r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and "already has mail" in r.stderr, r.stderr
+    assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stdout + r.stderr
+    assert "already has mail" in r.stderr, r.stderr
     assert sorted(p.name for p in new.rglob("*")) == before
 
 

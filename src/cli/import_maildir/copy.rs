@@ -63,7 +63,7 @@ pub fn import(survey: &Survey, target: &Path) -> Result<Done, CopyError> {
 }
 
 /// Whether any folder of `root` has a message (in `cur/` or `new/`).
-fn has_mail(root: &Path) -> bool {
+pub fn has_mail(root: &Path) -> bool {
     let Ok(entries) = fs::read_dir(root) else {
         return false;
     };
