@@ -19,10 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import client_tls_context, free_ports, port_open, wait_until
+from helpers import PASSWORD, client_tls_context, free_ports, need, port_open, wait_until
 from test_imap_clients import DOVECOT_IMAP, NOBODY, Dovecot, dovecot_message, login, tambo_view
 from test_pop3 import dovecot_pop3, multiline
-from helpers import PASSWORD, need
 
 ALICE = "alice@example.test"
 FOLDERS = ("INBOX", "Archive", "Entw&APw-rfe")

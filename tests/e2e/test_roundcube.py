@@ -12,18 +12,17 @@ A test whose program is not installed is skipped, naming the Debian package
 
 from __future__ import annotations
 
-import imaplib
 import os
 import signal
+import smtplib
 import sqlite3
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from helpers import (PASSWORD, client_tls_context, free_ports, need, port_open, stop_process,
+from helpers import (PASSWORD, free_ports, make_message, need, port_open, stop_process,
                      wait_until)
 from test_imap_clients import deliver, login
 
@@ -125,8 +124,7 @@ class Browser:
         return text
 
     def close(self) -> None:
-        chromium = self.driver.capabilities.get("chrome", {}) if self.driver else {}
-        del chromium  # chromium is chromedriver's child: quit ends it, then its driver
+        # chromium is chromedriver's child: quit ends it; then chromedriver, by its pid.
         if self.driver is not None:
             try:
                 self.driver.quit()
@@ -257,9 +255,6 @@ def test_roundcube_thread_view(tambo, browser):
     first = deliver(env, "Thread start")
     env.wait_messages(1)
     # A reply to it: In-Reply-To and References name the first message.
-    import smtplib
-
-    from helpers import make_message
     reply, _ = make_message(subject="Re: Thread start", body="The reply.\r\n")
     reply = reply.replace(b"\r\n\r\n", f"\r\nIn-Reply-To: {first}\r\nReferences: {first}"
                           "\r\n\r\n".encode(), 1)
