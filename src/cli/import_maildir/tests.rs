@@ -152,6 +152,7 @@ fn notes_differ_in_nothing() {
     let list = format!("3 V1700000001 N6 G{GUID}\n3 :100.a.host,S=20\n4 :101.b.host\n5 :gone\n");
     fs::write(root.join("dovecot-uidlist"), list).unwrap();
     folder(&root.join(".Empty"), &[], &[]);
+    fs::write(root.join("dovecot-uidlist.lock"), "").unwrap();
     let s = survey(root).unwrap();
     assert_eq!(differs(&s), Vec::<&str>::new());
     let text: Vec<&str> = s.findings.iter().map(|f| f.text.as_str()).collect();
@@ -160,6 +161,7 @@ fn notes_differ_in_nothing() {
         "INBOX: 1 file(s) in tmp/",
         "INBOX: 1 uidlist record(s) without a file",
         "Empty: no dovecot-uidlist, empty",
+        "dovecot-uidlist.lock: Dovecot may be running",
     ] {
         assert!(text.iter().any(|t| t.starts_with(want)), "{want}: {text:?}");
     }
