@@ -1,16 +1,18 @@
-"""tambo against Debian's chasquid, in one run, on this machine (see benches/README.md).
+"""tambo against Debian's chasquid and Postfix, in one run, on this machine (see
+benches/README.md).
 
 Builds tambo (release), writes a temporary config folder for each server, starts a DNS server and a
 sink MTA on loopback, then for each server in turn: idle RSS, RSS with 1,000 idle connections,
-inbound load to a Maildir, forwarded load to the sink; stops everything (also on Ctrl-C or an
-error) and prints a table plus a JSON file of the raw figures.
+pipelined inbound load to a Maildir, forwarded load to the sink, lockstep inbound over the
+domain's 10 mailboxes (smtp-source), forwarding of 5-recipient messages, 1 MiB and 25 MiB
+messages; then the floor (floor.c) and tambo's memory bound (memory.py); stops everything
+(also on Ctrl-C or an error) and prints a table plus a JSON file of the raw figures.
 """
 
 import argparse
 import asyncio
 import json
 import os
-import resource
 import shutil
 import signal
 import statistics
@@ -22,6 +24,8 @@ import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import domain  # noqa: E402
+import postfixserver  # noqa: E402
 import report  # noqa: E402
 import servers  # noqa: E402
 import smtpload  # noqa: E402
@@ -34,6 +38,8 @@ SENDER = f"load@{servers.SENDER_DOMAIN}"
 TARGET_THROUGHPUT = 4.0
 TARGET_CPU = 0.25
 TARGET_MEM_PER_CONN = 0.5
+SERVERS = ("tambo", "chasquid", "postfix")
+MIB = 1024 * 1024
 
 
 def parse_args():
@@ -53,8 +59,26 @@ def parse_args():
                    help="where the temp folders go; must be a real disk (fsync is measured)")
     p.add_argument("--json", default=os.path.join(REPO, "target", "bench-results.json"))
     p.add_argument("--keep", action="store_true", help="keep the temp folder (logs, Maildirs)")
-    p.add_argument("--only", choices=["tambo", "chasquid"], help="run one server only")
-    return p.parse_args()
+    p.add_argument("--only", default=",".join(SERVERS),
+                   help="the servers to run, comma-separated (default: all three)")
+    p.add_argument("--domain-sessions", type=int, default=16,
+                   help="lockstep sessions of the smtp-source phases")
+    p.add_argument("--forward-recipients", type=int, default=5,
+                   help="recipients per message of the multi-recipient forwarding phase")
+    p.add_argument("--large-1m-messages", type=int, default=160,
+                   help="messages of the 1 MiB phase (0: skip it)")
+    p.add_argument("--large-25m-messages", type=int, default=16,
+                   help="messages of the 25 MiB phase (0: skip it)")
+    p.add_argument("--no-floor", action="store_true", help="skip floor.c")
+    p.add_argument("--no-memory-bound", action="store_true", help="skip memory.py")
+    p.add_argument("--bound-messages", type=int, default=16, help="memory.py --messages")
+    p.add_argument("--bound-size", type=int, default=40_000_000, help="memory.py --size")
+    args = p.parse_args()
+    args.only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(args.only) - set(SERVERS)
+    if unknown or not args.only:
+        p.error(f"--only: choose among {', '.join(SERVERS)}")
+    return args
 
 
 def preflight(args):
@@ -63,7 +87,8 @@ def preflight(args):
                  "or leave out --no-build")
     if os.geteuid() != 0:
         sys.exit("bench: must run as root (unshare -m, bind mount, DNS on port 53)")
-    missing = [t for t in ("chasquid", "chasquid-util", "unshare", "cc", "openssl")
+    missing = [t for t in ("chasquid", "chasquid-util", "unshare", "cc", "openssl", "postfix",
+                           "/usr/sbin/smtp-source")
                if shutil.which(t) is None]
     try:
         import dns.message  # noqa: F401 - dnsserver.py needs it
@@ -71,7 +96,7 @@ def preflight(args):
         missing.append("python3-dnspython")
     if missing:
         sys.exit(f"bench: missing tools: {', '.join(missing)} "
-                 "(apt-get install chasquid python3-dnspython util-linux gcc openssl)")
+                 "(apt-get install chasquid postfix python3-dnspython util-linux gcc openssl)")
 
 
 def build_tambo(log):
@@ -155,47 +180,22 @@ def latency_figures(stats):
     }
 
 
-class CpuWindow:
-    """CPU used by the server (with its children), by the load generator (our reaped child)
-    and by the sink over a phase."""
-
-    def __init__(self, pid, sink=None):
-        self.pid = pid
-        self.sink = sink
-        self.server0 = servers.cpu_times(pid)
-        self.client0 = self._client()
-        self.sink0 = self._sink()
-
-    @staticmethod
-    def _client():
-        r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return r.ru_utime + r.ru_stime
-
-    def _sink(self):
-        return sum(servers.cpu_times(self.sink.pid)) if self.sink else 0.0
-
-    def figures(self, messages, complete):
-        user, sys_ = (b - a for a, b in zip(self.server0, servers.cpu_times(self.pid)))
-        cpu = user + sys_
-        return {
-            "cpu_s": cpu,
-            "cpu_user_s": user,
-            "cpu_sys_s": sys_,
-            "cpu_s_per_1000": cpu / messages * 1000 if complete else None,
-            "loadgen_cpu_s": self._client() - self.client0,
-            "sink_cpu_s": self._sink() - self.sink0 if self.sink else None,
-        }
-
-
 def measure_memory(server, args):
     time.sleep(1.0)
-    idle = servers.rss_kib(server.proc.pid)
+    idle = servers.tree_rss_kib(server.proc.pid)
+    pss = servers.tree_pss_kib(server.proc.pid)
+    if server.name == "postfix":
+        # One smtpd process per connection, at most default_process_limit (100) of them: the
+        # other connections wait unanswered in the listen queue.
+        return {"rss_idle_kib": idle, "pss_idle_kib": pss,
+                "note": "n/a (a process per connection)"}
     with_conns = asyncio.run(smtpload.hold_idle(
         "127.0.0.1", server.port, args.idle_connections,
-        lambda: servers.rss_kib(server.proc.pid),
+        lambda: servers.tree_rss_kib(server.proc.pid),
     ))
     return {
         "rss_idle_kib": idle,
+        "pss_idle_kib": pss,
         "rss_idle_conns_kib": with_conns,
         "rss_per_conn_kib": (with_conns - idle) / args.idle_connections,
     }
@@ -204,7 +204,7 @@ def measure_memory(server, args):
 def measure_inbound(server, args):
     rcpt = f"{servers.USER}@{servers.DOMAIN}"
     before = count_files(server.maildir_new())
-    cpu = CpuWindow(server.proc.pid)
+    cpu = domain.Window(server)
     stats, start = load(server, rcpt, args)
     done, n = wait_count(lambda: count_files(server.maildir_new()) - before, args.messages, 120)
     time.sleep(1.0)  # lets the last MDA children be reaped into cutime
@@ -222,7 +222,7 @@ def measure_inbound(server, args):
 def measure_forward(server, sink, args):
     rcpt = f"{servers.FORWARD_ALIAS}@{servers.DOMAIN}"
     sink.reset()
-    cpu = CpuWindow(server.proc.pid, sink)
+    cpu = domain.Window(server, sink)
     stats, start = load(server, rcpt, args)
     done, n = wait_count(sink.count, args.messages, 120, stall_s=15)
     time.sleep(1.0)
@@ -245,38 +245,71 @@ def measure_forward(server, sink, args):
 
 
 def run_all(srvs, sink, args, procs):
-    """Both servers up at once (an idle server costs nothing), phases interleaved and the
-    order flipped every round, so load drifting on a shared machine hits both alike."""
+    """All servers up at once (an idle server costs nothing), phases interleaved and the
+    order flipped every round, so load drifting on a shared machine hits all alike."""
     results = {}
     for server in srvs:
         print(f"[{server.name}] configuring and starting in {server.dir}", flush=True)
         server.configure()
         server.start()
         procs.append(server.proc)
-        results[server.name] = {"inbound_rounds": [], "forward_rounds": []}
+        results[server.name] = {f"{p}_rounds": [] for p in ROUND_PHASES}
     for server in srvs:
         print(f"[{server.name}] memory: idle, then {args.idle_connections} idle connections",
               flush=True)
         results[server.name]["memory"] = measure_memory(server, args)
     for rnd in range(args.rounds):
         order = srvs if rnd % 2 == 0 else srvs[::-1]
-        for server in order:
-            print(f"[{server.name}] round {rnd + 1}/{args.rounds} inbound: {args.messages} x "
-                  f"{args.size} B over {args.connections} connections to a Maildir", flush=True)
-            results[server.name]["inbound_rounds"].append(measure_inbound(server, args))
-        for server in order:
-            done = results[server.name]["forward_rounds"]
-            if done and done[-1].get("note") == "n/a (not implemented)":
-                continue
-            print(f"[{server.name}] round {rnd + 1}/{args.rounds} forwarded: {args.messages} "
-                  "messages to the sink", flush=True)
-            done.append(measure_forward(server, sink, args))
+        for phase in ROUND_PHASES:
+            for server in order:
+                done = results[server.name][f"{phase}_rounds"]
+                if done and done[-1].get("note") == "n/a (not implemented)":
+                    continue
+                print(f"[{server.name}] round {rnd + 1}/{args.rounds} {phase}: "
+                      f"{describe(phase, args)}", flush=True)
+                done.append(ROUND_PHASES[phase](server, sink, args))
+    for size, count in ((MIB, args.large_1m_messages), (25 * MIB, args.large_25m_messages)):
+        if count <= 0:
+            continue
+        for server in srvs:
+            print(f"[{server.name}] large: {count} x {size // MIB} MiB over "
+                  f"{args.domain_sessions} lockstep sessions to 10 mailboxes", flush=True)
+            results[server.name][f"large_{size // MIB}m"] = domain.inbound(
+                server, SENDER, args.domain_sessions, count, size, peak=True)
     for server in srvs:
         r = results[server.name]
-        r["inbound"] = median_round(r["inbound_rounds"])
-        r["forward"] = median_round(r["forward_rounds"])
+        for phase in ROUND_PHASES:
+            r[phase] = median_round(r[f"{phase}_rounds"])
         server.proc.stop()
     return results
+
+
+def describe(phase, args):
+    return {
+        "inbound": f"{args.messages} x {args.size} B pipelined over {args.connections} "
+                   "connections to one Maildir",
+        "forward": f"{args.messages} messages pipelined to an alias of the sink",
+        "domain": f"{args.messages} x {args.size} B over {args.domain_sessions} lockstep "
+                  "sessions (smtp-source) to 10 mailboxes",
+        "forward_multi": f"{forward_multi_messages(args)} x {args.forward_recipients} "
+                         "recipients (aliases of the sink), lockstep",
+    }[phase]
+
+
+def forward_multi_messages(args):
+    """As many deliveries at the sink as the other phases have messages."""
+    return max(1, args.messages // args.forward_recipients)
+
+
+ROUND_PHASES = {
+    "inbound": lambda server, sink, args: measure_inbound(server, args),
+    "forward": lambda server, sink, args: measure_forward(server, sink, args),
+    "domain": lambda server, sink, args: domain.inbound(
+        server, SENDER, args.domain_sessions, args.messages, args.size),
+    "forward_multi": lambda server, sink, args: domain.forward_multi(
+        server, sink, SENDER, args.domain_sessions, forward_multi_messages(args),
+        args.forward_recipients, args.size),
+}
 
 
 def median_round(rounds):
@@ -297,48 +330,109 @@ def median_round(rounds):
 # --- report ----------------------------------------------------------------------------------
 
 ROWS = [
-    # label, section, key, scale, format, target (kind, ratio) or None
-    ("inbound msg/s (until last 250)", "inbound", "rate_250_per_s", 1, "{:.0f}",
-     (">=", TARGET_THROUGHPUT)),
-    ("inbound msg/s (until all in Maildir)", "inbound", "rate_maildir_per_s", 1, "{:.0f}",
-     (">=", TARGET_THROUGHPUT)),
-    ("forwarded msg/s (until all at sink)", "forward", "rate_sink_per_s", 1, "{:.0f}",
-     (">=", TARGET_THROUGHPUT)),
-    ("CPU s / 1000 msg, inbound", "inbound", "cpu_s_per_1000", 1, "{:.2f}",
-     ("<=", TARGET_CPU)),
-    ("CPU s / 1000 msg, forwarded", "forward", "cpu_s_per_1000", 1, "{:.2f}",
-     ("<=", TARGET_CPU)),
-    ("latency to 250 p50 ms, inbound", "inbound", "latency_p50_ms", 1, "{:.1f}", None),
-    ("latency to 250 p99 ms, inbound", "inbound", "latency_p99_ms", 1, "{:.1f}", None),
-    ("latency to 250 p50 ms, forwarded", "forward", "latency_p50_ms", 1, "{:.1f}", None),
-    ("latency to 250 p99 ms, forwarded", "forward", "latency_p99_ms", 1, "{:.1f}", None),
-    ("RSS idle MiB", "memory", "rss_idle_kib", 1 / 1024, "{:.1f}", None),
-    ("RSS with {idle} idle conns MiB", "memory", "rss_idle_conns_kib", 1 / 1024, "{:.1f}", None),
+    # label, section, key, scale, format, target (kind, ratio) or None, floor key or None
+    ("domain: 10 mailboxes, lockstep msg/s (until last 250)", "domain", "rate_smtp_per_s", 1,
+     "{:.0f}", None, None),
+    ("domain: 10 mailboxes, msg/s (until all in Maildirs)", "domain", "rate_maildir_per_s", 1,
+     "{:.0f}", (">=", TARGET_THROUGHPUT), "rate_maildir_per_s"),
+    ("domain: 10 mailboxes, CPU s / 1000 msg", "domain", "cpu_s_per_1000", 1, "{:.2f}",
+     ("<=", TARGET_CPU), "cpu_s_per_1000"),
+    ("domain: forwarded x{rcpts} rcpt, msg/s (until all at sink)", "forward_multi",
+     "rate_sink_per_s", 1, "{:.0f}", None, None),
+    ("domain: forwarded x{rcpts} rcpt, CPU s / 1000 msg", "forward_multi", "cpu_s_per_1000", 1,
+     "{:.2f}", None, None),
+    ("1 MiB messages: MB/s (until all in Maildirs)", "large_1m", "mb_per_s", 1, "{:.0f}", None,
+     None),
+    ("1 MiB messages: peak PSS MiB (all processes)", "large_1m", "peak_pss_kib", 1 / 1024,
+     "{:.1f}", None, None),
+    ("1 MiB messages: peak RSS MiB (main process)", "large_1m", "main_vmhwm_kib", 1 / 1024,
+     "{:.1f}", None, None),
+    ("1 MiB messages: CPU s / 1000 msg", "large_1m", "cpu_s_per_1000", 1, "{:.1f}", None, None),
+    ("25 MiB messages: MB/s (until all in Maildirs)", "large_25m", "mb_per_s", 1, "{:.0f}",
+     None, None),
+    ("25 MiB messages: peak PSS MiB (all processes)", "large_25m", "peak_pss_kib", 1 / 1024,
+     "{:.1f}", None, None),
+    ("25 MiB messages: peak RSS MiB (main process)", "large_25m", "main_vmhwm_kib", 1 / 1024,
+     "{:.1f}", None, None),
+    ("25 MiB messages: CPU s / 1000 msg", "large_25m", "cpu_s_per_1000", 1, "{:.1f}", None,
+     None),
+    ("pipelined inbound msg/s (until last 250)", "inbound", "rate_250_per_s", 1, "{:.0f}",
+     (">=", TARGET_THROUGHPUT), None),
+    ("pipelined inbound msg/s (until all in Maildir)", "inbound", "rate_maildir_per_s", 1,
+     "{:.0f}", (">=", TARGET_THROUGHPUT), None),
+    ("pipelined forwarded msg/s (until all at sink)", "forward", "rate_sink_per_s", 1, "{:.0f}",
+     (">=", TARGET_THROUGHPUT), None),
+    ("CPU s / 1000 msg, pipelined inbound", "inbound", "cpu_s_per_1000", 1, "{:.2f}",
+     ("<=", TARGET_CPU), None),
+    ("CPU s / 1000 msg, pipelined forwarded", "forward", "cpu_s_per_1000", 1, "{:.2f}",
+     ("<=", TARGET_CPU), None),
+    ("latency to 250 p50 ms, pipelined inbound", "inbound", "latency_p50_ms", 1, "{:.1f}",
+     None, None),
+    ("latency to 250 p99 ms, pipelined inbound", "inbound", "latency_p99_ms", 1, "{:.1f}",
+     None, None),
+    ("latency to 250 p50 ms, pipelined forwarded", "forward", "latency_p50_ms", 1, "{:.1f}",
+     None, None),
+    ("latency to 250 p99 ms, pipelined forwarded", "forward", "latency_p99_ms", 1, "{:.1f}",
+     None, None),
+    ("RSS idle MiB (all processes)", "memory", "rss_idle_kib", 1 / 1024, "{:.1f}", None, None),
+    ("PSS idle MiB (all processes)", "memory", "pss_idle_kib", 1 / 1024, "{:.1f}", None, None),
+    ("RSS with {idle} idle conns MiB", "memory", "rss_idle_conns_kib", 1 / 1024, "{:.1f}", None,
+     None),
     ("RSS per idle connection KiB", "memory", "rss_per_conn_kib", 1, "{:.1f}",
-     ("<=", TARGET_MEM_PER_CONN)),
+     ("<=", TARGET_MEM_PER_CONN), None),
 ]
 
 
 def figure(results, name, section, key):
-    return results.get(name, {}).get(section, {}).get(key)
+    return (results.get(name) or {}).get(section, {}).get(key)
 
 
 def cell(results, name, section, key, scale, fmt):
+    if name not in results:
+        return "-"
     v = figure(results, name, section, key)
     if v is not None:
         return fmt.format(v * scale)
     return results.get(name, {}).get(section, {}).get("note", "n/a")
 
 
-def table(results, idle):
+def table(results, args):
     rows = []
-    for label, section, key, scale, fmt, target in ROWS:
-        rows.append((label.format(idle=idle),
-                     cell(results, "tambo", section, key, scale, fmt),
-                     cell(results, "chasquid", section, key, scale, fmt),
-                     figure(results, "tambo", section, key),
-                     figure(results, "chasquid", section, key), target))
-    return report.ratio_table(["tambo", "chasquid"], rows)
+    floor = results.get("floor") or {}
+    for label, section, key, scale, fmt, target, floor_key in ROWS:
+        cells = [cell(results, n, section, key, scale, fmt) for n in SERVERS]
+        values = [figure(results, n, section, key) for n in SERVERS]
+        floor_cell = ""
+        if floor_key and floor.get(floor_key) is not None:
+            floor_cell = fmt.format(floor[floor_key] * scale)
+        elif floor_key:
+            floor_cell = floor.get("note", "n/a" if floor else "-")
+        rows.append((label.format(idle=args.idle_connections, rcpts=args.forward_recipients),
+                     cells, values, floor_cell, target))
+    return report.three_way_table(list(SERVERS), rows)
+
+
+def bound_lines(bound):
+    """tambo's memory bound (memory.py): peak over idle against 64 MiB, per phase."""
+    if not bound:
+        return []
+    if "idle_kib" not in bound:
+        return [f"memory bound: {bound.get('note', 'n/a')}"]
+    idle = bound["idle_kib"] / 1024
+    args = bound.get("args", {})
+    lines = [f"tambo memory bound, {args.get('messages')} x {args.get('size', 0) / 1e6:.0f} MB "
+             f"at once (memory.py): idle RSS {idle:.1f} MiB"]
+    for phase in ("port25", "submission", "mailbox"):
+        r = bound.get(phase)
+        if not r:
+            continue
+        growth = r["peak_kib"] / 1024 - idle
+        met = "met" if growth <= 64 else "NOT met"
+        lines.append(f"  {phase}: peak {r['peak_kib'] / 1024:.1f} MiB, growth {growth:.1f} MiB "
+                     f"(bound 64 MiB: {met}), {r['mb_per_s']:.0f} MB/s")
+    if bound.get("note"):
+        lines.append(f"  {bound['note']}")
+    return lines
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -364,13 +458,16 @@ def main():
             else:
                 results["build_s"] = build_tambo(log)
             mda = build_mda(root, log)
+            floor_bin = domain.build_floor(root, log)
             resolv = servers.write_resolv_conf(root)
             procs.append(servers.start_dns(root))
             sink = Sink(args.bench_bin, servers.SINK_IP, servers.free_port(servers.SINK_IP),
                         os.path.join(root, "sink.log"))
             sink.start()
             results["environment"] = report.environment(
-                root, chasquid_version=report.command_output(["chasquid", "-version"]))
+                root, chasquid_version=report.command_output(["chasquid", "-version"]),
+                postfix_version=report.command_output(["postconf", "-d", "-h",
+                                                       "mail_version"]))
             # Write back what earlier work left dirty (a previous run's cleanup above all), so
             # it is not flushed in the middle of a measurement. See benches/README.md on
             # running benches back to back.
@@ -378,9 +475,20 @@ def main():
             srvs = [
                 servers.Tambo(args.tambo_bin, root, sink.port, resolv, log),
                 servers.Chasquid(mda, root, sink.port, resolv, log),
+                postfixserver.Postfix(root, sink.port, log,
+                                      [servers.USER, *servers.DOMAIN_USERS], servers.ALIASES),
             ]
-            srvs = [s for s in srvs if args.only in (None, s.name)]
+            srvs = [s for s in srvs if s.name in args.only]
             results.update(run_all(srvs, sink, args, procs))
+            if not args.no_floor:
+                print(f"[floor] {args.messages} x {args.size} B: write, fsync, link, shared "
+                      f"fsync of new/, {args.domain_sessions} threads, 10 Maildirs", flush=True)
+                results["floor"] = domain.floor(floor_bin, root, args.domain_sessions,
+                                                args.messages, args.size)
+            if not args.no_memory_bound and "tambo" in args.only:
+                print(f"[tambo] memory bound: memory.py, {args.bound_messages} x "
+                      f"{args.bound_size / 1e6:.0f} MB at once", flush=True)
+                results["memory_bound"] = domain.memory_bound(args, root)
     except KeyboardInterrupt:
         print("bench: interrupted; stopping everything", file=sys.stderr)
         return 130
@@ -401,8 +509,10 @@ def main():
             shutil.rmtree(root, ignore_errors=True)
 
     print()
-    print(table(results, args.idle_connections))
+    print(table(results, args))
     print()
+    for line in bound_lines(results.get("memory_bound")):
+        print(line)
     print(f"raw figures: {args.json}; bench wall time {results['wall_s']:.0f} s"
           + ("" if results.get("build_s") is None else f" (build {results['build_s']:.0f} s)"))
     return 0

@@ -1,5 +1,5 @@
-"""What the benchmarks print and record besides their figures: the table of two servers with
-ratios against targets, and the machine they ran on. Shared by bench.py (SMTP, against
+"""What the benchmarks print and record besides their figures: the table of two (or three)
+servers with ratios against targets, and the machine they ran on. Shared by bench.py (SMTP, against
 chasquid) and imap.py (IMAP, against Dovecot).
 """
 
@@ -30,6 +30,27 @@ def ratio_table(names, rows):
     lines = []
     for label, ours_cell, theirs_cell, ours, theirs, target in rows:
         lines.append([label, ours_cell, theirs_cell, *verdict(ours, theirs, target)])
+    widths = [max(len(str(r[i])) for r in [head] + lines) for i in range(len(head))]
+
+    def line(r):
+        return "| " + " | ".join(str(v).ljust(w) for v, w in zip(r, widths)) + " |"
+
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(head), sep] + [line(r) for r in lines])
+
+
+def three_way_table(names, rows):
+    """A Markdown table: metric | <ours> | <theirs> | <third> | floor | ours/theirs | target |
+    met? | ours/third. Each row is (label, cells, values, floor cell, target): the figures as
+    printed and the numbers the ratios are made of (None: none), one per name; the target
+    applies to ours/theirs."""
+    ours, theirs, third = names
+    head = ["metric", *names, "floor", f"{ours}/{theirs}", "target", "met?", f"{ours}/{third}"]
+    lines = []
+    for label, cells, values, floor, target in rows:
+        ratio, goal, met = verdict(values[0], values[1], target)
+        third_ratio, _, _ = verdict(values[0], values[2], None)
+        lines.append([label, *cells, floor, ratio, goal, met, third_ratio])
     widths = [max(len(str(r[i])) for r in [head] + lines) for i in range(len(head))]
 
     def line(r):

@@ -24,6 +24,11 @@ USER = "bench"
 PASSWORD = "bench-password-not-secret"
 FORWARD_ALIAS = "fwd"
 FORWARD_TARGET = "x@sink.test"
+# The domain's mailboxes of the lockstep phases (smtp-source), besides USER.
+DOMAIN_USERS = [f"user{i}" for i in range(10)]
+# smtp-source -r 5 -t fwd@... names its recipients fwd, 2fwd, ..., 5fwd: each an alias to its
+# own address at the sink.
+ALIASES = [(FORWARD_ALIAS, FORWARD_TARGET)] + [(f"{i}fwd", f"x{i}@sink.test") for i in range(2, 6)]
 # The envelope and From: domain of the load (bench.py's SENDER).
 SENDER_DOMAIN = "client.test"
 
@@ -124,6 +129,65 @@ def cpu_times(pid):
     return (utime + cutime) / CLK_TCK, (stime + cstime) / CLK_TCK
 
 
+def tree_pids(pid):
+    """`pid` and every live process below it (chasquid's MDAs, Postfix's daemons)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, ()))
+    return out
+
+
+def tree_cpu_times(pid):
+    """(user, system) seconds of `pid` and every live process below it, each with its reaped
+    children: a process that exits moves its time into its parent's cutime/cstime, so the
+    sum stays whole (Postfix's master reaps its daemons)."""
+    user = sys_ = 0.0
+    for p in tree_pids(pid):
+        try:
+            u, s = cpu_times(p)
+        except (OSError, IndexError):
+            continue
+        user, sys_ = user + u, sys_ + s
+    return user, sys_
+
+
+def tree_rss_kib(pid):
+    """VmRSS summed over `pid` and every live process below it."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            total += rss_kib(p)
+        except (OSError, RuntimeError):
+            continue  # exited, or a zombie without memory
+    return total
+
+
+def tree_pss_kib(pid):
+    """Pss (proc(5): each shared page divided among the processes that map it) summed over
+    `pid` and every live process below it: the memory of a many-process server (Postfix)
+    without counting its shared libraries once per process."""
+    total = 0
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                total += next((int(ln.split()[1]) for ln in f if ln.startswith("Pss:")), 0)
+        except OSError:
+            continue
+    return total
+
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -185,6 +249,11 @@ def write_resolv_conf(root):
     return path
 
 
+def write_aliases(path):
+    with open(path, "w") as f:
+        f.write("".join(f"{alias}: {target}\n" for alias, target in ALIASES))
+
+
 # --- tambo -----------------------------------------------------------------------------------
 
 class Tambo:
@@ -217,13 +286,13 @@ class Tambo:
         }
         with open(os.path.join(conf, "tambo.json"), "w") as f:
             json.dump(settings, f, indent=2)
-        with open(os.path.join(self.dir, "domains", DOMAIN, "aliases"), "w") as f:
-            f.write(f"{FORWARD_ALIAS}: {FORWARD_TARGET}\n")
-        subprocess.run(
-            [self.binary, "-C", self.dir, "util", "user-add", f"{USER}@{DOMAIN}",
-             "--password", PASSWORD],
-            check=True, stdout=self.log, stderr=self.log, timeout=60,
-        )
+        write_aliases(os.path.join(self.dir, "domains", DOMAIN, "aliases"))
+        for user in [USER, *DOMAIN_USERS]:
+            subprocess.run(
+                [self.binary, "-C", self.dir, "util", "user-add", f"{user}@{DOMAIN}",
+                 "--password", PASSWORD],
+                check=True, stdout=self.log, stderr=self.log, timeout=60,
+            )
 
     def start(self):
         env = dict(os.environ, RUST_LOG="info")
@@ -231,8 +300,8 @@ class Tambo:
         self.proc = Proc("tambo", argv, os.path.join(self.dir, "tambo.log"), env=env)
         wait_smtp(self.port, self.proc)
 
-    def maildir_new(self):
-        return os.path.join(self.dir, "data", "mail", DOMAIN, USER, "new")
+    def maildir_new(self, user=USER):
+        return os.path.join(self.dir, "data", "mail", DOMAIN, user, "new")
 
     def says_forwarding_missing(self):
         """The runner's deferral text while remote delivery is not wired in (queue/runner.rs)."""
@@ -271,13 +340,13 @@ class Chasquid:
         ]
         with open(os.path.join(self.dir, "chasquid.conf"), "w") as f:
             f.write("\n".join(lines) + "\n")
-        with open(os.path.join(self.dir, "domains", DOMAIN, "aliases"), "w") as f:
-            f.write(f"{FORWARD_ALIAS}: {FORWARD_TARGET}\n")
-        subprocess.run(
-            ["chasquid-util", f"--configdir={self.dir}", "user-add", f"{USER}@{DOMAIN}",
-             f"--password={PASSWORD}"],
-            check=True, stdout=self.log, stderr=self.log, timeout=60,
-        )
+        write_aliases(os.path.join(self.dir, "domains", DOMAIN, "aliases"))
+        for user in [USER, *DOMAIN_USERS]:
+            subprocess.run(
+                ["chasquid-util", f"--configdir={self.dir}", "user-add", f"{user}@{DOMAIN}",
+                 f"--password={PASSWORD}"],
+                check=True, stdout=self.log, stderr=self.log, timeout=60,
+            )
 
     def start(self):
         argv = in_namespace(self.resolv_conf, [
@@ -287,8 +356,8 @@ class Chasquid:
         self.proc = Proc("chasquid", argv, os.path.join(self.dir, "chasquid.log"))
         wait_smtp(self.port, self.proc)
 
-    def maildir_new(self):
-        return os.path.join(self.dir, "mail", DOMAIN, USER, "new")
+    def maildir_new(self, user=USER):
+        return os.path.join(self.dir, "mail", DOMAIN, user, "new")
 
     def says_forwarding_missing(self):
         return False

@@ -1,7 +1,8 @@
 """The sink MTA of the forwarding benchmark: `tambo-bench sink` (benches/tambo-bench/sink.rs).
 
-It accepts everything and keeps nothing; we ask it how many messages it has received over
-its stdin (`count`, `reset`), and it exits when its stdin closes. It runs in its own process
+It accepts everything and keeps nothing; we ask it how many messages, and how many
+recipients of them, it has received over its stdin (`count`, `recipients`, `reset`), and it
+exits when its stdin closes. It runs in its own process
 group, so a Ctrl-C to the bench reaches the bench only, which then stops it.
 """
 
@@ -49,6 +50,10 @@ class Sink:
 
     def count(self):
         return int(self._ask("count"))
+
+    def recipients(self):
+        """The recipients of the messages counted (one message may carry several)."""
+        return int(self._ask("recipients"))
 
     def reset(self):
         if self._ask("reset") != "ok":

@@ -70,20 +70,33 @@ impl AliasFile {
     }
 
     pub fn parse(path: &Path, text: &str, domain: &Domain) -> Result<AliasFile, AliasError> {
+        let (file, mut problems) = AliasFile::parse_all(path, text, domain);
+        match problems.is_empty() {
+            true => Ok(file),
+            false => Err(problems.swap_remove(0)),
+        }
+    }
+
+    /// [`AliasFile::parse`] that goes on past a bad line: the good lines, and every bad one
+    /// with its line number (`util check`).
+    pub fn parse_all(path: &Path, text: &str, domain: &Domain) -> (AliasFile, Vec<AliasError>) {
         let mut file = AliasFile::default();
+        let mut problems = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let alias = parse_line(line, domain).map_err(|msg| AliasError::Parse {
-                path: path.to_path_buf(),
-                line: i + 1,
-                msg,
-            })?;
-            file.insert(alias);
+            match parse_line(line, domain) {
+                Ok(alias) => file.insert(alias),
+                Err(msg) => problems.push(AliasError::Parse {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    msg,
+                }),
+            }
         }
-        Ok(file)
+        (file, problems)
     }
 
     /// chasquid: "If the same left-side address appears more than once, the last one will

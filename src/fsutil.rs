@@ -29,6 +29,29 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// Writes a file that must not exist yet, durably and never over an existing one, even one
+/// created meanwhile: `write_atomic` under a temp name (a dot name, which no loader takes for
+/// a key or a domain), then link(2) to its own name, which fails with `AlreadyExists` when
+/// the name is taken; the temp name is then removed.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?
+        .to_string_lossy();
+    let temp = dir.join(format!(
+        ".{name}.new.{}.{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    write_atomic(&temp, contents, mode)?;
+    let linked = fs::hard_link(&temp, path);
+    // Best effort: a leftover temp file is harmless, the link's outcome is what matters.
+    let _ = fs::remove_file(&temp);
+    linked?;
+    fsync_dir(&dir)
+}
+
 /// Whether `e` says the file system is full (ENOSPC) or the user's quota on it is used up
 /// (EDQUOT): the mail is then refused for now (RFC 3463 §3.4, X.3.1) rather than as a local
 /// error, and the log says so.
@@ -130,6 +153,19 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn write_new_never_overwrites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("key");
+        write_new(&path, b"first\n", 0o600).unwrap();
+        assert_eq!(mode_of(&path), 0o600);
+        let err = write_new(&path, b"second\n", 0o600).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&path).unwrap(), b"first\n");
+        // No temp file is left behind, whatever the outcome.
+        assert_eq!(entries(tmp.path()), ["key"]);
     }
 
     #[test]

@@ -176,13 +176,9 @@ impl PostDataHook {
             std::path::absolute(config_dir).ok()?
         };
         let path = dir.join(HOOK_PATH);
-        let meta = std::fs::metadata(&path).ok()?;
-        if !meta.is_file() {
-            log::warn!("{} is not a regular file: ignored", path.display());
-            return None;
-        }
-        if !executable(&path) {
-            log::warn!("{} is not executable: ignored", path.display());
+        std::fs::metadata(&path).ok()?;
+        if let Some(why) = unusable(&path) {
+            log::warn!("{why}");
             return None;
         }
         Some(PostDataHook { path, dir, limit })
@@ -285,6 +281,19 @@ pub fn parse_limit(value: Option<&str>) -> Duration {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&secs| secs > 0)
         .map_or(DEFAULT_LIMIT, Duration::from_secs)
+}
+
+/// Why an existing `hooks/post-data` at `path` would be ignored (not a regular file, not
+/// executable), as the log line says it; `None` when it would run or does not exist.
+pub fn unusable(path: &Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    if !meta.is_file() {
+        return Some(format!("{} is not a regular file: ignored", path.display()));
+    }
+    if !executable(path) {
+        return Some(format!("{} is not executable: ignored", path.display()));
+    }
+    None
 }
 
 /// Whether we may execute `path` (access(2) judges with our real ids, as exec will).

@@ -259,6 +259,8 @@ pub struct Metrics {
     dsn_suppressed: Metric,
     dnsbl_listed: Keyed,
     spam_replies: Keyed,
+    /// The doctor's gauges, each family replaced whole by each look.
+    families: std::sync::Mutex<std::collections::BTreeMap<&'static str, Family>>,
 }
 
 impl Metrics {
@@ -381,6 +383,7 @@ impl Metrics {
                  (421 4.7.28, 550 5.7.1 ...), by recipient domain.",
                 "destination",
             ),
+            families: std::sync::Mutex::new(std::collections::BTreeMap::new()),
         }
     }
 
@@ -418,6 +421,18 @@ impl Metrics {
         }
         self.dnsbl_listed.render(&mut out);
         self.spam_replies.render(&mut out);
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, family) in families.iter() {
+            header(&mut out, name, family.help, Kind::Gauge);
+            for (labels, value) in &family.series {
+                let labels: Vec<String> = labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+                    .collect();
+                let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+            }
+        }
+        drop(families);
         header(
             &mut out,
             "tambo_queue_messages",
@@ -437,6 +452,27 @@ impl Metrics {
             queue.oldest_age_secs
         );
         out
+    }
+}
+
+/// A gauge family whose label values come from a periodic look (the doctor's verdicts).
+struct Family {
+    help: &'static str,
+    series: Vec<(Vec<(&'static str, String)>, i64)>,
+}
+
+impl Metrics {
+    /// Replaces the whole gauge family `name` (label sets and values); at most 1,000 series,
+    /// so a configuration with many domains cannot grow a scrape without bound.
+    pub fn set_gauges(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        mut series: Vec<(Vec<(&'static str, String)>, i64)>,
+    ) {
+        series.truncate(1000);
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        families.insert(name, Family { help, series });
     }
 }
 

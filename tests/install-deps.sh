@@ -37,6 +37,8 @@ PACKAGES=(
     spamd spamc                # SpamAssassin: contrib/spamassassin/post-data against a real spamd (e2e)
     chasquid                   # chasquid-util (a real chasquid folder to import) and its example hook
     systemd                    # systemd-socket-activate (LISTEN_FDS sockets)
+    pebble                     # Let's Encrypt's test ACME server: certificates issued, renewed and
+                               # refused for real, tls-alpn-01 and http-01 (test_acme.py)
     roundcube-core             # Roundcube, a real webmail client (test_roundcube.py); its Depends bring PHP's
                                # intl, mbstring, xml and PEAR mail modules, and `php`, which --no-install-recommends
                                # satisfies with libapache2-mod-php (the module only: no Apache, none is needed)

@@ -52,6 +52,19 @@ if [ ${#in_use[@]} -gt 0 ]; then
     fail "127.0.0.1 port(s) ${in_use[*]} already in use; the README's example config listens" \
         "on ${PORTS[*]} (conf/tambo.json): stop what listens there (another tambo serve?)"
 fi
+# As root (sudo ./tests/run.sh) in a checkout that belongs to the user who cloned it, git
+# refuses to read the repository ("dubious ownership", safe.directory, git 2.35.2 and later):
+# rev-parse fails, and so does the clone below. A global config of this run marks this one
+# checkout safe (the command-line forms, -c and GIT_CONFIG_COUNT, are not passed on to the
+# upload-pack of a local clone), and includes the usual global config.
+SAFE_GITCONFIG=""
+if [ "$(id -u)" = 0 ] && [ "$(stat -c %u "$REPO")" != 0 ]; then
+    SAFE_GITCONFIG=$(mktemp)
+    trap 'rm -f "$SAFE_GITCONFIG"' EXIT
+    printf '[include]\n\tpath = %s\n[safe]\n\tdirectory = %s\n\tdirectory = %s/.git\n' \
+        "${GIT_CONFIG_GLOBAL:-$HOME/.gitconfig}" "$REPO" "$REPO" >"$SAFE_GITCONFIG"
+    export GIT_CONFIG_GLOBAL=$SAFE_GITCONFIG
+fi
 if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
     skip "not a git checkout: the README check runs in a clone of the repository"
 fi
@@ -70,6 +83,7 @@ cleanup() {
         kill -KILL -- "-$SERVER_PID" 2>/dev/null || true
     fi
     rm -rf "$WORK"
+    if [ -n "$SAFE_GITCONFIG" ]; then rm -f "$SAFE_GITCONFIG"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

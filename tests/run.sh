@@ -11,6 +11,33 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Rust from rustup belongs to the user who installed it, but `sudo` resets PATH (Debian's
+# secure_path) and HOME: root would find no cargo, or rustup no toolchain. Under sudo, use the
+# invoking user's toolchains (RUSTUP_HOME, only read) with root's own CARGO_HOME for the
+# crate downloads, so that nothing root-owned lands in the user's ~/.cargo.
+if ! command -v cargo >/dev/null && [ -n "${SUDO_USER:-}" ]; then
+    user_home=$(getent passwd "$SUDO_USER" | cut -d: -f6)
+    if [ -n "$user_home" ] && [ -x "$user_home/.cargo/bin/cargo" ]; then
+        export PATH="$user_home/.cargo/bin:$PATH"
+        if [ -z "${RUSTUP_HOME:-}" ] && [ -d "$user_home/.rustup" ]; then
+            export RUSTUP_HOME="$user_home/.rustup"
+        fi
+        echo "tests/run.sh: using $SUDO_USER's Rust ($user_home/.cargo/bin)" >&2
+    fi
+fi
+if ! command -v cargo >/dev/null; then
+    echo "tests/run.sh: cargo not found on PATH: install Rust with rustup" \
+        "(https://rustup.rs), or put its bin folder on PATH" >&2
+    exit 1
+fi
+# Under sudo, hand the build folder back to the user afterwards: a root-owned target/
+# would make their next `cargo build` fail.
+give_back_target() {
+    if [ -n "${SUDO_UID:-}" ] && [ -n "${SUDO_GID:-}" ] && [ -d target ]; then
+        chown -R "$SUDO_UID:$SUDO_GID" target
+    fi
+}
+
 if ! command -v dpkg-query >/dev/null; then
     echo "tests/run.sh: not Debian (no dpkg-query): cannot check the packages the tests need" \
         "(tests/install-deps.sh lists them); running anyway" >&2
@@ -46,6 +73,7 @@ report_skips() {
         sort -u "$TAMBO_SKIP_LOG" | sed -e 's/^skipped: /  /'
     fi
     rm -f "$TAMBO_SKIP_LOG"
+    give_back_target
 }
 trap report_skips EXIT
 

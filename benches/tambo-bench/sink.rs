@@ -1,4 +1,5 @@
-//! The sink MTA: accepts everything, keeps nothing, counts messages.
+//! The sink MTA: accepts everything, keeps nothing, counts messages and their recipients
+//! (a server may forward a message for five recipients as one transaction or as five).
 //!
 //! It must never be the bottleneck: it answers each pipelined command group in one write
 //! (RFC 2920), offers no STARTTLS (both servers then send in plain text, so TLS cost does not
@@ -15,7 +16,8 @@ const GREETING: &[u8] = b"220 sink.test ESMTP bench sink\r\n";
 const EHLO_REPLY: &[u8] = b"250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n\
     250-ENHANCEDSTATUSCODES\r\n250 SIZE 104857600\r\n";
 
-/// Run the sink; `count` and `reset` on stdin, one per line; exits when stdin closes.
+/// Run the sink; `count` (messages), `recipients` (recipients of those messages) and `reset`
+/// on stdin, one per line; exits when stdin closes.
 #[derive(FromArgs)]
 #[argh(subcommand, name = "sink")]
 pub struct SinkArgs {
@@ -25,7 +27,7 @@ pub struct SinkArgs {
 }
 
 pub fn run(args: SinkArgs) -> Result<(), String> {
-    let count = Arc::new(AtomicU64::new(0));
+    let count = Arc::new(Counts::default());
     let listener = smol::block_on(TcpListener::bind(args.listen.as_str()))
         .map_err(|e| format!("listen on {}: {e}", args.listen))?;
     let served = count.clone();
@@ -37,14 +39,23 @@ pub fn run(args: SinkArgs) -> Result<(), String> {
     control(&count)
 }
 
+/// What the sink has received since the last `reset`.
+#[derive(Default)]
+struct Counts {
+    messages: AtomicU64,
+    recipients: AtomicU64,
+}
+
 /// The parent's questions on stdin; a closed stdin (the parent gone) ends the sink.
-fn control(count: &AtomicU64) -> Result<(), String> {
+fn control(count: &Counts) -> Result<(), String> {
     for line in std::io::stdin().lock().lines() {
         let line = line.map_err(|e| format!("stdin: {e}"))?;
         match line.trim() {
-            "count" => println!("{}", count.load(Ordering::SeqCst)),
+            "count" => println!("{}", count.messages.load(Ordering::SeqCst)),
+            "recipients" => println!("{}", count.recipients.load(Ordering::SeqCst)),
             "reset" => {
-                count.store(0, Ordering::SeqCst);
+                count.messages.store(0, Ordering::SeqCst);
+                count.recipients.store(0, Ordering::SeqCst);
                 println!("ok");
             }
             other => println!("? {other}"),
@@ -53,7 +64,7 @@ fn control(count: &AtomicU64) -> Result<(), String> {
     Ok(())
 }
 
-async fn accept_loop(ex: &smol::LocalExecutor<'_>, listener: TcpListener, count: Arc<AtomicU64>) {
+async fn accept_loop(ex: &smol::LocalExecutor<'_>, listener: TcpListener, count: Arc<Counts>) {
     loop {
         match listener.accept().await {
             Ok((stream, _)) => ex.spawn(serve(stream, count.clone())).detach(),
@@ -65,13 +76,13 @@ async fn accept_loop(ex: &smol::LocalExecutor<'_>, listener: TcpListener, count:
     }
 }
 
-async fn serve(mut stream: TcpStream, count: Arc<AtomicU64>) {
+async fn serve(mut stream: TcpStream, count: Arc<Counts>) {
     if let Err(e) = session(&mut stream, &count).await {
         eprintln!("sink: session: {e}");
     }
 }
 
-async fn session(stream: &mut TcpStream, count: &AtomicU64) -> std::io::Result<()> {
+async fn session(stream: &mut TcpStream, count: &Counts) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     stream.write_all(GREETING).await?;
     let mut state = Sink::default();
@@ -82,7 +93,11 @@ async fn session(stream: &mut TcpStream, count: &AtomicU64) -> std::io::Result<(
             return Ok(());
         }
         let step = state.feed(&buf[..n]);
-        count.fetch_add(step.messages, Ordering::SeqCst);
+        // Recipients first: whoever sees the message count sees its recipients too.
+        count
+            .recipients
+            .fetch_add(step.recipients, Ordering::SeqCst);
+        count.messages.fetch_add(step.messages, Ordering::SeqCst);
         if !step.out.is_empty() {
             stream.write_all(&step.out).await?;
         }
@@ -101,12 +116,16 @@ struct Sink {
     /// In data: at the start of a line, and the bytes of ".\r\n" seen there so far.
     data_line_start: bool,
     dot_line: usize,
+    /// RCPT commands since the last MAIL or RSET.
+    rcpts: u64,
 }
 
 #[derive(Default)]
 struct Step {
     out: Vec<u8>,
     messages: u64,
+    /// The recipients of those messages.
+    recipients: u64,
     quit: bool,
 }
 
@@ -138,6 +157,11 @@ impl Sink {
         match &verb[..] {
             b"EHLO" => step.out.extend_from_slice(EHLO_REPLY),
             b"HELO" | b"MAIL" | b"RCPT" | b"RSET" | b"NOOP" => {
+                match &verb[..] {
+                    b"MAIL" | b"RSET" => self.rcpts = 0,
+                    b"RCPT" => self.rcpts += 1,
+                    _ => {}
+                }
                 step.out.extend_from_slice(b"250 2.0.0 OK\r\n")
             }
             b"DATA" => {
@@ -172,6 +196,7 @@ impl Sink {
                 if self.dot_line == END.len() {
                     self.in_data = false;
                     step.messages += 1;
+                    step.recipients += std::mem::take(&mut self.rcpts);
                     step.out.extend_from_slice(b"250 2.0.0 OK discarded\r\n");
                     return input;
                 }
@@ -198,14 +223,31 @@ mod tests {
     use super::Sink;
 
     fn run(chunks: &[&[u8]]) -> (String, u64) {
+        let (out, messages, _) = run_counting(chunks);
+        (out, messages)
+    }
+
+    /// The replies, the messages and their recipients.
+    fn run_counting(chunks: &[&[u8]]) -> (String, u64, u64) {
         let mut sink = Sink::default();
-        let (mut out, mut messages) = (Vec::new(), 0);
+        let (mut out, mut messages, mut recipients) = (Vec::new(), 0, 0);
         for c in chunks {
             let step = sink.feed(c);
             out.extend(step.out);
             messages += step.messages;
+            recipients += step.recipients;
         }
-        (String::from_utf8(out).unwrap(), messages)
+        (String::from_utf8(out).unwrap(), messages, recipients)
+    }
+
+    #[test]
+    fn recipients_count_per_finished_message() {
+        let (_, n, r) = run_counting(&[
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRCPT TO:<e@d>\r\nDATA\r\nx\r\n.\r\n",
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nRSET\r\n",
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<f@d>\r\nDATA\r\ny\r\n.\r\nQUIT\r\n",
+        ]);
+        assert_eq!((n, r), (2, 3));
     }
 
     #[test]

@@ -220,7 +220,7 @@ fn selected_keys(
 }
 
 /// chasquid-util's default selector: today's UTC date, `YYYYMMDD`.
-fn date_selector(now: time::OffsetDateTime) -> String {
+pub(crate) fn date_selector(now: time::OffsetDateTime) -> String {
     let now = now.to_offset(time::UtcOffset::UTC);
     format!(
         "{:04}{:02}{:02}",
@@ -237,23 +237,12 @@ fn already_exists(path: &Path) -> CliError {
     ))
 }
 
-/// Writes a file that must not exist yet, durably (temp, fsync, rename) and never over an
-/// existing one, even one created meanwhile: the content is written under a temp name, then
-/// hard-linked to its own name (link(2) fails when the name exists), and the temp name removed.
+/// A key file that must not exist yet, never written over one (even one created meanwhile).
 fn write_new(path: &Path, contents: &[u8]) -> Result<(), CliError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    // Not `dkim:*.pem`: the key loader never takes a leftover temp file for a key.
-    let temp = dir.join(format!(".{name}.{}.new", std::process::id()));
-    let failed = |e: std::io::Error| CliError::failure(format!("{}: {e}", path.display()));
-    crate::fsutil::write_atomic(&temp, contents, KEY_MODE).map_err(failed)?;
-    let linked = std::fs::hard_link(&temp, path);
-    // Best effort: a leftover temp file is harmless, the link's outcome is what matters.
-    let _ = std::fs::remove_file(&temp);
-    match linked {
+    match crate::fsutil::write_new(path, contents, KEY_MODE) {
+        Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(already_exists(path)),
-        Err(e) => Err(failed(e)),
-        Ok(()) => crate::fsutil::fsync_dir(dir).map_err(failed),
+        Err(e) => Err(CliError::failure(format!("{}: {e}", path.display()))),
     }
 }
 

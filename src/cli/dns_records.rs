@@ -23,10 +23,11 @@ use crate::config::domains::domain_dir;
 use crate::courier::mta_sts::{self, PolicyFetcher};
 use crate::dns::{Dns, reverse_name};
 use crate::mailauth::dkim;
+use crate::web::autoconfig::MailPorts;
 use argh::FromArgs;
 use judge::{
     Answer, Finding, Verdict, judge_dkim, judge_dmarc, judge_mta_sts, judge_mta_sts_policy,
-    judge_mx, judge_ptr, judge_spf, judge_tls_rpt, no_address,
+    judge_mx, judge_ptr, judge_spf, judge_srv, judge_tls_rpt, no_address,
 };
 
 /// Print every DNS record the domain needs (MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, PTR).
@@ -53,8 +54,6 @@ pub struct DnsCheck {
 
 /// The TTL printed on every record: an hour keeps mistakes cheap to fix.
 const TTL: u32 = 3600;
-/// RFC 8461 §3.2 wants `max_age` in weeks or more for a stable policy; one week.
-const MTA_STS_MAX_AGE: u64 = 604_800;
 /// The MX preference printed (the only MX, so any value works).
 const MX_PREFERENCE: u16 = 10;
 /// RFC 1035 §3.3.14: one character-string of a TXT record holds at most 255 octets.
@@ -104,6 +103,31 @@ pub fn check(settings: &Settings, c: DnsCheck) -> Result<(), CliError> {
     }
 }
 
+/// One domain's `dns-check` verdicts, for the doctor of `serve`: (what was judged, ok), the
+/// notes left out.
+pub async fn verdicts(
+    settings: &Settings,
+    dns: &Dns,
+    fetcher: &PolicyFetcher,
+    domain: &str,
+) -> Result<Vec<(String, bool)>, CliError> {
+    let local = LocalDomain::load(settings, domain)?;
+    let addresses = server_addresses(settings, dns, &local.hostname).await;
+    let findings = check_all(dns, fetcher, &Needs::new(local, addresses)).await;
+    Ok(findings
+        .iter()
+        .filter(|f| f.verdict != Verdict::Note)
+        .map(|f| (f.what().to_string(), f.verdict == Verdict::Ok))
+        .collect())
+}
+
+/// Whether the PTR of `ip` names `host` and `host` resolves back to `ip` (forward-confirmed
+/// reverse DNS, as receivers check it), as `dns-check` judges it.
+pub async fn ptr_ok(dns: &Dns, ip: IpAddr, host: &str) -> bool {
+    let host_ips = dns.ips(host).await;
+    judge_ptr(ip, &dns.ptr(ip).await, &host_ips, host).verdict == Verdict::Ok
+}
+
 fn resolver(settings: &Settings) -> Result<Dns, CliError> {
     Dns::new(&settings.dns_servers).map_err(|e| CliError::failure(e.to_string()))
 }
@@ -116,6 +140,8 @@ struct LocalDomain {
     hostname: String,
     dkim: Vec<DkimNeed>,
     mta_sts_mode: &'static str,
+    /// The client ports, for the RFC 6186 SRV records.
+    ports: MailPorts,
 }
 
 struct DkimNeed {
@@ -151,7 +177,8 @@ impl LocalDomain {
             domain: domain.to_ascii(),
             hostname: ascii_host(&settings.hostname),
             dkim,
-            mta_sts_mode: mta_sts_mode(&settings.config_dir),
+            mta_sts_mode: crate::web::mta_sts::mode(settings),
+            ports: MailPorts::from_settings(settings),
         })
     }
 }
@@ -168,19 +195,6 @@ fn relative(base: &Path, path: &Path) -> String {
 fn ascii_host(name: &str) -> String {
     let name = name.trim_end_matches('.');
     idna::domain_to_ascii(name).unwrap_or_else(|_| name.to_ascii_lowercase())
-}
-
-/// RFC 8461 §5: `enforce` makes senders refuse a certificate that does not verify. With no
-/// certificate under `conf/certs/` the server presents a self-signed one, so only `testing`
-/// (report, deliver anyway) is safe.
-fn mta_sts_mode(config_dir: &Path) -> &'static str {
-    let certs = config_dir.join("conf").join("certs");
-    let has_cert = std::fs::read_dir(certs).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.path().join("fullchain.pem").is_file())
-    });
-    if has_cert { "enforce" } else { "testing" }
 }
 
 /// The server's addresses, for PTR and SPF: `outbound_bind` when set (mail leaves from
@@ -265,14 +279,49 @@ impl Needs {
         format!("v=TLSRPTv1; rua=mailto:postmaster@{}", self.domain())
     }
 
-    /// RFC 8461 §3.2: the policy body, one `key: value` a line.
+    /// RFC 8461 §3.2: the policy body, one `key: value` a line (what `https_listen` serves).
     fn mta_sts_policy(&self) -> Vec<String> {
-        vec![
-            "version: STSv1".to_string(),
-            format!("mode: {}", self.local.mta_sts_mode),
-            format!("mx: {}", self.hostname()),
-            format!("max_age: {MTA_STS_MAX_AGE}"),
+        crate::web::mta_sts::policy_lines(self.local.mta_sts_mode, self.hostname())
+    }
+
+    /// RFC 6186 §3 (and RFC 8314 §5.1 for `_submissions`): (service name, port when enabled).
+    fn srv_services(&self) -> Vec<(String, Option<u16>)> {
+        let p = &self.local.ports;
+        let d = self.domain();
+        [
+            ("_submissions", p.submissions),
+            ("_submission", p.submission),
+            ("_imaps", p.imaps),
+            ("_imap", p.imap),
+            ("_pop3s", p.pop3s),
+            ("_pop3", p.pop3),
         ]
+        .into_iter()
+        .map(|(service, port)| (format!("{service}._tcp.{d}"), port))
+        .collect()
+    }
+
+    fn srv_records(&self) -> Vec<Record> {
+        let host = self.hostname();
+        self.srv_services()
+            .into_iter()
+            .map(|(name, port)| match port {
+                Some(port) => Record {
+                    why: format!(
+                        "SRV: mail clients find this service at {host} port {port} (RFC 6186 §3)"
+                    ),
+                    name,
+                    rtype: "SRV",
+                    data: format!("0 1 {port} {host}."),
+                },
+                None => Record {
+                    why: "SRV: this service is off here (RFC 6186 §4: target \".\")".into(),
+                    name,
+                    rtype: "SRV",
+                    data: "0 0 0 .".into(),
+                },
+            })
+            .collect()
     }
 
     /// RFC 8461 §3.1: `id` must change whenever the policy does; a hash of the policy does
@@ -361,6 +410,7 @@ impl Needs {
             rtype: "TXT",
             data: txt_data(&self.tls_rpt()),
         });
+        out.extend(self.srv_records());
         out.extend(self.address_records());
         out
     }
@@ -438,7 +488,7 @@ impl Needs {
         if self.local.mta_sts_mode == "testing" {
             let _ = writeln!(
                 out,
-                "; (mode testing: no certificate in conf/certs/; use enforce once one that verifies is installed)"
+                "; (mode testing: no certificate in conf/certs/ and no acme; use enforce once one that verifies is installed)"
             );
         }
     }
@@ -491,6 +541,14 @@ async fn check_all(dns: &Dns, fetcher: &PolicyFetcher, needs: &Needs) -> Vec<Fin
         &dns.txt(&name).await,
         &needs.tls_rpt(),
     ));
+    for (name, port) in needs.srv_services() {
+        let expected = match port {
+            Some(port) => format!("SRV 0 1 {port} {host}."),
+            None => "no SRV record, or SRV 0 0 0 . (service off)".into(),
+        };
+        let want = port.map(|p| (p, host));
+        out.push(judge_srv(&name, &dns.srv(&name).await, want, &expected));
+    }
     if ips.is_empty() {
         out.push(no_address(host, &host_ips));
     }
@@ -553,6 +611,12 @@ mod tests {
                 hostname: "mx.example.test".into(),
                 dkim,
                 mta_sts_mode: mode,
+                ports: MailPorts {
+                    submissions: Some(465),
+                    submission: Some(587),
+                    imaps: Some(993),
+                    ..Default::default()
+                },
             },
             addresses,
         )
@@ -631,6 +695,11 @@ mod tests {
             ";   mode: enforce",
             ";   mx: mx.example.test",
             ";   max_age: 604800",
+            "_submissions._tcp.example.test.\t3600\tIN\tSRV\t0 1 465 mx.example.test.",
+            "_submission._tcp.example.test.\t3600\tIN\tSRV\t0 1 587 mx.example.test.",
+            "_imaps._tcp.example.test.\t3600\tIN\tSRV\t0 1 993 mx.example.test.",
+            "_imap._tcp.example.test.\t3600\tIN\tSRV\t0 0 0 .",
+            "_pop3._tcp.example.test.\t3600\tIN\tSRV\t0 0 0 .",
         ];
         for w in want {
             assert!(lines.contains(&w), "missing {w:?} in\n{zone}");
@@ -654,7 +723,8 @@ mod tests {
             }
         }
         let records = lines.iter().filter(|l| !l.starts_with(';')).count();
-        assert_eq!(records, 8, "{zone}");
+        // MX, SPF, DKIM, DMARC, MTA-STS, TLS-RPT, 6 SRV, A, PTR.
+        assert_eq!(records, 14, "{zone}");
     }
 
     #[test]
@@ -664,7 +734,7 @@ mod tests {
         let policy = mta_sts::parse_policy(&a.mta_sts_policy().join("\r\n"), "id", 0).unwrap();
         assert!(policy.enforced());
         assert!(policy.mx_allowed("mx.example.test"));
-        assert_eq!(policy.max_age, MTA_STS_MAX_AGE);
+        assert_eq!(policy.max_age, crate::web::mta_sts::MAX_AGE);
         let id_a = mta_sts::parse_txt(&a.mta_sts_txt()).expect("valid STSv1 record");
         let id_b = mta_sts::parse_txt(&b.mta_sts_txt()).expect("valid STSv1 record");
         assert_ne!(id_a, id_b, "the id changes with the policy");

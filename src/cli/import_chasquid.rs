@@ -1,10 +1,13 @@
 //! `tambo util import-chasquid CHASQUID_DIR` (SPEC §4, issue 6 item 4): convert a chasquid
 //! config folder into tambo's layout, keeping every password working.
 //!
-//! Everything is decided first (`source::plan`: parse, convert, check), then every destination
-//! is checked to be absent, then the files are written atomically; a parse error, a folder
-//! that is not chasquid's or a file that would be overwritten (`conf/tambo.json` included)
-//! stops it with nothing written. What could not be converted is reported, with the reason.
+//! Everything is decided first (`source::plan`: parse, convert, check), then what the tambo
+//! folder already has is left out whole (issue 20): an existing `conf/tambo.json` stays as it
+//! is (the chasquid settings are then not applied), and a domain folder, certificate folder or
+//! hook that exists is skipped, never merged file by file; both are reported. Then the files
+//! are written atomically. A parse error or a folder that is not chasquid's stops it with
+//! nothing written. What could not be converted is reported, with the reason. So the import
+//! may go into a folder made by `util init`.
 
 mod conf;
 mod plan;
@@ -54,7 +57,11 @@ pub enum ImportError {
 /// `config_dir` is the tambo config folder (`-C`); it may not have a conf/tambo.json yet.
 pub fn run(config_dir: &Path, c: ImportChasquid) -> Result<(), CliError> {
     let mut report = report::Report::default();
-    let plan = source::plan(&c.chasquid_dir, &mut report).map_err(usage)?;
+    let mut plan = source::plan(&c.chasquid_dir, &mut report).map_err(usage)?;
+    for unit in plan.skip_existing(config_dir) {
+        report.not_converted(unit.display().to_string(), skip_reason(&unit));
+    }
+    // Nothing left can exist, unless something appeared meanwhile.
     if let Some(path) = plan.first_existing(config_dir) {
         return Err(usage(ImportError::Exists(path)));
     }
@@ -69,6 +76,19 @@ pub fn run(config_dir: &Path, c: ImportChasquid) -> Result<(), CliError> {
         println!("wrote {}", path.display());
     }
     check_loads(config_dir)
+}
+
+/// Why an existing part of the tambo folder was left as it is.
+fn skip_reason(unit: &Path) -> &'static str {
+    if unit == Path::new("conf/tambo.json") {
+        "already in the tambo folder: its settings are left as they are, the chasquid \
+         settings above are not applied (copy what you need by hand)"
+    } else if unit.starts_with("domains") {
+        "this domain is already in the tambo folder: skipped, not merged (merge its users, \
+         aliases and keys by hand if needed)"
+    } else {
+        "already in the tambo folder: skipped, left as it is"
+    }
 }
 
 fn usage(e: ImportError) -> CliError {
@@ -159,10 +179,14 @@ mod tests {
             b"info: alice\n"
         );
 
-        // A second run refuses: every file exists now.
-        let err = run_in(&src, &dst).unwrap_err();
-        assert_eq!(err.status, 2);
-        assert!(err.message.contains("already exists"), "{}", err.message);
+        // A second run skips everything and changes nothing: every part exists now.
+        let before = tree(&dst);
+        run_in(&src, &dst).unwrap();
+        assert_eq!(tree(&dst), before);
+        assert_eq!(
+            fs::read_to_string(dst.join("conf/tambo.json")).unwrap(),
+            json
+        );
     }
 
     #[test]
@@ -214,17 +238,57 @@ mod tests {
             err.message
         );
         assert!(!dst.exists());
+    }
 
-        // An existing tambo.json is never overwritten.
-        fs::write(src.join("domains/a.example/aliases"), "ok: alice\n").unwrap();
+    #[test]
+    fn into_an_existing_folder_adds_only_new_domains() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("chasquid");
+        let dst = tmp.path().join("tambo");
+        for d in ["a.example", "b.example"] {
+            fs::create_dir_all(src.join("domains").join(d)).unwrap();
+            fs::write(src.join("domains").join(d).join("aliases"), "ok: alice\n").unwrap();
+        }
+        fs::write(
+            src.join("chasquid.conf"),
+            "hostname: \"mx.chasquid.example\"\n",
+        )
+        .unwrap();
+        // The tambo folder has its settings and a.example already (with other aliases).
         fs::create_dir_all(dst.join("conf")).unwrap();
-        fs::write(dst.join("conf/tambo.json"), "{}").unwrap();
-        let err = run_in(&src, &dst).unwrap_err();
-        assert!(
-            err.message.contains("tambo.json: already exists"),
-            "{}",
-            err.message
+        fs::create_dir_all(dst.join("domains/a.example")).unwrap();
+        fs::write(
+            dst.join("conf/tambo.json"),
+            "{\"hostname\": \"mx.tambo.example\"}\n",
+        )
+        .unwrap();
+        fs::write(dst.join("domains/a.example/aliases"), "mine: bob\n").unwrap();
+
+        run_in(&src, &dst).unwrap();
+        assert_eq!(
+            fs::read_to_string(dst.join("conf/tambo.json")).unwrap(),
+            "{\"hostname\": \"mx.tambo.example\"}\n"
         );
-        assert_eq!(tree(&dst), ["conf", "conf/tambo.json"]);
+        assert_eq!(
+            fs::read_to_string(dst.join("domains/a.example/aliases")).unwrap(),
+            "mine: bob\n"
+        );
+        assert_eq!(
+            fs::read_to_string(dst.join("domains/b.example/aliases")).unwrap(),
+            "ok: alice\n"
+        );
+        assert_eq!(
+            tree(&dst),
+            [
+                "conf",
+                "conf/tambo.json",
+                "domains",
+                "domains/a.example",
+                "domains/a.example/aliases",
+                "domains/b.example",
+                "domains/b.example/aliases",
+                "domains/b.example/users",
+            ]
+        );
     }
 }

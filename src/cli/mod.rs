@@ -1,10 +1,13 @@
 //! The command line (SPEC §4), parsed with argh into plain structs, then run.
 //! [`CliError`] carries the exit status; `main` is the only place that exits.
 
+pub mod check;
 pub mod dkim;
 pub mod dns_records;
+pub mod doctor;
 pub mod import_chasquid;
 pub mod import_maildir;
+pub mod init;
 pub mod serve;
 pub mod util;
 
@@ -93,7 +96,7 @@ pub fn run(args: Args) -> Result<(), CliError> {
 
 /// The config folder must exist: a mistyped `-C` would otherwise create a `data/` folder
 /// somewhere and serve no domain at all. Commands that make a config folder (`util
-/// import-chasquid`) do not call this.
+/// init`, `util import-chasquid`) do not call this.
 pub fn existing_config_dir(dir: &std::path::Path) -> Result<(), CliError> {
     match std::fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),

@@ -123,6 +123,9 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
     });
     crate::monitoring::start(&settings, server.queue.clone(), &ex)
         .map_err(|e| CliError::failure(format!("monitoring_listen: {e}")))?;
+    crate::web::start(&config, &ex).map_err(CliError::failure)?;
+    crate::acme::start(&config, server.dns.clone(), &ex);
+    super::doctor::start(&config, server.dns.clone(), &ex);
     let admission = Arc::new(Admission {
         connections: Arc::new(Connections::default()),
         caps: Caps::from_settings(&settings),

@@ -29,6 +29,8 @@ pub enum UtilCommand {
     DnsCheck(super::dns_records::DnsCheck),
     ImportChasquid(super::import_chasquid::ImportChasquid),
     ImportMaildir(super::import_maildir::ImportMaildir),
+    Init(super::init::Init),
+    Check(super::check::Check),
 }
 
 /// Add a user, or change its password.
@@ -129,9 +131,12 @@ pub struct QueueList {}
 pub struct PrintConfig {}
 
 pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
-    // Importing may create the config folder's conf/tambo.json: no settings to load first.
+    // Init and import make the config folder's conf/tambo.json; check reports every problem
+    // of the settings rather than stopping at the first: no settings to load first.
     let command = match command {
         UtilCommand::ImportChasquid(c) => return super::import_chasquid::run(config_dir, c),
+        UtilCommand::Init(c) => return super::init::run(config_dir, c),
+        UtilCommand::Check(c) => return super::check::run(config_dir, c),
         other => other,
     };
     super::existing_config_dir(config_dir)?;
@@ -151,7 +156,9 @@ pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
         UtilCommand::DnsRecords(c) => super::dns_records::records(&settings, c),
         UtilCommand::DnsCheck(c) => super::dns_records::check(&settings, c),
         UtilCommand::ImportMaildir(c) => super::import_maildir::run(&settings, c),
-        UtilCommand::ImportChasquid(_) => unreachable!("handled before loading settings"),
+        UtilCommand::ImportChasquid(_) | UtilCommand::Init(_) | UtilCommand::Check(_) => {
+            unreachable!("handled before loading settings")
+        }
         UtilCommand::PrintConfig(_) => {
             let json = serde_json::to_string_pretty(&settings.to_json())
                 .map_err(|e| CliError::failure(e.to_string()))?;

@@ -112,19 +112,32 @@ impl AccessRules {
 
     /// `path` is only used in errors.
     pub fn parse(path: &Path, text: &str) -> Result<AccessRules, AccessError> {
+        let (rules, mut problems) = AccessRules::parse_all(path, text);
+        match problems.is_empty() {
+            true => Ok(rules),
+            false => Err(problems.swap_remove(0)),
+        }
+    }
+
+    /// [`AccessRules::parse`] that goes on past a bad line: the good rules, and every bad
+    /// line with its number (`util check`).
+    pub fn parse_all(path: &Path, text: &str) -> (AccessRules, Vec<AccessError>) {
         let mut rules = AccessRules::default();
+        let mut problems = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            rules.add_line(line).map_err(|msg| AccessError::Parse {
-                path: path.to_path_buf(),
-                line: i + 1,
-                msg,
-            })?;
+            if let Err(msg) = rules.add_line(line) {
+                problems.push(AccessError::Parse {
+                    path: path.to_path_buf(),
+                    line: i + 1,
+                    msg,
+                });
+            }
         }
-        Ok(rules)
+        (rules, problems)
     }
 
     pub fn is_empty(&self) -> bool {

@@ -48,11 +48,21 @@ impl Domains {
         config_dir: &Path,
         norm: Normalization,
     ) -> Result<Domains, (ConfigError, Stamps)> {
-        let mut stamps = Stamps::default();
-        match load_map(&config_dir.join("domains"), &mut stamps) {
-            Ok(map) => Ok(Domains { map, norm, stamps }),
-            Err(e) => Err((e, stamps)),
+        let (domains, mut problems) = Domains::load_all(config_dir, norm);
+        match problems.is_empty() {
+            true => Ok(domains),
+            false => Err((problems.swap_remove(0), domains.stamps)),
         }
+    }
+
+    /// [`Domains::load`] that goes on past a problem: the domains that loaded, and every
+    /// problem of every file (a bad aliases line, a bad key file, ...), each naming the file
+    /// and, where there is one, the line (`util check`).
+    pub fn load_all(config_dir: &Path, norm: Normalization) -> (Domains, Vec<ConfigError>) {
+        let mut stamps = Stamps::default();
+        let mut problems = Vec::new();
+        let map = load_map(&config_dir.join("domains"), &mut stamps, &mut problems);
+        (Domains { map, norm, stamps }, problems)
     }
 
     /// The stamps of the files this was loaded from.
@@ -103,30 +113,53 @@ impl Domains {
 
 /// Every domain folder under `root`, each file stamped just before it is read: the folder
 /// itself (a domain added or removed), then per domain its users, aliases and folder (a
-/// DKIM key added).
-fn load_map(root: &Path, stamps: &mut Stamps) -> Result<BTreeMap<Domain, DomainData>, ConfigError> {
+/// DKIM key added). A domain with a problem is left out; the problem is added to `problems`.
+fn load_map(
+    root: &Path,
+    stamps: &mut Stamps,
+    problems: &mut Vec<ConfigError>,
+) -> BTreeMap<Domain, DomainData> {
     let mut map = BTreeMap::new();
     stamps.record(root);
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(map),
-        Err(e) => return Err(ConfigError(format!("{}: {e}", root.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return map,
+        Err(e) => {
+            problems.push(ConfigError(format!("{}: {e}", root.display())));
+            return map;
+        }
     };
+    let mut paths = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| ConfigError(format!("{}: {e}", root.display())))?;
-        let path = entry.path();
+        match entry {
+            Ok(entry) => paths.push(entry.path()),
+            Err(e) => problems.push(ConfigError(format!("{}: {e}", root.display()))),
+        }
+    }
+    // Sorted: the same problem comes first on every run.
+    paths.sort();
+    for path in paths {
         if !path.is_dir() {
             continue;
         }
-        let name = entry.file_name();
-        let domain = folder_domain(&path, &name.to_string_lossy())?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let domain = match folder_domain(&path, &name) {
+            Ok(domain) => domain,
+            Err(e) => {
+                problems.push(e);
+                continue;
+            }
+        };
         stamps.record(&path.join("users"));
         stamps.record(&path.join("aliases"));
         stamps.record(&path);
-        let data = load_domain(&path, &domain)?;
-        map.insert(domain, data);
+        let before = problems.len();
+        let data = load_domain(&path, &domain, problems);
+        if problems.len() == before {
+            map.insert(domain, data);
+        }
     }
-    Ok(map)
+    map
 }
 
 fn folder_domain(path: &Path, name: &str) -> Result<Domain, ConfigError> {
@@ -142,17 +175,33 @@ fn folder_domain(path: &Path, name: &str) -> Result<Domain, ConfigError> {
     Ok(domain)
 }
 
-fn load_domain(dir: &Path, domain: &Domain) -> Result<DomainData, ConfigError> {
-    let users = UserDb::load(&dir.join("users")).map_err(|e| ConfigError(e.to_string()))?;
-    let aliases =
-        AliasFile::load(&dir.join("aliases"), domain).map_err(|e| ConfigError(e.to_string()))?;
-    let keys = dkim::load_keys(dir, domain.as_str()).map_err(|e| ConfigError(e.to_string()))?;
-    Ok(DomainData {
+/// One domain's files; every problem found is added to `problems` (then the data is not used).
+fn load_domain(dir: &Path, domain: &Domain, problems: &mut Vec<ConfigError>) -> DomainData {
+    let users = UserDb::load(&dir.join("users")).unwrap_or_else(|e| {
+        problems.push(ConfigError(e.to_string()));
+        UserDb::default()
+    });
+    let aliases_path = dir.join("aliases");
+    let aliases = match std::fs::read_to_string(&aliases_path) {
+        Ok(text) => {
+            let (aliases, bad) = AliasFile::parse_all(&aliases_path, &text, domain);
+            problems.extend(bad.into_iter().map(|e| ConfigError(e.to_string())));
+            aliases
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => AliasFile::default(),
+        Err(e) => {
+            problems.push(ConfigError(format!("{}: {e}", aliases_path.display())));
+            AliasFile::default()
+        }
+    };
+    let (keys, bad) = dkim::load_keys_all(dir, domain.as_str());
+    problems.extend(bad.into_iter().map(|e| ConfigError(e.to_string())));
+    DomainData {
         dir: dir.to_path_buf(),
         users,
         aliases,
         dkim: keys.into(),
-    })
+    }
 }
 
 impl Directory for Domains {

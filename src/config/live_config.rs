@@ -4,10 +4,12 @@
 //! SIGHUP reloads all of them; a change of a users or aliases file reloads the domains by
 //! itself (`config::watch::DomainsWatch`).
 
+use crate::challenges::Challenges;
 use crate::config::access::{AccessError, AccessRules};
 use crate::config::watch::DomainsWatch;
 use crate::config::{Domains, Live, Settings};
 use futures_rustls::TlsAcceptor;
+use rustls::pki_types::CertificateDer;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,12 @@ pub struct LiveConfig {
     domains_watch: DomainsWatch,
     /// Swapped by a reload (certificates); handshakes in progress keep theirs.
     tls: Live<TlsAcceptor>,
+    /// The same certificates for `https_listen` (ALPN for ACME's tls-alpn-01).
+    web_tls: Live<TlsAcceptor>,
+    /// The leaf certificate in force for each name (the doctor's days left).
+    leaves: Live<Vec<(String, CertificateDer<'static>)>>,
+    /// ACME challenge answers in flight, shared by the TLS resolver, `web` and `acme`.
+    challenges: Arc<Challenges>,
     /// `conf/access` rules.
     access: Live<AccessRules>,
 }
@@ -35,12 +43,16 @@ impl LiveConfig {
     /// Loads domains, certificates and access rules for `settings`. Blocking.
     pub fn load(settings: Arc<Settings>) -> Result<LiveConfig, LoadError> {
         let domains = load_domains(&settings)?;
-        let tls = load_tls(&settings)?;
+        let challenges = Arc::new(Challenges::default());
+        let tls = load_tls(&settings, &challenges)?;
         let access = load_access(&settings.config_dir).map_err(|e| LoadError(e.to_string()))?;
         Ok(LiveConfig {
             domains_watch: DomainsWatch::new(&settings.config_dir, &domains),
             domains: Live::new(domains),
-            tls: Live::new(tls),
+            tls: Live::new(TlsAcceptor::from(tls.mail)),
+            web_tls: Live::new(TlsAcceptor::from(tls.web)),
+            leaves: Live::new(tls.leaves),
+            challenges,
             access: Live::new(access),
             settings,
         })
@@ -61,6 +73,35 @@ impl LiveConfig {
         self.tls.get()
     }
 
+    /// The TLS acceptor of `https_listen`: the same certificates, with ALPN.
+    pub fn web_tls(&self) -> Arc<TlsAcceptor> {
+        self.web_tls.get()
+    }
+
+    /// The leaf certificate in force for each name.
+    pub fn certificates(&self) -> Arc<Vec<(String, CertificateDer<'static>)>> {
+        self.leaves.get()
+    }
+
+    /// The ACME challenge answers in flight.
+    pub fn challenges(&self) -> Arc<Challenges> {
+        self.challenges.clone()
+    }
+
+    /// Reloads the certificates alone (a new ACME certificate), as SIGHUP does: an error
+    /// keeps those in force. Blocking.
+    pub fn reload_certificates(&self) -> Result<(), LoadError> {
+        let tls = load_tls(&self.settings, &self.challenges)?;
+        self.swap_tls(tls);
+        Ok(())
+    }
+
+    fn swap_tls(&self, tls: crate::tls::Loaded) {
+        self.tls.replace(TlsAcceptor::from(tls.mail));
+        self.web_tls.replace(TlsAcceptor::from(tls.web));
+        self.leaves.replace(tls.leaves);
+    }
+
     /// SIGHUP (SPEC §11): reloads users, aliases, access rules, DKIM keys and certificates.
     /// Everything is loaded first and swapped in only when all of it is valid, so a broken
     /// file keeps the old configuration; the error names the file and the line. Open
@@ -68,12 +109,12 @@ impl LiveConfig {
     pub fn reload(&self) -> Result<(), LoadError> {
         let settings = &self.settings;
         let domains = load_domains(settings)?;
-        let tls = load_tls(settings)?;
+        let tls = load_tls(settings, &self.challenges)?;
         let access = load_access(&settings.config_dir).map_err(|e| LoadError(e.to_string()))?;
         self.domains_watch.loaded(&domains);
         self.domains.replace(domains);
         self.access.replace(access);
-        self.tls.replace(tls);
+        self.swap_tls(tls);
         Ok(())
     }
 
@@ -124,10 +165,17 @@ fn load_domains(settings: &Settings) -> Result<Domains, LoadError> {
         .map_err(|e| LoadError(e.to_string()))
 }
 
-fn load_tls(settings: &Settings) -> Result<TlsAcceptor, LoadError> {
-    crate::tls::server_config(&settings.config_dir, &settings.data_dir, &settings.hostname)
-        .map(TlsAcceptor::from)
-        .map_err(|e| LoadError(e.to_string()))
+fn load_tls(
+    settings: &Settings,
+    challenges: &Arc<Challenges>,
+) -> Result<crate::tls::Loaded, LoadError> {
+    crate::tls::load(
+        &settings.config_dir,
+        &settings.data_dir,
+        &settings.hostname,
+        challenges.clone(),
+    )
+    .map_err(|e| LoadError(e.to_string()))
 }
 
 /// `<config_dir>/conf/access` (no file: no rules).

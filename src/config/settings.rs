@@ -39,6 +39,14 @@ pub enum FromRewrite {
     Never,
 }
 
+/// SPEC §3 `acme`: the ACME account's contact and the directory it lives at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    pub email: String,
+    /// The directory URL (`https://acme-v02.api.letsencrypt.org/directory`).
+    pub directory: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboundPolicy {
     pub spf_fail: PolicyAction,
@@ -147,6 +155,12 @@ pub struct Settings {
     /// DNS blocklist zones asked about each port 25 client, in order (lower case, no
     /// trailing dot).
     pub dnsbl: Vec<String>,
+    /// SPEC §12: obtain and renew certificates from this ACME directory.
+    pub acme: Option<Acme>,
+    /// SPEC §12: ACME http-01 challenges (and a redirect to https for anything else).
+    pub http_listen: Vec<SocketAddr>,
+    /// SPEC §12: MTA-STS policy, autoconfiguration, autodiscover; ACME tls-alpn-01.
+    pub https_listen: Vec<SocketAddr>,
     /// Concurrent SMTP connections in all (not in SPEC §3; issue 5).
     pub max_connections: usize,
     /// Concurrent SMTP connections per client address or IPv6 /64; `relay_networks` exempt.
@@ -182,6 +196,9 @@ pub const KEYS: &[&str] = &[
     "mailbox_quota_mb",
     "forward_from_rewrite",
     "dnsbl",
+    "acme",
+    "http_listen",
+    "https_listen",
     "max_connections",
     "max_connections_per_address",
 ];
@@ -196,28 +213,59 @@ const MAX_MESSAGE_SIZE_MB: u64 = 1 << 20;
 impl Settings {
     /// Reads `<config_dir>/conf/tambo.json`; a missing file means all defaults.
     pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
-        let config_dir = std::path::absolute(config_dir)
-            .map_err(|e| ConfigError(format!("{}: {e}", config_dir.display())))?;
+        let (settings, mut problems) = Settings::load_all(config_dir);
+        match problems.is_empty() {
+            true => Ok(settings),
+            false => Err(problems.swap_remove(0)),
+        }
+    }
+
+    /// [`Settings::load`] that goes on past a problem: every problem of the file, in file
+    /// order, and the settings with the defaults kept for the keys in error (`util check`).
+    pub fn load_all(config_dir: &Path) -> (Settings, Vec<ConfigError>) {
+        let config_dir = match std::path::absolute(config_dir) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let problem = ConfigError(format!("{}: {e}", config_dir.display()));
+                return (Settings::defaults(config_dir.to_path_buf()), vec![problem]);
+            }
+        };
         let file = config_dir.join("conf").join("tambo.json");
         let text = match std::fs::read_to_string(&file) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(ConfigError(format!("{}: {e}", file.display()))),
+            Err(e) => {
+                let problem = ConfigError(format!("{}: {e}", file.display()));
+                return (Settings::defaults(config_dir), vec![problem]);
+            }
         };
-        Settings::parse(&text, config_dir)
+        Settings::parse_all(&text, config_dir)
     }
 
     /// Parses the text of `conf/tambo.json` of a config folder (which should be absolute);
     /// blank text means all defaults. Errors name `<config_dir>/conf/tambo.json`.
     pub fn parse(text: &str, config_dir: PathBuf) -> Result<Settings, ConfigError> {
+        let (settings, mut problems) = Settings::parse_all(text, config_dir);
+        match problems.is_empty() {
+            true => Ok(settings),
+            false => Err(problems.swap_remove(0)),
+        }
+    }
+
+    /// [`Settings::parse`] with every problem of the text, not just the first.
+    pub fn parse_all(text: &str, config_dir: PathBuf) -> (Settings, Vec<ConfigError>) {
         let file = config_dir.join("conf").join("tambo.json");
         let mut settings = Settings::defaults(config_dir);
-        if !text.trim().is_empty() {
-            settings
-                .apply_text(text)
-                .map_err(|e| e.into_config_error(&file))?;
-        }
-        Ok(settings)
+        let problems = if text.trim().is_empty() {
+            Vec::new()
+        } else {
+            settings.apply_text(text)
+        };
+        let problems = problems
+            .into_iter()
+            .map(|e| e.into_config_error(&file))
+            .collect();
+        (settings, problems)
     }
 
     /// All defaults of SPEC §3 for a config folder (which should be absolute).
@@ -256,6 +304,9 @@ impl Settings {
             mailbox_quota_mb: 0,
             forward_from_rewrite: FromRewrite::Auto,
             dnsbl: Vec::new(),
+            acme: None,
+            http_listen: Vec::new(),
+            https_listen: Vec::new(),
             // As Postfix's process limit does for memory, these keep a flood from exhausting
             // file descriptors while one address cannot take the whole server.
             max_connections: 4000,
@@ -315,43 +366,55 @@ impl Settings {
                 FromRewrite::Never => "never",
             },
             "dnsbl": self.dnsbl,
+            "acme": self.acme.as_ref().map(|a| json!({"email": a.email, "directory": a.directory})),
+            "http_listen": addrs(&self.http_listen),
+            "https_listen": addrs(&self.https_listen),
             "max_connections": self.max_connections,
             "max_connections_per_address": self.max_connections_per_address,
         })
     }
 
     /// Applies the keys of the file text over the current values.
-    fn apply_text(&mut self, text: &str) -> Result<(), TextError> {
-        let value: Value = serde_json::from_str(text).map_err(|e| {
-            let (line, column) = error_position(text, e.line(), e.column());
-            let msg = json_error_text(&e);
-            TextError::Syntax { line, column, msg }
-        })?;
+    /// Applies every valid key of the text; returns the problems, in file order (a syntax
+    /// error stops it: nothing after it can be read).
+    fn apply_text(&mut self, text: &str) -> Vec<TextError> {
+        let value: Value = match serde_json::from_str(text) {
+            Ok(value) => value,
+            Err(e) => {
+                let (line, column) = error_position(text, e.line(), e.column());
+                let msg = json_error_text(&e);
+                return vec![TextError::Syntax { line, column, msg }];
+            }
+        };
         let Value::Object(map) = value else {
-            return Err(TextError::at(
+            return vec![TextError::at(
                 1,
                 "expected a JSON object of settings".into(),
-            ));
+            )];
         };
         let lines = top_level_key_lines(text);
         let line_of = |key: &str| lines.iter().find(|(k, _)| k == key).map(|(_, l)| *l);
+        let mut problems = Vec::new();
         if let Some((key, line)) = first_duplicate(&lines) {
-            return Err(TextError::at(line, format!("key {key:?} appears twice")));
+            problems.push(TextError::at(line, format!("key {key:?} appears twice")));
         }
         for (key, v) in &map {
             let line = line_of(key);
             if !KEYS.contains(&key.as_str()) {
-                return Err(TextError::Value {
+                problems.push(TextError::Value {
                     line,
                     msg: format!("unknown key {key:?}"),
                 });
+                continue;
             }
-            self.apply_key(key, v).map_err(|problem| TextError::Value {
-                line,
-                msg: format!("{key:?}: {problem}"),
-            })?;
+            if let Err(problem) = self.apply_key(key, v) {
+                problems.push(TextError::Value {
+                    line,
+                    msg: format!("{key:?}: {problem}"),
+                });
+            }
         }
-        Ok(())
+        problems
     }
 
     /// Sets one known key; the error is the problem with the value.
@@ -384,6 +447,9 @@ impl Settings {
             "mailbox_quota_mb" => self.mailbox_quota_mb = non_negative(v)?,
             "forward_from_rewrite" => self.forward_from_rewrite = from_rewrite(v)?,
             "dnsbl" => self.dnsbl = list(v, "zone name", hostname)?,
+            "acme" => self.acme = optional(v, acme)?,
+            "http_listen" => self.http_listen = socket_list(v)?,
+            "https_listen" => self.https_listen = socket_list(v)?,
             "max_connections" => self.max_connections = count(v)?,
             "max_connections_per_address" => self.max_connections_per_address = count(v)?,
             // KEYS and this match list the same keys; the caller checked KEYS.
@@ -725,6 +791,55 @@ fn inbound_policy(v: &Value) -> Result<InboundPolicy, String> {
         *slot = policy_action(action).map_err(|e| format!("{key:?}: {e}"))?;
     }
     Ok(policy)
+}
+
+/// SPEC §3 `acme`: `{"email": "...", "directory": "<ACME directory URL>"}`, both required.
+fn acme(v: &Value) -> Result<Acme, String> {
+    let what = "an object with \"email\" and \"directory\"";
+    let map: &Map<String, Value> = v.as_object().ok_or_else(|| expected(what, v))?;
+    let (mut email, mut directory) = (None, None);
+    for (key, value) in map {
+        match key.as_str() {
+            "email" => email = Some(acme_email(value).map_err(|e| format!("{key:?}: {e}"))?),
+            "directory" => {
+                directory = Some(acme_directory(value).map_err(|e| format!("{key:?}: {e}"))?)
+            }
+            _ => return Err(format!("unknown key {key:?}")),
+        }
+    }
+    match (email, directory) {
+        (Some(email), Some(directory)) => Ok(Acme { email, directory }),
+        (None, _) => Err("\"email\" is missing".into()),
+        (_, None) => Err("\"directory\" is missing".into()),
+    }
+}
+
+fn acme_email(v: &Value) -> Result<String, String> {
+    let what = "an email address";
+    let s = string(v, what)?;
+    // RFC 8555 §7.3: the contact becomes a mailto: URL; anything that could break it out is
+    // refused rather than escaped.
+    let valid = s.contains('@')
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == ',' || c == '?');
+    if !valid {
+        return Err(expected(what, v));
+    }
+    Ok(s.to_string())
+}
+
+fn acme_directory(v: &Value) -> Result<String, String> {
+    let what = "an https:// URL";
+    let s = string(v, what)?;
+    // RFC 8555 §6.1: ACME runs over HTTPS only.
+    let valid = s.starts_with("https://")
+        && s.len() > "https://".len()
+        && !s.chars().any(|c| c.is_whitespace() || c.is_control());
+    if !valid {
+        return Err(expected(what, v));
+    }
+    Ok(s.to_string())
 }
 
 fn policy_action(v: &Value) -> Result<PolicyAction, String> {

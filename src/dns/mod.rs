@@ -169,6 +169,26 @@ impl Dns {
         }
     }
 
+    /// SRV records of a name (RFC 2782): (priority, weight, port, target), the target lower
+    /// case without the trailing dot (`"."` stays: RFC 2782's "no such service here").
+    pub async fn srv(&self, name: &str) -> Result<Vec<(u16, u16, u16, String)>, DnsError> {
+        match self.query(name, RecordType::SRV).await? {
+            Answer::NxDomain => Err(DnsError::NotFound(name.to_string())),
+            Answer::Records(records) => Ok(records
+                .iter()
+                .filter_map(|r| match r {
+                    RData::SRV(srv) => Some((
+                        srv.priority,
+                        srv.weight,
+                        srv.port,
+                        host_name(&srv.target.to_ascii()),
+                    )),
+                    _ => None,
+                })
+                .collect()),
+        }
+    }
+
     /// PTR names of an address (reverse DNS, RFC 1035 §3.5 / RFC 3596 §2.5), lower case and
     /// without the trailing dot. `Ok(vec![])` when the reverse name exists without a PTR.
     /// hickory answers `localhost` for 127/8 and ::1 without asking (RFC 6761 §6.3).

@@ -95,6 +95,11 @@ pub struct Session {
     /// `user@domain`.
     pub user: String,
     pub store: UserStore,
+    /// CONDSTORE is on (RFC 7162 §3.1: ENABLE, or a command that uses it): MODSEQ in
+    /// FETCH responses with FLAGS, HIGHESTMODSEQ at SELECT.
+    pub condstore: bool,
+    /// ENABLE QRESYNC was given (RFC 7162 §3.2.3): expunges are told as VANISHED.
+    pub qresync: bool,
 }
 
 /// What to do after a command.
@@ -149,9 +154,10 @@ impl Conn {
                     caps.push_str(" STARTTLS LOGINDISABLED");
                 }
             }
-            _ => {
-                caps.push_str(" UIDPLUS MOVE SPECIAL-USE CHILDREN UNSELECT QUOTA QUOTA=RES-STORAGE")
-            }
+            _ => caps.push_str(concat!(
+                " UIDPLUS MOVE SPECIAL-USE CHILDREN UNSELECT QUOTA QUOTA=RES-STORAGE",
+                " CONDSTORE QRESYNC SORT THREAD=REFERENCES THREAD=ORDEREDSUBJECT"
+            )),
         }
         caps
     }
@@ -497,7 +503,12 @@ impl Conn {
         };
         crate::maillog::login("imap", ip, &user, self.stream.is_tls());
         self.slot = Some(slot);
-        self.state = State::Authenticated(Session { user, store });
+        self.state = State::Authenticated(Session {
+            user,
+            store,
+            condstore: false,
+            qresync: false,
+        });
         self.framer.set_limits(Limits {
             command: COMMAND,
             spooled: self.server.max_message_size,

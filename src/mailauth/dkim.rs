@@ -101,32 +101,58 @@ impl DkimKey {
 /// Every key of one domain's folder, sorted by selector. A folder that does not exist has no
 /// keys; a `dkim:*.pem` file that is not a usable key is an error naming it.
 pub fn load_keys(domain_dir: &Path, domain: &str) -> Result<Vec<DkimKey>, DkimError> {
+    let (keys, mut problems) = load_keys_all(domain_dir, domain);
+    match problems.is_empty() {
+        true => Ok(keys),
+        false => Err(problems.swap_remove(0)),
+    }
+}
+
+/// [`load_keys`] that goes on past a bad key file: the good keys, and a problem for every
+/// file that is not a usable key (`util check`).
+pub fn load_keys_all(domain_dir: &Path, domain: &str) -> (Vec<DkimKey>, Vec<DkimError>) {
     let entries = match std::fs::read_dir(domain_dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return (Vec::new(), Vec::new()),
         Err(e) => {
-            return Err(key_error(
-                domain_dir,
-                format!("cannot list the folder: {e}"),
-            ));
+            let problem = key_error(domain_dir, format!("cannot list the folder: {e}"));
+            return (Vec::new(), vec![problem]);
         }
     };
     // RFC 6376 §3.5: d= is a domain name, in DNS (ASCII) form.
-    let ascii_domain = idna::domain_to_ascii(domain)
-        .map_err(|e| key_error(domain_dir, format!("domain {domain:?} is not valid: {e}")))?;
+    let ascii_domain = match idna::domain_to_ascii(domain) {
+        Ok(ascii) => ascii,
+        Err(e) => {
+            let problem = key_error(domain_dir, format!("domain {domain:?} is not valid: {e}"));
+            return (Vec::new(), vec![problem]);
+        }
+    };
     let mut keys = Vec::new();
+    let mut problems = Vec::new();
+    let mut names = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| key_error(domain_dir, format!("cannot list: {e}")))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+        match entry {
+            Ok(entry) => names.push(entry.file_name().to_string_lossy().into_owned()),
+            Err(e) => problems.push(key_error(domain_dir, format!("cannot list: {e}"))),
+        }
+    }
+    // Sorted, so that problems come in the same order on every run.
+    names.sort();
+    for name in names {
         let Some(selector) = selector_of(&name) else {
             continue;
         };
-        let path = entry.path();
-        check_selector(selector).map_err(|msg| key_error(&path, msg))?;
-        keys.push(load_key(&path, &ascii_domain, selector)?);
+        let path = domain_dir.join(&name);
+        let loaded = check_selector(selector)
+            .map_err(|msg| key_error(&path, msg))
+            .and_then(|()| load_key(&path, &ascii_domain, selector));
+        match loaded {
+            Ok(key) => keys.push(key),
+            Err(e) => problems.push(e),
+        }
     }
     keys.sort_by(|a, b| a.selector.cmp(&b.selector));
-    Ok(keys)
+    (keys, problems)
 }
 
 /// The `DKIM-Signature:` header lines (CRLF-terminated) for `message` (headers + body, CRLF),

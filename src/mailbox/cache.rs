@@ -5,8 +5,10 @@
 //! The file is `tambo-cache 1\n`, then records appended by anyone (one `write` each,
 //! O_APPEND): `R<crc32 hex> <length>\n<body>\n`, the body being
 //! `<base>\t<crlf size>\t<internaldate>\t<format>\t<len>...\n` and the summary parts, one
-//! length each: four in format 2 (the current one), three in format 0 (no summary: all
-//! empty) and in format 1 (summaries before the search texts, read as none). A later record
+//! length each: four in format 3 (the current one: the search texts followed by the SORT and
+//! THREAD keys) and in format 2 (search texts without those keys, read as none), three in
+//! format 0 (no summary: all empty) and in format 1 (summaries before the search texts,
+//! read as none). A later record
 //! for the same name wins.
 //!
 //! It is disposable: it never says which messages exist (the directories and the uidlist
@@ -27,7 +29,7 @@ pub const FILE: &str = "tambo-cache";
 const MAGIC: &[u8] = b"tambo-cache 1\n";
 /// The version of the summary encoding in records; bump it when `summary` changes what it
 /// writes, so older records are computed again.
-pub const SUMMARY_FORMAT: u32 = 2;
+pub const SUMMARY_FORMAT: u32 = 3;
 /// No record is longer (a larger length is garbage).
 const MAX_RECORD: usize = 16 << 20;
 
@@ -182,7 +184,7 @@ fn parse_body(body: &[u8], offset: u64) -> Option<(&str, Entry)> {
     let internaldate = fields.next()?.parse().ok()?;
     let format: u32 = fields.next()?.parse().ok()?;
     let mut lens = [0u32; 4];
-    let count = if format == SUMMARY_FORMAT { 4 } else { 3 };
+    let count = if format >= 2 { 4 } else { 3 };
     for len in &mut lens[..count] {
         *len = fields.next()?.parse().ok()?;
     }

@@ -321,6 +321,11 @@ impl Folder {
         self.read_only
     }
 
+    /// Whether a look left out files it found (they are shown at the next SELECT).
+    pub(crate) fn is_partial(&self) -> bool {
+        self.partial
+    }
+
     pub fn len(&self) -> usize {
         self.messages.len()
     }

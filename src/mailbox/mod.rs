@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! data_dir/mail/<domain>/<user>/   INBOX (cur/ new/ tmp/), subscriptions, maildirsize
-//!     dovecot-uidlist dovecot-keywords tambo-cache     per folder, INBOX's here
+//!     dovecot-uidlist dovecot-keywords tambo-cache tambo-modseq   per folder, INBOX's here
 //!     .Sent/ .Archive.2024/ ...    folders: cur/ new/ tmp/ maildirfolder + the same files
 //! ```
 //!
@@ -16,7 +16,8 @@
 //! - Below them: `name` (folder names, modified UTF-7), `flags`, `filename` (Maildir names),
 //!   `uidlist` + `uidfile` (`dovecot-uidlist`), `pop3` (its POP3 fields), `keywords`,
 //!   `subscriptions`, `dotlock`, `scan` (change detection, listings), `cache`
-//!   (`tambo-cache`), `shared` (folder views the sessions share, so a SELECT of a folder seen
+//!   (`tambo-cache`), `modseq` (`tambo-modseq`: CONDSTORE/QRESYNC mod-sequences and
+//!   tombstones), `shared` (folder views the sessions share, so a SELECT of a folder seen
 //!   before costs a few stats), `writer` (the one Maildir writer), `quota` (`maildirsize`),
 //!   `notify`, and `summary` (ENVELOPE, BODYSTRUCTURE: pure functions over message bytes).
 //!
@@ -29,6 +30,7 @@ pub(crate) mod filename;
 pub(crate) mod flags;
 mod folder;
 mod keywords;
+mod modseq;
 pub(crate) mod name;
 mod notify;
 mod ops;
@@ -46,6 +48,7 @@ mod writer;
 pub use deliver::{deliver, deliver_flagged, trace_headers};
 pub use flags::{Flags, MAX_KEYWORDS};
 pub use folder::{Changes, Folder, Message};
+pub use modseq::{Log as ModseqLog, Modseqs};
 pub use name::{DELIMITER, FolderName, SpecialUse};
 pub use notify::Notifier;
 pub use pop3::Pop3Fields;
@@ -133,6 +136,8 @@ struct Shared {
     notifier: Notifier,
     /// Folder views shared by the sessions (see `shared`).
     shared: shared::Registry,
+    /// Modseq records of the folders in use (see `modseq`).
+    modseqs: modseq::Registry,
 }
 
 impl Store {
@@ -179,6 +184,7 @@ impl Store {
                 detail_separators: separators,
                 notifier: Notifier::default(),
                 shared: shared::Registry::default(),
+                modseqs: modseq::Registry::default(),
             }),
         }
     }
@@ -220,6 +226,10 @@ impl Store {
 
     pub(crate) fn shared(&self) -> &shared::Registry {
         &self.inner.shared
+    }
+
+    pub(crate) fn modseqs(&self) -> &modseq::Registry {
+        &self.inner.modseqs
     }
 }
 

@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+mod modseq;
 mod shared;
 
 /// (UID, RFC822.SIZE, INTERNALDATE) of every message, dates looked up as FETCH does.

@@ -244,6 +244,7 @@ impl UserStore {
         let dir = self.folder_dir(name);
         let gone = self.transient_dir("deleted");
         self.store.shared().forget(&dir);
+        self.store.modseqs().forget(&dir);
         fs::rename(&dir, &gone).map_err(|e| StoreError::io(&dir, e))?;
         fsutil::fsync_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
         if let Err(e) = fs::remove_dir_all(&gone) {
@@ -295,6 +296,8 @@ impl UserStore {
             }
             self.store.shared().forget(&src);
             self.store.shared().forget(&dest);
+            self.store.modseqs().forget(&src);
+            self.store.modseqs().forget(&dest);
             fs::rename(&src, &dest).map_err(|e| StoreError::io(&src, e))?;
         }
         fsutil::fsync_dir(&self.root).map_err(|e| StoreError::io(&self.root, e))?;
@@ -323,6 +326,7 @@ impl UserStore {
         self.create(to)?;
         let dest = self.folder_dir(to);
         self.store.shared().forget(&dest);
+        self.store.modseqs().forget(&dest);
         if let Ok(data) = fs::read(self.root.join(cache::FILE)) {
             let _ = fs::write(dest.join(cache::FILE), data);
         }

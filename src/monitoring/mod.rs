@@ -10,20 +10,15 @@
 pub mod http;
 
 use crate::config::Settings;
+use crate::net::http::Slots;
 use crate::queue::store::Queue;
 use smol::Async;
-use smol_hyper::rt::{FuturesIo, SmolTimer};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Connections served at once; more are closed as soon as accepted.
 const MAX_CONNECTIONS: usize = 32;
-/// A whole connection's life (a scraper reconnects; keep-alive beyond this is not needed).
-const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
-/// Time to send a request's headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds `monitoring_listen` (when set) and serves it on `ex` until the process ends.
 pub fn start(
@@ -42,19 +37,18 @@ pub fn start(
 
 /// Accepts connections forever, each served on its own task.
 async fn accept_loop(listener: Async<TcpListener>, queue: Queue, ex: Arc<smol::Executor<'static>>) {
-    let open = Arc::new(AtomicUsize::new(0));
+    let slots = Slots::new(MAX_CONNECTIONS);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
-                if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-                    open.fetch_sub(1, Ordering::AcqRel);
+                let Some(slot) = slots.take() else {
                     log::warn!("monitoring: too many connections, closing {peer}");
                     continue;
-                }
-                let (queue, open) = (queue.clone(), open.clone());
+                };
+                let queue = queue.clone();
                 ex.spawn(async move {
                     serve(stream, peer, queue).await;
-                    open.fetch_sub(1, Ordering::AcqRel);
+                    drop(slot);
                 })
                 .detach();
             }
@@ -67,7 +61,7 @@ async fn accept_loop(listener: Async<TcpListener>, queue: Queue, ex: Arc<smol::E
     }
 }
 
-/// One HTTP/1.1 connection, for at most [`CONNECTION_LIFETIME`].
+/// One HTTP/1.1 connection, bounded as [`crate::net::http::serve`] says.
 async fn serve(stream: Async<TcpStream>, peer: SocketAddr, queue: Queue) {
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let queue = queue.clone();
@@ -76,16 +70,7 @@ async fn serve(stream: Async<TcpStream>, peer: SocketAddr, queue: Queue) {
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(SmolTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    let connection = builder.serve_connection(FuturesIo::new(stream), service);
-    let deadline = async {
-        smol::Timer::after(CONNECTION_LIFETIME).await;
-        Ok(())
-    };
-    if let Err(e) = smol::future::or(connection, deadline).await {
+    if let Err(e) = crate::net::http::serve(stream, service).await {
         log::debug!("monitoring: connection from {peer}: {e}");
     }
 }

@@ -10,9 +10,11 @@
 //! - [`proxy`]: the PROXY protocol header, v1 and v2 (sans-I/O).
 //! - [`accept`]: the accept loop and the [`accept::Service`] a protocol implements.
 //! - [`stream`]: the client's stream, plain or TLS, and deadlines.
+//! - [`http`]: one bounded HTTP/1.1 connection (monitoring and web endpoints), the cap on them.
 
 pub mod accept;
 pub mod caps;
+pub mod http;
 pub mod kind;
 pub mod listener;
 pub mod listenfds;

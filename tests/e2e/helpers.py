@@ -42,6 +42,7 @@ SPEC_KEYS = [
     "drop_characters", "local_delivery", "give_up_after", "dns_servers",
     "outbound_smtp_port", "inbound_policy", "srs_secret", "haproxy_incoming",
     "relay_networks", "outbound_bind", "arc_seal", "mailbox_quota_mb",
+    "acme", "http_listen", "https_listen",
 ]
 
 

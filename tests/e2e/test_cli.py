@@ -163,6 +163,19 @@ def test_unknown_key_exit_2(env):
     assert "tambo.json" in line and "no_such_setting" in line, line
 
 
+@pytest.mark.parametrize("key,value", [
+    ("acme", {"email": "admin@example.test"}),
+    ("acme", {"email": "admin@example.test", "directory": "http://acme.example/dir"}),
+    ("https_listen", "0.0.0.0:443"),
+])
+def test_bad_acme_and_web_settings_name_key_and_file(env, key, value):
+    env.write_config(**{key: value})
+    r = serve_expect_exit(env)
+    assert r.returncode == 2, f"exit {r.returncode}, stderr {r.stderr!r}"
+    line = one_line(r.stderr)
+    assert "tambo.json" in line and f'"{key}"' in line, line
+
+
 def test_invalid_json_names_file_and_line(env):
     env.conf_path.write_text('{\n  "hostname": "mx.example.test",\n  "max_recipients": ,\n}\n')
     r = serve_expect_exit(env)

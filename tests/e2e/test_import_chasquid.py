@@ -255,18 +255,34 @@ def test_parse_errors_write_nothing(tmp_path, file, text, where):
 
 
 def test_existing_files_are_never_overwritten(chasquid_dir):
+    """Issue 20: an import into an existing folder keeps what is there and says so; an
+    existing domain folder is skipped whole (not merged), the rest is added."""
     src, t, _ = chasquid_dir
     (t.dir / "conf").mkdir()
     t.conf_path.write_text('{"hostname": "keep.example"}\n')
-    before = tree(t.dir)
-    assert_refused(run_import(t, src), f"{t.conf_path}: already exists", "nothing was written")
-    assert tree(t.dir) == before
+    r = run_import(t, src)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert t.conf_path.read_text() == '{"hostname": "keep.example"}\n'
+    assert "not converted: conf/tambo.json: already in the tambo folder: its settings are " \
+        "left as they are" in r.stdout, r.stdout
+    assert (t.dir / "domains" / DOMAIN / "users").is_file()
 
-    # A users file of the same domain counts too, even with conf/tambo.json gone.
-    t.conf_path.unlink()
+    # A second import changes nothing: every part exists now, each is reported.
+    before = tree(t.dir)
+    r = run_import(t, src)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert tree(t.dir) == before
+    assert f"not converted: domains/{DOMAIN}: this domain is already in the tambo folder: " \
+        "skipped, not merged" in r.stdout, r.stdout
+    assert "\nwrote " not in r.stdout, r.stdout
+
+    # A domain folder with just a users file: skipped whole, even with conf/tambo.json gone.
+    shutil.rmtree(t.dir)
     users = t.dir / "domains" / DOMAIN / "users"
     users.parent.mkdir(parents=True)
     users.write_text("{\n}\n")
-    before = tree(t.dir)
-    assert_refused(run_import(t, src), f"{users}: already exists")
-    assert tree(t.dir) == before
+    r = run_import(t, src)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(p.name for p in users.parent.iterdir()) == ["users"]
+    assert users.read_text() == "{\n}\n"
+    assert t.conf_path.is_file()

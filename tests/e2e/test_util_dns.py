@@ -82,6 +82,12 @@ def dnsmasq_args(records: list[tuple[str, str, object]]) -> list[str]:
             args.append(f"--address=/{owner}/{rd.address}")
         elif rtype == "PTR":
             args.append(f"--ptr-record={owner},{str(rd.target).rstrip('.')}")
+        elif rtype == "SRV" and str(rd.target) == ".":
+            # dnsmasq: no target is RFC 2782's "." (service not available here).
+            args.append(f"--srv-host={owner}")
+        elif rtype == "SRV":
+            args.append(f"--srv-host={owner},{str(rd.target).rstrip('.')},{rd.port},"
+                        f"{rd.priority},{rd.weight}")
         else:
             raise AssertionError(f"unexpected record type {rtype} for {owner}")
     return args
@@ -180,10 +186,14 @@ def test_dns_check_all_ok_with_the_printed_zone(tambo, zones):
     whats = " ".join(verdicts)
     for what in (f"MX {DOMAIN}", f"SPF {DOMAIN}", f"DKIM sel1._domainkey.{DOMAIN}", f"DMARC _dmarc.{DOMAIN}",
                  f"MTA-STS _mta-sts.{DOMAIN}", f"TLS-RPT _smtp._tls.{DOMAIN}",
-                 f"PTR 5.{REVERSE_ZONE} (192.0.2.5)"):
+                 f"PTR 5.{REVERSE_ZONE} (192.0.2.5)",
+                 # RFC 6186: submission on, the mailbox ports off (target ".").
+                 f"SRV _submissions._tcp.{DOMAIN}", f"SRV _submission._tcp.{DOMAIN}",
+                 f"SRV _imaps._tcp.{DOMAIN}", f"SRV _imap._tcp.{DOMAIN}",
+                 f"SRV _pop3s._tcp.{DOMAIN}", f"SRV _pop3._tcp.{DOMAIN}"):
         assert what in whats, f"no verdict for {what}:\n{r.stdout}"
-    assert len(verdicts) == 7, r.stdout
-    assert "all 7 records ok" in r.stdout, r.stdout
+    assert len(verdicts) == 13, r.stdout
+    assert "all 13 records ok" in r.stdout, r.stdout
     # The _mta-sts record is published, so the policy is fetched as a sender would; nothing
     # serves it here (mta-sts.example.test has no address), which is said but not counted.
     policy = f"https://mta-sts.{DOMAIN}/.well-known/mta-sts.txt"
@@ -221,11 +231,17 @@ def test_dns_check_reports_missing_and_wrong(tambo, zones):
         r"resolves to 192\.0\.2\.2; expected",
         rf"^wrong   PTR 2\.{REVERSE_ZONE} \(192\.0\.2\.2\): found other\.example\.test; "
         rf"expected {HOSTNAME}, which resolves back to 192\.0\.2\.2",
+        rf"^missing SRV _submissions\._tcp\.{DOMAIN}: found no SRV record; expected SRV 0 1 "
+        rf"{tambo.submission_tls_port} {HOSTNAME}\.$",
+        rf"^missing SRV _submission\._tcp\.{DOMAIN}: found no SRV record; expected SRV 0 1 "
+        rf"{tambo.submission_port} {HOSTNAME}\.$",
     ]
     for pattern in expected:
         assert re.search(pattern, out, re.M), f"no line matching {pattern!r} in:\n{out}"
-    assert not re.search(r"^ok ", out, re.M), out
-    assert "8 of 8 records are missing or wrong" in r.stderr, r.stderr
+    # Only the services that are off are fine without a record (RFC 6186 §4).
+    oks = re.findall(r"^ok .*$", out, re.M)
+    assert len(oks) == 4 and all("(service off)" in l for l in oks), out
+    assert "10 of 14 records are missing or wrong" in r.stderr, r.stderr
 
 
 def test_dns_check_no_records_at_all(tambo, zones):

@@ -49,6 +49,13 @@ impl std::fmt::Display for Finding {
     }
 }
 
+impl Finding {
+    /// What was judged: `MX example.com`, `SRV _imaps._tcp.example.com`.
+    pub(super) fn what(&self) -> &str {
+        &self.what
+    }
+}
+
 fn finding(verdict: Verdict, what: &str, found: String, expected: &str) -> Finding {
     Finding {
         verdict,
@@ -218,6 +225,61 @@ pub(super) fn judge_dkim(name: &str, found: &Answer<String>, ours: &str) -> Find
             let found = format!("{} key records (verifiers may pick any)", many.len());
             finding(Verdict::Wrong, &what, found, &expected)
         }
+    }
+}
+
+fn fqdn(host: &str) -> String {
+    if host == "." {
+        ".".into()
+    } else {
+        format!("{host}.")
+    }
+}
+
+/// RFC 6186 §3: an enabled service's SRV record points at `host` and its port; §4: a
+/// disabled one has none, or the target "." (RFC 2782: not available here).
+pub(super) fn judge_srv(
+    name: &str,
+    found: &Answer<(u16, u16, u16, String)>,
+    want: Option<(u16, &str)>,
+    expected: &str,
+) -> Finding {
+    let what = format!("SRV {name}");
+    let describe = |records: &[(u16, u16, u16, String)]| {
+        records
+            .iter()
+            .map(|(p, w, port, t)| format!("{p} {w} {port} {}", fqdn(t)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let records = match found {
+        Ok(records) => records.as_slice(),
+        Err(DnsError::Temporary(_, why)) => {
+            let found = format!("no answer ({why})");
+            return finding(Verdict::Missing, &what, found, expected);
+        }
+        Err(_) => &[],
+    };
+    match want {
+        Some((port, host)) => {
+            if records.iter().any(|(_, _, p, t)| *p == port && t == host) {
+                finding(Verdict::Ok, &what, describe(records), expected)
+            } else if records.is_empty() {
+                finding(Verdict::Missing, &what, "no SRV record".into(), expected)
+            } else {
+                finding(Verdict::Wrong, &what, describe(records), expected)
+            }
+        }
+        None if records.iter().all(|(_, _, _, t)| t == ".") => {
+            let found = if records.is_empty() {
+                "no SRV record (service off)".to_string()
+            } else {
+                describe(records)
+            };
+            finding(Verdict::Ok, &what, found, expected)
+        }
+        // A client would be sent to a port nothing answers on.
+        None => finding(Verdict::Wrong, &what, describe(records), expected),
     }
 }
 

@@ -47,6 +47,25 @@ impl Plan {
             .find(|p| p.symlink_metadata().is_ok())
     }
 
+    /// Leaves out every output whose unit exists under `root` already, so that nothing is
+    /// overwritten and nothing is merged into what is there: a unit is a domain folder
+    /// (`domains/<domain>`), a certificate folder (`conf/certs/<name>`), or else the file
+    /// itself (`conf/tambo.json`, `hooks/post-data`). Returns the units left out, in order.
+    pub fn skip_existing(&mut self, root: &Path) -> Vec<PathBuf> {
+        let mut skipped: Vec<PathBuf> = Vec::new();
+        self.outputs.retain(|o| {
+            let unit = unit_of(&o.rel);
+            if root.join(&unit).symlink_metadata().is_err() {
+                return true;
+            }
+            if !skipped.contains(&unit) {
+                skipped.push(unit);
+            }
+            false
+        });
+        skipped
+    }
+
     /// Writes every output, in order; returns the paths written. Stops at the first failure,
     /// naming the path.
     pub fn write(&self, root: &Path) -> Result<Vec<PathBuf>, (PathBuf, io::Error)> {
@@ -58,6 +77,17 @@ impl Plan {
         }
         Ok(written)
     }
+}
+
+/// The folder or file an output belongs to, as a whole (see [`Plan::skip_existing`]).
+fn unit_of(rel: &Path) -> PathBuf {
+    let parts: Vec<_> = rel.components().collect();
+    let depth = match parts.first().and_then(|c| c.as_os_str().to_str()) {
+        Some("domains") => 2,
+        Some("conf") if parts.get(1).and_then(|c| c.as_os_str().to_str()) == Some("certs") => 3,
+        _ => parts.len(),
+    };
+    parts.iter().take(depth.min(parts.len())).collect()
 }
 
 fn write_one(path: &Path, content: &Content) -> io::Result<()> {
@@ -158,6 +188,53 @@ mod tests {
             links_only.first_existing(&root),
             Some(root.join("conf/certs/mx"))
         );
+    }
+
+    #[test]
+    fn existing_units_are_left_out_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for dir in ["conf", "domains/old.example", "conf/certs/mx"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        std::fs::write(root.join("conf/tambo.json"), "{}").unwrap();
+        let mut plan = Plan::default();
+        let bytes = || Content::Bytes {
+            data: b"x".to_vec(),
+            mode: 0o600,
+        };
+        // (output, kept)
+        let cases = [
+            ("conf/certs/mx/fullchain.pem", false),
+            ("conf/certs/mx/privkey.pem", false),
+            ("conf/certs/other/fullchain.pem", true),
+            ("domains/old.example/users", false),
+            ("domains/old.example/aliases", false),
+            ("domains/new.example/users", true),
+            ("domains/new.example/dkim:s.pem", true),
+            ("hooks/post-data", true),
+            ("conf/tambo.json", false),
+        ];
+        for (rel, _) in cases {
+            plan.add(rel, bytes());
+        }
+        let skipped = plan.skip_existing(root);
+        assert_eq!(
+            skipped,
+            [
+                PathBuf::from("conf/certs/mx"),
+                PathBuf::from("domains/old.example"),
+                PathBuf::from("conf/tambo.json"),
+            ]
+        );
+        let kept: Vec<_> = plan.outputs.iter().map(|o| o.rel.clone()).collect();
+        let want: Vec<PathBuf> = cases
+            .iter()
+            .filter(|(_, keep)| *keep)
+            .map(|(rel, _)| PathBuf::from(rel))
+            .collect();
+        assert_eq!(kept, want);
+        assert_eq!(plan.first_existing(root), None);
     }
 
     #[test]

@@ -112,8 +112,14 @@ fn docs_config_md_is_out_of_date_when_keys_or_defaults_differ() {
     }
 }
 
+/// Every key of SPEC §3 is accepted since `acme`, `http_listen` and `https_listen` came in
+/// (issue 20), so the page has no table of keys not accepted; should one come back, each of
+/// its keys must still be refused.
 #[test]
 fn docs_config_md_is_out_of_date_when_a_key_it_calls_unaccepted_is_accepted() {
+    if !DOC.lines().any(|l| l.trim() == NOT_ACCEPTED_HEADER) {
+        return;
+    }
     let rows = table(NOT_ACCEPTED_HEADER);
     assert!(!rows.is_empty(), "the table of keys not accepted is empty");
     for row in &rows {

@@ -119,6 +119,9 @@ fn every_key_accepted() {
         "mailbox_quota_mb": 1024,
         "forward_from_rewrite": "never",
         "dnsbl": ["zen.spamhaus.org", "BL.Example.NET"],
+        "acme": {"email": "admin@example.com", "directory": "https://acme.example/dir"},
+        "http_listen": ["0.0.0.0:80"],
+        "https_listen": ["0.0.0.0:443", "[::]:443"],
         "max_connections": 300,
         "max_connections_per_address": 7
     }"#;
@@ -132,6 +135,15 @@ fn every_key_accepted() {
     assert_eq!(s.pop3_listen, [sa("127.0.0.1:1110")]);
     assert_eq!(s.pop3s_listen, [sa("[::]:1995")]);
     assert_eq!(s.monitoring_listen, Some(sa("127.0.0.1:9090")));
+    assert_eq!(
+        s.acme,
+        Some(Acme {
+            email: "admin@example.com".into(),
+            directory: "https://acme.example/dir".into()
+        })
+    );
+    assert_eq!(s.http_listen, [sa("0.0.0.0:80")]);
+    assert_eq!(s.https_listen, [sa("0.0.0.0:443"), sa("[::]:443")]);
     assert_eq!(s.data_dir, Path::new("/var/lib/tambo"));
     assert_eq!(s.max_message_size(), 25 * 1024 * 1024);
     assert_eq!(s.max_recipients, 10);
@@ -468,6 +480,30 @@ fn bad_values_name_line_and_key() {
             ":3: key \"arc_seal\" appears twice",
         ),
         ("[1, 2]", ":1: expected a JSON object of settings"),
+        (
+            "{\"acme\": \"https://acme.example/dir\"}",
+            ":1: \"acme\": expected an object with \"email\" and \"directory\"",
+        ),
+        (
+            "{\"acme\": {\"email\": \"a@b.example\"}}",
+            ":1: \"acme\": \"directory\" is missing",
+        ),
+        (
+            "{\"acme\": {\"email\": \"a@b.example\", \"directory\": \"http://acme.example/\"}}",
+            ":1: \"acme\": \"directory\": expected an https:// URL, got \"http://acme.example/\"",
+        ),
+        (
+            "{\"acme\": {\"email\": \"nobody\", \"directory\": \"https://acme.example/\"}}",
+            ":1: \"acme\": \"email\": expected an email address, got \"nobody\"",
+        ),
+        (
+            "{\"acme\": {\"mail\": \"a@b.example\"}}",
+            ":1: \"acme\": unknown key \"mail\"",
+        ),
+        (
+            "{\"https_listen\": \"0.0.0.0:443\"}",
+            ":1: \"https_listen\": expected a list",
+        ),
     ];
     for (text, want) in cases {
         let err = load_err(text);

@@ -24,6 +24,7 @@ pub async fn copy(
         Err(e) => return store_error(conn, tag, what, &e),
     };
     let set = set.clone().into_static();
+    let (condstore, qresync) = crate::imapd::commands::condstore::modes(conn);
     let done = with_folder(conn, move |sel: &mut Selected, store| {
         let folder = &mut sel.folder;
         if !uid && sequence::out_of_range(&set, folder.len()) {
@@ -34,19 +35,27 @@ pub async fn copy(
         }
         let picked = sequence::indexes(&set, folder.len(), uid, |i| folder.message(i).uid);
         if picked.is_empty() {
-            return Ok((None, Vec::new()));
+            return Ok((None, Vec::new(), Vec::new()));
         }
         if moving {
             let (uidvalidity, pairs, removed) = folder.move_to(&picked, store, &dest)?;
-            return Ok((Some(copyuid(uidvalidity, &pairs)), removed));
+            let mut gone: Vec<u32> = pairs.iter().map(|&(from, _)| from).collect();
+            gone.sort_unstable();
+            if condstore || sel.modseqs.is_some() {
+                let modseqs = sel.modseqs()?;
+                let mut log = modseqs.lock();
+                log.expunged(&gone);
+                log.flush();
+            }
+            let code = copyuid(uidvalidity, &pairs);
+            return Ok((Some(code), removed, gone));
         }
         let (uidvalidity, pairs) = folder.copy(&picked, store, &dest)?;
-        let removed = Vec::new();
-        Ok((Some(copyuid(uidvalidity, &pairs)), removed))
+        Ok((Some(copyuid(uidvalidity, &pairs)), Vec::new(), Vec::new()))
     })
     .await;
     match done {
-        Some(Ok((code, removed))) => {
+        Some(Ok((code, removed, gone))) => {
             if moving {
                 // RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs.
                 if let Some(code) = &code {
@@ -58,8 +67,14 @@ pub async fn copy(
                         "Moved UIDs",
                     );
                 }
-                for i in removed {
-                    wire::push_fmt(&mut conn.out, format_args!("* {} EXPUNGE\r\n", i + 1));
+                if qresync {
+                    // RFC 7162 §3.2.10: VANISHED instead of EXPUNGE.
+                    let gone = sequence::ranges_of(&gone);
+                    crate::imapd::commands::condstore::write_vanished(&mut conn.out, &gone, false);
+                } else {
+                    for i in removed {
+                        wire::push_fmt(&mut conn.out, format_args!("* {} EXPUNGE\r\n", i + 1));
+                    }
                 }
                 crate::imapd::commands::select::note_exists(conn);
                 report_changes(conn, true).await;

@@ -3,12 +3,14 @@
 //! sections read the file. The responses are made in batches on a blocking thread and
 //! written between batches, so a FETCH of a whole large folder is never held whole.
 
+use crate::imapd::commands::condstore::{self, modseq_of, write_vanished};
 use crate::imapd::commands::flags::write_flags;
 use crate::imapd::commands::{Selected, report_changes, sequence, store_error, with_folder};
 use crate::imapd::conn::{Conn, FLUSH_AT};
 use crate::imapd::wire;
-use crate::mailbox::{Flags, Folder, StoreError};
+use crate::mailbox::{Flags, Folder, ModseqLog, StoreError};
 use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::command::FetchModifier;
 use imap_codec::imap_types::fetch::{
     MacroOrMessageDataItemNames, MessageDataItemName, Part, Section,
 };
@@ -22,6 +24,7 @@ pub async fn fetch(
     set: &SequenceSet,
     items: MacroOrMessageDataItemNames<'_>,
     uid: bool,
+    modifiers: &[FetchModifier],
 ) {
     let mut items: Vec<MessageDataItemName<'static>> = match items {
         MacroOrMessageDataItemNames::Macro(m) => {
@@ -31,16 +34,37 @@ pub async fn fetch(
             list.into_iter().map(|i| i.into_static()).collect()
         }
     };
-    // BINARY (RFC 3516) and MODSEQ are not offered: a client that asks anyway gets nothing
-    // for them rather than a broken response.
+    // BINARY (RFC 3516) is not offered: a client that asks anyway gets nothing for it
+    // rather than a broken response.
     items.retain(|i| {
         !matches!(
             i,
-            MessageDataItemName::Binary { .. }
-                | MessageDataItemName::BinarySize { .. }
-                | MessageDataItemName::ModSeq
+            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }
         )
     });
+    let since = modifiers.iter().find_map(|m| match m {
+        FetchModifier::ChangedSince(n) => Some(n.get()),
+        FetchModifier::Vanished => None,
+    });
+    let vanished = modifiers.contains(&FetchModifier::Vanished);
+    // RFC 7162 §3.2.6: VANISHED only in UID FETCH, with CHANGEDSINCE, once QRESYNC is on.
+    if vanished && (!uid || since.is_none() || !condstore::modes(conn).1) {
+        return conn.bad(
+            tag,
+            "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC",
+        );
+    }
+    // RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ; both turn CONDSTORE on.
+    let asks_modseq = items
+        .iter()
+        .any(|i| matches!(i, MessageDataItemName::ModSeq));
+    if since.is_some() && !asks_modseq {
+        items.push(MessageDataItemName::ModSeq);
+    }
+    if since.is_some() || asks_modseq {
+        condstore::turn_on(conn);
+    }
+    let condstore_on = condstore::modes(conn).0;
     // RFC 3501 §6.4.8: UID FETCH always returns the UID.
     if uid && !items.iter().any(|i| matches!(i, MessageDataItemName::Uid)) {
         items.insert(0, MessageDataItemName::Uid);
@@ -49,16 +73,32 @@ pub async fn fetch(
     let picked = with_folder(conn, move |sel: &mut Selected, _| {
         let folder = &sel.folder;
         if !uid && sequence::out_of_range(&set, folder.len()) {
-            return None;
+            return Ok(None);
         }
-        Some(sequence::indexes(&set, folder.len(), uid, |i| {
-            folder.message(i).uid
-        }))
+        let mut picked = sequence::indexes(&set, folder.len(), uid, |i| folder.message(i).uid);
+        let mut out = Vec::new();
+        if let Some(since) = since {
+            let modseqs = sel.modseqs()?;
+            let mut log = modseqs.lock();
+            if vanished {
+                // RFC 7162 §3.2.6: the UIDs of the set expunged since, before the FETCHes.
+                let wanted = sequence::ranges(&set, sel.folder.uidnext.saturating_sub(1));
+                let gone = condstore::vanished(&log, &sel.folder, since, &wanted);
+                write_vanished(&mut out, &gone, true);
+            }
+            picked.retain(|&i| modseq_of(&mut log, sel.folder.message(i)) > since);
+            log.flush();
+        }
+        Ok::<_, StoreError>(Some((picked, out)))
     })
-    .await
-    .flatten();
-    let Some(picked) = picked else {
-        return conn.bad(tag, "Invalid message number");
+    .await;
+    let picked = match picked {
+        Some(Ok(Some((picked, vanished_out)))) => {
+            conn.out.extend_from_slice(&vanished_out);
+            picked
+        }
+        Some(Err(e)) => return store_error(conn, tag, "FETCH", &e),
+        _ => return conn.bad(tag, "Invalid message number"),
     };
     let items = std::sync::Arc::new(items);
     let mut done = 0;
@@ -68,13 +108,18 @@ pub async fn fetch(
         let made = with_folder(conn, move |sel: &mut Selected, _| {
             let mut out = Vec::new();
             let (mut count, mut expunged) = (0, false);
+            let modseqs = match condstore_on {
+                true => Some(sel.modseqs()?),
+                false => None,
+            };
+            let mut log = modseqs.as_ref().map(|m| m.lock());
             for i in batch {
                 count += 1;
                 if i >= sel.folder.len() {
                     continue;
                 }
                 let start = out.len();
-                match one(sel, i, &batch_items, &mut out) {
+                match one(sel, i, &batch_items, log.as_deref_mut(), &mut out) {
                     Ok(()) => {}
                     // Another session expunged it (RFC 2180 §4.1.3): the others are still
                     // sent; the tagged reply says some were not.
@@ -87,6 +132,9 @@ pub async fn fetch(
                 if out.len() >= FLUSH_AT {
                     break;
                 }
+            }
+            if let Some(log) = &mut log {
+                log.flush();
             }
             Ok::<_, StoreError>((out, count, expunged))
         })
@@ -134,6 +182,7 @@ fn one(
     sel: &mut Selected,
     i: usize,
     items: &[MessageDataItemName<'static>],
+    mut log: Option<&mut ModseqLog>,
     out: &mut Vec<u8>,
 ) -> Result<(), StoreError> {
     let mut flags_changed = false;
@@ -143,7 +192,11 @@ fn one(
         flags.system |= Flags::SEEN;
         sel.folder.store_flags(i, flags)?;
         flags_changed = true;
+        if let Some(log) = log.as_deref_mut() {
+            log.touch(sel.folder.message(i));
+        }
     }
+    let mut modseq_sent = false;
     let folder = &mut sel.folder;
     let mut message: Option<Vec<u8>> = None;
     wire::push_fmt(out, format_args!("* {} FETCH (", i + 1));
@@ -221,15 +274,27 @@ fn one(
                     &crate::mailbox::summary::section(data, Some(&text), None),
                 );
             }
+            MessageDataItemName::ModSeq => {
+                // RFC 7162 §3.1.4.1; `fetch` turned CONDSTORE on, so the record is here.
+                if let Some(log) = log.as_deref_mut() {
+                    let modseq = modseq_of(log, folder.message(i));
+                    wire::push_fmt(out, format_args!("MODSEQ ({modseq})"));
+                    modseq_sent = true;
+                }
+            }
             // Removed by `fetch` before this is called.
-            MessageDataItemName::Binary { .. }
-            | MessageDataItemName::BinarySize { .. }
-            | MessageDataItemName::ModSeq => {}
+            MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {}
         }
     }
     if flags_changed && !flags_sent {
         out.extend_from_slice(b" FLAGS ");
         write_flags(out, &folder.flags(i), folder.message(i).recent);
+        flags_sent = true;
+    }
+    // With CONDSTORE on, flags go with their modseq (as Dovecot sends them).
+    if let Some(log) = log.filter(|_| flags_sent && !modseq_sent) {
+        let modseq = modseq_of(log, folder.message(i));
+        wire::push_fmt(out, format_args!(" MODSEQ ({modseq})"));
     }
     out.extend_from_slice(b")\r\n");
     Ok(())

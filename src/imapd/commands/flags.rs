@@ -1,10 +1,13 @@
-//! Flags on the wire (RFC 3501 §2.3.2) and STORE (§6.4.6).
+//! Flags on the wire (RFC 3501 §2.3.2) and STORE (§6.4.6), with UNCHANGEDSINCE (RFC 7162
+//! §3.1.3).
 
+use crate::imapd::commands::condstore::{self, modseq_of};
 use crate::imapd::commands::{Selected, sequence, store_error, with_folder};
 use crate::imapd::conn::Conn;
 use crate::imapd::wire;
 use crate::mailbox::{Flags, StoreError};
 use imap_codec::imap_types::IntoStatic;
+use imap_codec::imap_types::command::StoreModifier;
 use imap_codec::imap_types::flag::{Flag, StoreResponse, StoreType};
 use imap_codec::imap_types::sequence::SequenceSet;
 
@@ -128,40 +131,66 @@ pub fn folder_flags(out: &mut Vec<u8>, keywords: &[String], read_only: bool) {
     }
 }
 
-/// STORE / UID STORE.
+/// STORE / UID STORE; `modes` are what to store, whether silently, and whether by UID.
 pub async fn store(
     conn: &mut Conn,
     tag: &str,
     set: &SequenceSet,
-    kind: StoreType,
-    response: StoreResponse,
+    modes: (StoreType, StoreResponse, bool),
     flags: &[Flag<'_>],
-    uid: bool,
+    modifiers: &[StoreModifier],
 ) {
+    let (kind, response, uid) = modes;
     let wanted = match from_wire(flags) {
         Ok(f) => f,
         Err(why) => return conn.bad(tag, &why),
     };
+    let unchanged_since = modifiers
+        .iter()
+        .map(|StoreModifier::UnchangedSince(n)| *n)
+        .next();
+    if unchanged_since.is_some() {
+        condstore::turn_on(conn);
+    }
+    let condstore_on = condstore::modes(conn).0;
     let set = set.clone().into_static();
     let silent = response == StoreResponse::Silent;
     let done = with_folder(conn, move |sel: &mut Selected, _| {
         if sel.read_only {
             return Err(None);
         }
-        let folder = &mut sel.folder;
-        if !uid && sequence::out_of_range(&set, folder.len()) {
+        if !uid && sequence::out_of_range(&set, sel.folder.len()) {
             return Err(Some(StoreError::BadName("invalid message number".into())));
         }
+        let modseqs = match condstore_on {
+            true => Some(sel.modseqs().map_err(Some)?),
+            false => None,
+        };
+        let mut log = modseqs.as_ref().map(|m| m.lock());
+        let folder = &mut sel.folder;
         let picked = sequence::indexes(&set, folder.len(), uid, |i| folder.message(i).uid);
         let mut out = Vec::new();
+        let mut modified = Vec::new();
         for i in picked {
+            // RFC 7162 §3.1.3: changed since the client looked: not stored, reported.
+            if let (Some(limit), Some(log)) = (unchanged_since, log.as_deref_mut())
+                && modseq_of(log, folder.message(i)) > limit
+            {
+                modified.push(if uid {
+                    folder.message(i).uid
+                } else {
+                    i as u32 + 1
+                });
+                continue;
+            }
             let current = folder.flags(i);
             let new = match kind {
                 StoreType::Replace => wanted.clone(),
                 StoreType::Add => union(&current, &wanted),
                 StoreType::Remove => minus(&current, &wanted),
             };
-            if new != current {
+            let changed = new != current;
+            if changed {
                 match folder.store_flags(i, new) {
                     Ok(()) => {}
                     // Another session expunged it: nothing to tell (RFC 2180 §4.2.1).
@@ -169,26 +198,57 @@ pub async fn store(
                     Err(e) => return Err(Some(e)),
                 }
             }
+            let m = folder.message(i);
+            let modseq = log.as_deref_mut().map(|log| log.touch(m));
             // RFC 3501 §6.4.6: the new value, unless .SILENT; UID STORE adds the UID.
-            if !silent {
-                let m = folder.message(i);
-                wire::push_fmt(&mut out, format_args!("* {} FETCH (", i + 1));
-                if uid {
-                    wire::push_fmt(&mut out, format_args!("UID {} ", m.uid));
-                }
-                out.extend_from_slice(b"FLAGS ");
-                write_flags(&mut out, &folder.flags(i), m.recent);
-                out.extend_from_slice(b")\r\n");
+            // RFC 7162 §3.1.3: with CONDSTORE on, MODSEQ too, and even when .SILENT for
+            // the messages that changed.
+            if silent && (modseq.is_none() || !changed) {
+                continue;
             }
+            wire::push_fmt(&mut out, format_args!("* {} FETCH (", i + 1));
+            let mut parts = Vec::new();
+            if uid {
+                wire::push_fmt(&mut parts, format_args!("UID {}", m.uid));
+            }
+            if !silent {
+                if !parts.is_empty() {
+                    parts.push(b' ');
+                }
+                parts.extend_from_slice(b"FLAGS ");
+                write_flags(&mut parts, &folder.flags(i), m.recent);
+            }
+            if let Some(modseq) = modseq {
+                if !parts.is_empty() {
+                    parts.push(b' ');
+                }
+                wire::push_fmt(&mut parts, format_args!("MODSEQ ({modseq})"));
+            }
+            out.extend_from_slice(&parts);
+            out.extend_from_slice(b")\r\n");
         }
-        Ok(out)
+        if let Some(log) = &mut log {
+            log.flush();
+        }
+        Ok((out, modified))
     })
     .await;
     match done {
-        Some(Ok(out)) => {
+        Some(Ok((out, modified))) => {
             conn.out.extend_from_slice(&out);
             crate::imapd::commands::report_changes(conn, false).await;
-            conn.ok(tag, "STORE completed");
+            if modified.is_empty() {
+                conn.ok(tag, "STORE completed");
+            } else {
+                let set = sequence::format(&sequence::ranges_of(&modified));
+                wire::status(
+                    &mut conn.out,
+                    Some(tag),
+                    wire::Status::Ok,
+                    Some(&format!("MODIFIED {set}")),
+                    "Conditional STORE failed",
+                );
+            }
         }
         Some(Err(None)) => conn.no(tag, Some("READ-ONLY"), "Folder is read-only"),
         Some(Err(Some(StoreError::BadName(why)))) => conn.bad(tag, &why),

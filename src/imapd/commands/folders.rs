@@ -6,7 +6,7 @@
 use crate::imapd::commands::{folder_name, store_error, user_store};
 use crate::imapd::conn::Conn;
 use crate::imapd::wire;
-use crate::mailbox::FolderInfo;
+use crate::mailbox::{FolderInfo, StoreError};
 use imap_codec::imap_types::core::AString;
 use imap_codec::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_codec::imap_types::status::StatusDataItemName;
@@ -180,7 +180,19 @@ pub async fn status(
         Err(e) => return store_error(conn, tag, "STATUS", &e),
     };
     let shown = name.clone();
-    let status = match on_store(conn, move |s| s.status(&name)).await {
+    let modseq = items.contains(&StatusDataItemName::HighestModSeq);
+    if modseq {
+        crate::imapd::commands::condstore::turn_on(conn);
+    }
+    let status = on_store(conn, move |s| {
+        let status = s.status(&name)?;
+        let highest = match modseq {
+            true => Some(s.highest_modseq(&name)?),
+            false => None,
+        };
+        Ok::<_, StoreError>((status, highest))
+    });
+    let (status, highest) = match status.await {
         Some(Ok(st)) => st,
         Some(Err(e)) => return store_error(conn, tag, "STATUS", &e),
         None => return conn.bad(tag, "Log in first"),
@@ -193,6 +205,10 @@ pub async fn status(
             StatusDataItemName::UidNext => format!("UIDNEXT {}", status.uidnext),
             StatusDataItemName::UidValidity => format!("UIDVALIDITY {}", status.uidvalidity),
             StatusDataItemName::Unseen => format!("UNSEEN {}", status.unseen),
+            StatusDataItemName::HighestModSeq => match highest {
+                Some(h) => format!("HIGHESTMODSEQ {h}"),
+                None => continue,
+            },
             _ => continue,
         });
     }

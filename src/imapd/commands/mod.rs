@@ -8,8 +8,11 @@
 //! - [`fetch`] does FETCH, [`search`] SEARCH, [`copy`] COPY and MOVE.
 //! - [`flags`] does STORE, and the flag lists on the wire.
 //! - [`sequence`] turns sequence sets into message indexes.
+//! - [`condstore`] does ENABLE, and what CONDSTORE/QRESYNC (RFC 7162) add to the others.
+//! - [`sort`] does SORT, [`thread`] THREAD (RFC 5256), from the cache's envelopes.
 
 pub mod append;
+pub mod condstore;
 pub mod copy;
 pub mod fetch;
 pub mod flags;
@@ -17,9 +20,11 @@ pub mod folders;
 pub mod search;
 pub mod select;
 pub mod sequence;
+pub mod sort;
+pub mod thread;
 
 use crate::imapd::conn::{Conn, Next, Session, State};
-use crate::mailbox::{Folder, FolderName, StoreError, UserStore};
+use crate::mailbox::{Folder, FolderName, Modseqs, StoreError, UserStore};
 use imap_codec::imap_types::command::CommandBody;
 use imap_codec::imap_types::mailbox::Mailbox;
 use std::fs::File;
@@ -34,6 +39,8 @@ pub struct Selected {
     pub read_only: bool,
     /// The number of messages the client was last told (EXISTS).
     pub exists: usize,
+    /// The folder's modseq record, once CONDSTORE is used (see [`condstore`]).
+    pub modseqs: Option<Modseqs>,
 }
 
 /// Every command but those of any state (handled in `conn.rs`).
@@ -48,8 +55,14 @@ pub async fn dispatch(
         return Next::Continue;
     }
     match body {
-        CommandBody::Select { mailbox, .. } => select::select(conn, tag, &mailbox, false).await,
-        CommandBody::Examine { mailbox, .. } => select::select(conn, tag, &mailbox, true).await,
+        CommandBody::Select {
+            mailbox,
+            parameters,
+        } => select::select(conn, tag, &mailbox, false, &parameters).await,
+        CommandBody::Examine {
+            mailbox,
+            parameters,
+        } => select::select(conn, tag, &mailbox, true, &parameters).await,
         CommandBody::Create { mailbox } => folders::create(conn, tag, &mailbox).await,
         CommandBody::Delete { mailbox } => folders::delete(conn, tag, &mailbox).await,
         CommandBody::Rename { from, to } => folders::rename(conn, tag, &from, &to).await,
@@ -78,11 +91,7 @@ pub async fn dispatch(
             date,
             message,
         } => append::append(conn, tag, &mailbox, &flags, date.as_ref(), message, spool).await,
-        CommandBody::Enable { .. } => {
-            // Nothing we offer needs enabling yet (RFC 5161 §3.1: an empty ENABLED is fine).
-            crate::imapd::wire::untagged(&mut conn.out, "ENABLED");
-            conn.ok(tag, "ENABLE completed");
-        }
+        CommandBody::Enable { capabilities } => condstore::enable(conn, tag, capabilities.as_ref()),
         CommandBody::Idle => return Next::Idle(tag.to_string()),
         body => return selected(conn, tag, body).await,
     }
@@ -106,8 +115,18 @@ async fn selected(conn: &mut Conn, tag: &str, body: CommandBody<'_>) -> Next {
             sequence_set,
             macro_or_item_names,
             uid,
-            ..
-        } => fetch::fetch(conn, tag, &sequence_set, macro_or_item_names, uid).await,
+            modifiers,
+        } => {
+            fetch::fetch(
+                conn,
+                tag,
+                &sequence_set,
+                macro_or_item_names,
+                uid,
+                &modifiers,
+            )
+            .await
+        }
         CommandBody::Search {
             charset,
             criteria,
@@ -119,8 +138,29 @@ async fn selected(conn: &mut Conn, tag: &str, body: CommandBody<'_>) -> Next {
             response,
             flags,
             uid,
-            ..
-        } => flags::store(conn, tag, &sequence_set, kind, response, &flags, uid).await,
+            modifiers,
+        } => {
+            let modes = (kind, response, uid);
+            flags::store(conn, tag, &sequence_set, modes, &flags, &modifiers).await
+        }
+        CommandBody::Sort {
+            sort_criteria,
+            charset,
+            search_criteria,
+            uid,
+        } => {
+            let (sort, search) = (sort_criteria.as_ref(), search_criteria.as_ref());
+            sort::sort(conn, tag, sort, &charset, search, uid).await
+        }
+        CommandBody::Thread {
+            algorithm,
+            charset,
+            search_criteria,
+            uid,
+        } => {
+            let search = search_criteria.as_ref();
+            thread::thread(conn, tag, &algorithm, &charset, search, uid).await
+        }
         CommandBody::Copy {
             sequence_set,
             mailbox,

@@ -6,6 +6,7 @@
 //! keeps with the message's summary when it has one (`summary::matches_texts`: the same
 //! answers), without opening the message.
 
+use crate::imapd::commands::condstore::{self, modseq_of};
 use crate::imapd::commands::{Selected, report_changes, sequence, store_error, with_folder};
 use crate::imapd::conn::Conn;
 use crate::imapd::wire;
@@ -37,44 +38,31 @@ pub async fn search(
             );
         }
     }
-    let key = SearchKey::And(
-        criteria
-            .iter()
-            .cloned()
-            .map(SearchKey::into_static)
-            .collect::<Vec<_>>()
-            .try_into()
-            .unwrap_or_else(|_| vec![SearchKey::All].try_into().expect("one key")),
-    );
+    let key = all_of(criteria);
+    if uses_modseq(&key) {
+        condstore::turn_on(conn);
+    }
     let found = with_folder(conn, move |sel: &mut Selected, _| {
-        if needs_dates(&key) {
-            sel.folder.learn_dates();
-        }
-        let folder = &sel.folder;
-        let whole = needs_body(&key);
-        let mut hits = Vec::new();
-        for i in 0..folder.len() {
-            let mut message = Message {
-                data: None,
-                texts: None,
-                whole,
-            };
-            if eval(&key, folder, i, &mut message)? {
-                hits.push(if uid {
-                    folder.message(i).uid
-                } else {
-                    i as u32 + 1
-                });
-            }
-        }
-        Ok::<_, StoreError>(hits)
+        let (hits, top) = matching(sel, &key)?;
+        let hits: Vec<u32> = hits
+            .into_iter()
+            .map(|i| match uid {
+                true => sel.folder.message(i).uid,
+                false => i as u32 + 1,
+            })
+            .collect();
+        Ok::<_, StoreError>((hits, top))
     })
     .await;
     match found {
-        Some(Ok(hits)) => {
+        Some(Ok((hits, top))) => {
             let mut line = b"* SEARCH".to_vec();
-            for n in hits {
+            for n in &hits {
                 wire::push_fmt(&mut line, format_args!(" {n}"));
+            }
+            // RFC 7162 §3.1.5: the highest modseq of the messages found.
+            if let Some(top) = top.filter(|_| !hits.is_empty()) {
+                wire::push_fmt(&mut line, format_args!(" (MODSEQ {top})"));
             }
             line.extend_from_slice(b"\r\n");
             conn.out.extend_from_slice(&line);
@@ -87,6 +75,57 @@ pub async fn search(
     }
 }
 
+/// One key for all of `criteria` (a SEARCH, SORT or THREAD's list).
+pub fn all_of(criteria: &[SearchKey<'_>]) -> SearchKey<'static> {
+    SearchKey::And(
+        criteria
+            .iter()
+            .cloned()
+            .map(SearchKey::into_static)
+            .collect::<Vec<_>>()
+            .try_into()
+            // Not empty: the grammar asks for one key at least; `ALL` otherwise.
+            .unwrap_or_else(|_| vec![SearchKey::All].try_into().expect("one key")),
+    )
+}
+
+/// The indexes of the messages of the selected folder that match `key` (a SEARCH, or the
+/// criteria of SORT and THREAD); with a MODSEQ key (RFC 7162 §3.1.5), the highest modseq
+/// among them.
+pub fn matching(
+    sel: &mut Selected,
+    key: &SearchKey<'_>,
+) -> Result<(Vec<usize>, Option<u64>), StoreError> {
+    let modseqs = match uses_modseq(key) {
+        true => Some(sel.modseqs()?),
+        false => None,
+    };
+    let mut log = modseqs.as_ref().map(|m| m.lock());
+    if needs_dates(key) {
+        sel.folder.learn_dates();
+    }
+    let folder = &sel.folder;
+    let whole = needs_body(key);
+    let (mut hits, mut top) = (Vec::new(), None::<u64>);
+    for i in 0..folder.len() {
+        let modseq = log.as_deref_mut().map(|l| modseq_of(l, folder.message(i)));
+        let mut message = Message {
+            data: None,
+            texts: None,
+            whole,
+            modseq,
+        };
+        if eval(key, folder, i, &mut message)? {
+            hits.push(i);
+            top = top.max(modseq);
+        }
+    }
+    if let Some(log) = &mut log {
+        log.flush();
+    }
+    Ok((hits, top))
+}
+
 /// The octets of the message being looked at, read at most once: all of them when a key
 /// looks into the body, else its header section only (with what came in the same read).
 struct Message {
@@ -94,6 +133,19 @@ struct Message {
     /// The search texts from the cache: `Some(None)` when it has none for this message.
     texts: Option<Option<Vec<u8>>>,
     whole: bool,
+    /// Its modseq, when a key asks.
+    modseq: Option<u64>,
+}
+
+/// Whether some key of `key` is MODSEQ.
+fn uses_modseq(key: &SearchKey<'_>) -> bool {
+    match key {
+        SearchKey::And(keys) => keys.as_ref().iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(k) => uses_modseq(k),
+        SearchKey::ModSequence { .. } => true,
+        _ => false,
+    }
 }
 
 /// Whether some key of `key` looks past the header section (BODY, TEXT).
@@ -201,6 +253,9 @@ fn eval(
         SearchKey::Before(d) => day(folder.date_of(m)) < *d.as_ref(),
         SearchKey::On(d) => day(folder.date_of(m)) == *d.as_ref(),
         SearchKey::Since(d) => day(folder.date_of(m)) >= *d.as_ref(),
+        // RFC 7162 §3.1.5: modseq at least the value (per-flag entries are not kept: the
+        // message's modseq stands for each, as RFC 7162 §3.1.5 allows).
+        SearchKey::ModSequence { modseq, .. } => message.modseq.is_some_and(|m| m >= *modseq),
         // Every other key looks into the message, or into what the cache kept of it.
         other => {
             let texts = message.texts.get_or_insert_with(|| folder.search_texts(i));

@@ -80,6 +80,60 @@ pub fn contains(set: &SequenceSet, value: u32, last: u32) -> bool {
     })
 }
 
+/// The ranges `set` names, `*` being `last`: ascending, merged (for sets of UIDs that need
+/// not exist, as QRESYNC's known UIDs).
+pub fn ranges(set: &SequenceSet, last: u32) -> Vec<(u32, u32)> {
+    let v = |x: &SeqOrUid| match x {
+        SeqOrUid::Value(n) => n.get(),
+        SeqOrUid::Asterisk => last,
+    };
+    let mut out: Vec<(u32, u32)> = set
+        .0
+        .as_ref()
+        .iter()
+        .map(|seq| match seq {
+            Sequence::Single(x) => (v(x), v(x)),
+            Sequence::Range(a, b) => order(v(a), v(b)),
+        })
+        .collect();
+    merge(&mut out);
+    out
+}
+
+/// Ascending values as merged ranges.
+pub fn ranges_of(values: &[u32]) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = values.iter().map(|&v| (v, v)).collect();
+    merge(&mut out);
+    out
+}
+
+fn merge(ranges: &mut Vec<(u32, u32)>) {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u32, u32)> = Vec::with_capacity(ranges.len());
+    for &(a, b) in ranges.iter() {
+        match merged.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    *ranges = merged;
+}
+
+/// `1:3,5` (RFC 3501 §9 `sequence-set`); empty for no ranges.
+pub fn format(ranges: &[(u32, u32)]) -> String {
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}:{b}")
+            }
+        })
+        .collect();
+    parts.join(",")
+}
+
 fn order<T: Ord>(a: T, b: T) -> (T, T) {
     if a <= b { (a, b) } else { (b, a) }
 }
@@ -131,5 +185,13 @@ mod tests {
         assert!(out_of_range(&set("6"), 5));
         assert!(!out_of_range(&set("5"), 5));
         assert!(!out_of_range(&set("3:9"), 5));
+    }
+
+    #[test]
+    fn ranges_merge_and_print() {
+        assert_eq!(ranges(&set("5,1:3,4,9:*"), 10), [(1, 5), (9, 10)]);
+        assert_eq!(ranges(&set("*:7"), 3), [(3, 7)]);
+        assert_eq!(format(&ranges_of(&[1, 2, 3, 5, 7, 8])), "1:3,5,7:8");
+        assert_eq!(format(&[]), "");
     }
 }

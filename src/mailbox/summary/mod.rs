@@ -28,7 +28,7 @@
 //! Modules: `crlf` (CRLF sizes and windows), `encode` (IMAP strings), `lex` (RFC 5322
 //! tokens), `header` (header fields), `address` (address lists), `params` (Content-*
 //! fields, RFC 2231), `envelope`, `mime` (the part tree), `body` (BODYSTRUCTURE),
-//! `section`, `search`.
+//! `section`, `search`, `sortkeys` (SORT and THREAD keys, RFC 5256).
 
 mod address;
 mod body;
@@ -41,6 +41,7 @@ mod mime;
 mod params;
 mod search;
 mod section;
+mod sortkeys;
 
 #[cfg(test)]
 mod dovecot;
@@ -50,6 +51,7 @@ mod tests;
 pub use crlf::crlf_size;
 pub use search::{header_texts, matches, matches_texts};
 pub use section::section;
+pub use sortkeys::{SortKeys, base_subject, read as read_sort_keys, sort_texts};
 
 /// A message's IMAP summary: each field is the encoded IMAP value (RFC 3501 §7.4.2) exactly
 /// as it follows its item name in a FETCH response (`ENVELOPE (...)`), literals included.
@@ -60,7 +62,8 @@ pub struct Summary {
     pub body: Vec<u8>,
     /// BODYSTRUCTURE: with extension data (MD5, disposition, language, location).
     pub bodystructure: Vec<u8>,
-    /// Not IMAP: the header fields SEARCH compares most, as [`header_texts`] writes them.
+    /// Not IMAP: the header fields SEARCH compares most, as [`header_texts`] writes them,
+    /// then what SORT and THREAD compare, as [`sort_texts`] writes it.
     pub search: Vec<u8>,
 }
 
@@ -79,7 +82,11 @@ pub fn summarize(message: &[u8]) -> Summary {
         envelope,
         body,
         bodystructure,
-        search: header_texts(message),
+        search: {
+            let mut texts = header_texts(message);
+            texts.extend_from_slice(&sort_texts(message));
+            texts
+        },
     }
 }
 

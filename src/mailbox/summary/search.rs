@@ -146,7 +146,7 @@ pub fn matches_texts(texts: &[u8], key: &SearchKey<'_>) -> Option<bool> {
 }
 
 /// `value` with its encoded words (RFC 2047) decoded and its whitespace runs made one space.
-fn decode_words(value: &[u8]) -> String {
+pub(super) fn decode_words(value: &[u8]) -> String {
     // mail-parser's reader wants the line end that ends a field.
     let mut line = Vec::with_capacity(value.len() + 1);
     line.extend_from_slice(value);
