@@ -39,6 +39,14 @@ PACKAGES=(
     systemd                    # systemd-socket-activate (LISTEN_FDS sockets)
     pebble                     # Let's Encrypt's test ACME server: certificates issued, renewed and
                                # refused for real, tls-alpn-01 and http-01 (test_acme.py)
+    roundcube-core             # Roundcube, a real webmail client (test_roundcube.py); its Depends bring PHP's
+                               # intl, mbstring, xml and PEAR mail modules, and `php`, which --no-install-recommends
+                               # satisfies with libapache2-mod-php (the module only: no Apache, none is needed)
+    roundcube-sqlite3          # Roundcube's database, a sqlite file in the test's temp folder
+    php-cli php-sqlite3        # `php -S`, PHP's built-in web server, serves Roundcube; its sqlite driver
+    chromium chromium-driver   # headless chromium and chromedriver drive Roundcube's pages (test_roundcube.py);
+                               # chromium-sandbox (a Recommends) is not needed: it runs with --no-sandbox
+    python3-selenium           # the WebDriver client that drives chromedriver
 )
 
 # Packages of PACKAGES that dpkg does not list as installed.

@@ -6,6 +6,7 @@ pub mod dkim;
 pub mod dns_records;
 pub mod doctor;
 pub mod import_chasquid;
+pub mod import_maildir;
 pub mod init;
 pub mod serve;
 pub mod util;
@@ -43,7 +44,7 @@ pub enum Command {
 pub struct ServeArgs {}
 
 /// Manage and inspect the server: users, aliases, DKIM keys, DNS records (and a live check
-/// of them), the queue, the settings, import from chasquid.
+/// of them), the queue, the settings, import from chasquid or a Dovecot/Courier Maildir.
 #[derive(FromArgs, Debug)]
 #[argh(subcommand, name = "util", help_triggers("-h", "--help", "help"))]
 pub struct UtilArgs {

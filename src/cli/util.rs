@@ -28,6 +28,7 @@ pub enum UtilCommand {
     DnsRecords(super::dns_records::DnsRecords),
     DnsCheck(super::dns_records::DnsCheck),
     ImportChasquid(super::import_chasquid::ImportChasquid),
+    ImportMaildir(super::import_maildir::ImportMaildir),
     Init(super::init::Init),
     Check(super::check::Check),
 }
@@ -154,6 +155,7 @@ pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
         UtilCommand::DkimVerify(c) => super::dkim::verify(&settings, c),
         UtilCommand::DnsRecords(c) => super::dns_records::records(&settings, c),
         UtilCommand::DnsCheck(c) => super::dns_records::check(&settings, c),
+        UtilCommand::ImportMaildir(c) => super::import_maildir::run(&settings, c),
         UtilCommand::ImportChasquid(_) | UtilCommand::Init(_) | UtilCommand::Check(_) => {
             unreachable!("handled before loading settings")
         }
@@ -167,12 +169,12 @@ pub fn run(config_dir: &Path, command: UtilCommand) -> Result<(), CliError> {
 }
 
 /// A user address: valid, its domain has a folder, the local part normalised as stored.
-struct UserRef {
-    address: Address,
-    users_path: PathBuf,
+pub(super) struct UserRef {
+    pub(super) address: Address,
+    pub(super) users_path: PathBuf,
 }
 
-fn user_ref(settings: &Settings, input: &str) -> Result<UserRef, CliError> {
+pub(super) fn user_ref(settings: &Settings, input: &str) -> Result<UserRef, CliError> {
     let parsed = Address::parse(input).map_err(|e| CliError::usage(format!("{input:?}: {e}")))?;
     let dir = domain_folder(settings, parsed.domain())?;
     let norm = settings.normalization();

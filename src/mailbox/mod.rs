@@ -26,22 +26,22 @@
 mod cache;
 mod deliver;
 mod dotlock;
-mod filename;
-mod flags;
+pub(crate) mod filename;
+pub(crate) mod flags;
 mod folder;
 mod keywords;
 mod modseq;
-mod name;
+pub(crate) mod name;
 mod notify;
 mod ops;
 mod pop3;
 mod quota;
-mod scan;
+pub(crate) mod scan;
 mod shared;
-mod subscriptions;
+pub(crate) mod subscriptions;
 pub mod summary;
 mod uidfile;
-mod uidlist;
+pub(crate) mod uidlist;
 mod user;
 mod writer;
 
