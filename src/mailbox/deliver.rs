@@ -14,7 +14,7 @@
 use crate::fsutil;
 use crate::mailbox::filename::safe_hostname;
 use crate::mailbox::name::FolderName;
-use crate::mailbox::user::{UserStore, keyword_letters, mtime_of};
+use crate::mailbox::user::{UserStore, keyword_letters};
 use crate::mailbox::writer::{self, Create, Published};
 use crate::mailbox::{Flags, Store, StoreError, cache, flags, quota, summary, uidfile};
 use crate::message::StoredMessage;
@@ -55,7 +55,7 @@ pub fn deliver_flagged(
     check_key(key)?;
     let user = UserStore::new(store.clone(), domain, user)?;
     user.ensure_inbox()?;
-    if !user.exists(folder) {
+    if !folder.is_inbox() && !user.exists(folder) {
         match user.create(folder) {
             Ok(()) | Err(StoreError::Exists) => {}
             Err(e) => return Err(e),
@@ -108,7 +108,7 @@ pub fn deliver_flagged(
         return Err(e);
     }
     // The cache record first: a session that sees the file finds it ready.
-    let date = mtime_of(&tmp)?;
+    let date = written.mtime;
     let summary = written.data.as_deref().map(summary::summarize);
     cache::append_to(
         &dir,

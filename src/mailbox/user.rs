@@ -426,7 +426,7 @@ impl UserStore {
         }
         let date = match internaldate {
             Some(date) => date,
-            None => mtime_of(&written.path)?,
+            None => written.mtime,
         };
         let base = format!("{unique},S={},W={}", written.size, written.crlf_size);
         let summary = written
@@ -550,14 +550,6 @@ pub(crate) fn set_mtime(path: &Path, secs: i64) -> Result<(), StoreError> {
         .write(true)
         .open(path)
         .and_then(|f| f.set_modified(time))
-        .map_err(|e| StoreError::io(path, e))
-}
-
-/// A file's mtime in seconds since the epoch.
-pub(crate) fn mtime_of(path: &Path) -> Result<i64, StoreError> {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(path)
-        .map(|m| m.mtime())
         .map_err(|e| StoreError::io(path, e))
 }
 

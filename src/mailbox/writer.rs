@@ -6,7 +6,7 @@
 use crate::mailbox::StoreError;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Mode of message files (SPEC §11).
@@ -27,6 +27,9 @@ pub struct Written {
     pub crlf_size: u64,
     /// The stored bytes, when no larger than [`KEEP_IN_MEMORY`].
     pub data: Option<Vec<u8>>,
+    /// The file's mtime once written (Dovecot's INTERNALDATE), from the open file: no second
+    /// lookup of the path.
+    pub mtime: i64,
 }
 
 /// How the temp file is created.
@@ -103,11 +106,16 @@ fn copy_converted(
     flush(&mut out, &mut kept)?;
     // fdatasync: data and size; the name is made durable by the fsync of the directory.
     file.sync_data().map_err(|e| StoreError::io(path, e))?;
+    let mtime = file
+        .metadata()
+        .map_err(|e| StoreError::io(path, e))?
+        .mtime();
     Ok(Written {
         path: path.to_path_buf(),
         size: count.size,
         crlf_size: count.crlf_size,
         data: kept,
+        mtime,
     })
 }
 
