@@ -268,14 +268,14 @@ impl Metrics {
         Metrics {
             connections: Metric::labeled(
                 "tambo_connections_total",
-                "SMTP connections accepted, by listener.",
+                "Connections accepted (SMTP, IMAP, POP3), by listener.",
                 "listener",
                 LISTENERS,
             ),
             connections_open: Metric::new(
                 Kind::Gauge,
                 "tambo_connections_open",
-                "SMTP connections open now, by listener.",
+                "Connections open now (SMTP, IMAP, POP3), by listener.",
                 "listener",
                 LISTENERS,
             ),

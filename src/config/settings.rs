@@ -161,9 +161,11 @@ pub struct Settings {
     pub http_listen: Vec<SocketAddr>,
     /// SPEC §12: MTA-STS policy, autoconfiguration, autodiscover; ACME tls-alpn-01.
     pub https_listen: Vec<SocketAddr>,
-    /// Concurrent SMTP connections in all (not in SPEC §3; issue 5).
+    /// Concurrent connections in all, over every SMTP, IMAP and POP3 listener (not in SPEC §3;
+    /// issue 5).
     pub max_connections: usize,
-    /// Concurrent SMTP connections per client address or IPv6 /64; `relay_networks` exempt.
+    /// Concurrent connections (SMTP, IMAP, POP3) per client address or IPv6 /64;
+    /// `relay_networks` exempt.
     pub max_connections_per_address: usize,
 }
 

@@ -51,16 +51,11 @@ pub async fn serve(server: Arc<Server>, conn: Accepted) {
     let Accepted {
         tcp, peer, kind, ..
     } = conn;
-    let stream = if kind.implicit_tls() {
-        match Stream::accept_tls(tcp, &server.config.tls(), server.limits.login).await {
-            Ok(stream) => stream,
-            Err(why) => {
-                log::info!("imap: TLS handshake with {peer} failed: {why}");
-                return;
-            }
-        }
-    } else {
-        Stream::Plain(tcp)
+    let tls = || server.config.tls();
+    let limit = server.limits.login;
+    let Some(stream) = Stream::open(tcp, kind.implicit_tls(), tls, limit, peer, "imap: ").await
+    else {
+        return;
     };
     let mut conn = Conn {
         server: server.clone(),

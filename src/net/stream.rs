@@ -7,7 +7,8 @@ use smol::Async;
 use smol::io::{AsyncReadExt, AsyncWriteExt};
 use std::future::Future;
 use std::io;
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub enum Stream {
@@ -35,6 +36,30 @@ impl Stream {
             Err(e) => {
                 crate::metrics::tls_handshake_failed();
                 Err(io::Error::new(e.kind(), crate::tls::handshake_failure(&e)))
+            }
+        }
+    }
+
+    /// A freshly accepted connection's stream: on an implicit-TLS listener (RFC 8314 §3.3)
+    /// the handshake first, within `limit`, with the acceptor `tls` gives (asked only then);
+    /// else the plain stream. A failed handshake is logged at info, after `log_prefix`, and
+    /// gives None: the connection is over.
+    pub async fn open(
+        tcp: Async<TcpStream>,
+        implicit_tls: bool,
+        tls: impl FnOnce() -> Arc<TlsAcceptor>,
+        limit: Duration,
+        peer: SocketAddr,
+        log_prefix: &str,
+    ) -> Option<Stream> {
+        if !implicit_tls {
+            return Some(Stream::Plain(tcp));
+        }
+        match Stream::accept_tls(tcp, &tls(), limit).await {
+            Ok(stream) => Some(stream),
+            Err(why) => {
+                log::info!("{log_prefix}TLS handshake with {peer} failed: {why}");
+                None
             }
         }
     }

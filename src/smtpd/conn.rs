@@ -147,16 +147,10 @@ pub async fn serve(server: Arc<Server>, conn: Accepted) {
         return;
     }
     let tls_now = kind.implicit_tls();
-    let stream = if tls_now {
-        match Stream::accept_tls(tcp, &server.config.tls(), server.limits.command).await {
-            Ok(stream) => stream,
-            Err(why) => {
-                log::info!("TLS handshake with {peer} failed: {why}");
-                return;
-            }
-        }
-    } else {
-        Stream::Plain(tcp)
+    let tls = || server.config.tls();
+    let limit = server.limits.command;
+    let Some(stream) = Stream::open(tcp, tls_now, tls, limit, peer, "").await else {
+        return;
     };
     let settings = server.settings();
     let config = SessionConfig {
