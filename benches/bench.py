@@ -70,6 +70,9 @@ def parse_args():
     p.add_argument("--large-25m-messages", type=int, default=16,
                    help="messages of the 25 MiB phase (0: skip it)")
     p.add_argument("--no-floor", action="store_true", help="skip floor.c")
+    p.add_argument("--perf", metavar="PREFIX",
+                   help="record each of tambo's round phases with perf: "
+                        "PREFIX.PHASE.roundN.data (benches/profile.py reads them)")
     p.add_argument("--no-memory-bound", action="store_true", help="skip memory.py")
     p.add_argument("--bound-messages", type=int, default=16, help="memory.py --messages")
     p.add_argument("--bound-size", type=int, default=40_000_000, help="memory.py --size")
@@ -97,6 +100,8 @@ def preflight(args):
     if missing:
         sys.exit(f"bench: missing tools: {', '.join(missing)} "
                  "(apt-get install chasquid postfix python3-dnspython util-linux gcc openssl)")
+    if args.perf and shutil.which("perf") is None:
+        sys.exit("bench: --perf needs perf (apt-get install linux-perf)")
 
 
 def build_tambo(log):
@@ -267,7 +272,13 @@ def run_all(srvs, sink, args, procs):
                     continue
                 print(f"[{server.name}] round {rnd + 1}/{args.rounds} {phase}: "
                       f"{describe(phase, args)}", flush=True)
-                done.append(ROUND_PHASES[phase](server, sink, args))
+                recorder = (domain.PerfRecord(f"{args.perf}.{phase}.round{rnd + 1}.data")
+                            if args.perf and server.name == "tambo" else None)
+                try:
+                    done.append(ROUND_PHASES[phase](server, sink, args))
+                finally:
+                    if recorder is not None:
+                        recorder.stop()
     for size, count in ((MIB, args.large_1m_messages), (25 * MIB, args.large_25m_messages)):
         if count <= 0:
             continue

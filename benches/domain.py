@@ -10,6 +10,7 @@ exactly the recipients sent to the aliases; a shortfall is reported, never a rat
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -94,6 +95,30 @@ class PeakRss:
         with open(f"/proc/{self.pid}/status") as f:
             hwm = next((int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")), None)
         return {"peak_pss_kib": self.peak_kib, "main_vmhwm_kib": hwm}
+
+
+class PerfRecord:
+    """`perf record` of the whole machine (`-a`: per-CPU events, so the server's context
+    switches do not pay for per-thread ones), user and kernel stacks (DWARF unwinding: the
+    release build keeps no frame pointers; run a `--profile profiling` build for symbols), from
+    now until stop(). benches/profile.py picks the server's samples out."""
+
+    def __init__(self, output):
+        self.proc = subprocess.Popen(
+            ["perf", "record", "--quiet", "-a", "-F", "999", "--call-graph", "dwarf,16384",
+             "-o", output],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        time.sleep(0.5)  # perf attaches before the load starts
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"perf record failed: {self.proc.stderr.read().decode().strip()}")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
 
 
 def wait_all(count_fn, want, deadline_s):

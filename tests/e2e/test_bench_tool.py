@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,42 @@ def test_a_5xx_ends_the_run_with_the_reply():
     assert r.returncode != 0
     assert "550 5.1.1 no such user" in r.stderr
     peer.sock.close()
+
+
+def test_the_profile_puts_each_sample_by_its_system_call_or_its_innermost_known_frame():
+    """benches/profile.py: the README's "where the CPU goes" table is its sorting."""
+    import importlib.util
+    path = Path(__file__).resolve().parents[2] / "benches" / "profile.py"
+    spec = importlib.util.spec_from_file_location("bench_profile", path)
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    k, t, libc = "[kernel.kallsyms]", "tambo", "libc.so.6"
+
+    def where(*frames):
+        return profile.category(list(frames))
+
+    # A kernel sample goes by its system call, wherever its leaf is.
+    assert where(("_raw_spin_unlock_irqrestore", k), ("ext4_sync_file", k),
+                 ("__x64_sys_fdatasync", k), ("do_syscall_64", k),
+                 ("fdatasync", libc), ("tambo::mailbox::writer::copy_converted", t)
+                 ).startswith("kernel: fsync")
+    # A write is a file's or a socket's by what is under it.
+    assert where(("tcp_sendmsg", k), ("sock_write_iter", k), ("__x64_sys_write", k)
+                 ).startswith("kernel: network")
+    assert where(("ext4_buffered_write_iter", k), ("__x64_sys_write", k)
+                 ).startswith("kernel: file calls")
+    assert where(("handle_softirqs", k), ("irq_exit_rcu", k)).startswith(
+        "kernel: outside a system call")
+    # User space: the allocator first, else the innermost known frame.
+    assert where(("_int_malloc", libc), ("mail_auth::dkim::verify", t)).startswith(
+        "user: allocator")
+    assert where(("memchr::find", t), ("mail_auth::dkim::verify", t),
+                 ("tambo::smtpd::conn::Conn::run", t)).startswith("user: SPF, DKIM")
+    assert where(("<tambo::proto::session::Session<R> as X>::poll", t),
+                 ("async_executor::run", t)).startswith("user: SMTP session")
+    assert where(("core::fmt::write", t), ("tambo::smtpd::conn::Conn::log", t)).startswith(
+        "user: logging")
+    assert where(("tambo::mailbox::summary::summarize", t),
+                 ("tambo::mailbox::deliver::deliver_flagged", t)).startswith(
+        "user: IMAP summary")
+    assert where(("something_unknown", t)) == "user: other"
