@@ -591,3 +591,29 @@ def test_dovecot_and_tambo_give_the_same_uidls(shared):
     assert [l.decode() for l in c.uidl()[1]] == dovecot_uidl
     assert [l.decode() for l in c.list()[1]] == dovecot_list
     c.quit()
+
+
+def test_a_silent_client_is_probed_on_pop3_and_imap_not_smtp(pop3):
+    """A client whose network went away would hold the maildrop lock until the autologout:
+    POP3 and IMAP connections have TCP keepalive armed (probes after 2 minutes of quiet), SMTP
+    connections keep their command timeouts alone. Seen from the kernel's side (`ss -o`)."""
+    ss = need("ss", "iproute2")
+    ports = {"pop3": pop3.pop3_port, "pop3s": pop3.pop3s_port, "imaps": pop3.imaps_port,
+             "smtp": pop3.smtp_port}
+    clients = [socket.create_connection(("127.0.0.1", p), timeout=10) for p in ports.values()]
+    try:
+        def timers(port: int) -> str:
+            out = subprocess.run([ss, "-tnoH", "state", "established", f"( sport = :{port} )"],
+                                 capture_output=True, text=True, timeout=10, check=True).stdout
+            return out
+
+        assert wait_until(lambda: all(timers(p).strip() for p in ports.values()), 10)
+        for name, port in ports.items():
+            line = timers(port)
+            if name == "smtp":
+                assert "keepalive" not in line, line
+            else:
+                assert re.search(r"timer:\(keepalive,(1min\d+|2min)", line), (name, line)
+    finally:
+        for c in clients:
+            c.close()
