@@ -234,6 +234,22 @@ def test_append_gives_appenduid_and_search(imap):
     c.logout()
 
 
+def test_search_sort_and_thread_take_utf8_and_us_ascii_and_refuse_other_charsets(imap):
+    """RFC 3501 §6.4.4 and RFC 5256 §3: NO [BADCHARSET (US-ASCII UTF-8)] for another charset,
+    and the session goes on."""
+    c = login(imap)
+    c.append("INBOX", None, None, b"From: a@b.example\r\nSubject: caf\xc3\xa9\r\n\r\nx\r\n")
+    c.select("INBOX")
+    assert c.search("UTF-8", "SUBJECT", "caf") == ("OK", [b"1"])
+    assert c.sort("(SUBJECT)", "US-ASCII", "ALL") == ("OK", [b"1"])
+    assert c.thread("REFERENCES", "utf-8", "ALL") == ("OK", [b"(1)"])
+    for typ, data in (c.search("KOI8-R", "ALL"), c.sort("(DATE)", "ISO-8859-1", "ALL"),
+                      c.thread("ORDEREDSUBJECT", "ISO-8859-1", "ALL")):
+        assert typ == "NO" and data[0].startswith(b"[BADCHARSET (US-ASCII UTF-8)]"), data
+    assert c.noop()[0] == "OK"
+    c.logout()
+
+
 def test_a_large_append_is_spooled(imap):
     c = login(imap)
     body = (b"x" * 76 + b"\r\n") * 60_000  # about 4.7 MB

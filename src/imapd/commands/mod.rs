@@ -197,6 +197,26 @@ pub fn folder_name(mailbox: &Mailbox<'_>) -> Result<FolderName, StoreError> {
     }
 }
 
+/// The end of a command whose answer is one untagged line made on the selected folder
+/// (SEARCH, SORT, THREAD): the line, then what changed meanwhile without EXPUNGE responses
+/// (RFC 3501 §7.4.1), then the tagged OK; or the store's error, or BAD with no folder.
+pub async fn answer_line(
+    conn: &mut Conn,
+    tag: &str,
+    command: &str,
+    done: Option<Result<Vec<u8>, StoreError>>,
+) {
+    match done {
+        Some(Ok(line)) => {
+            conn.out.extend_from_slice(&line);
+            report_changes(conn, false).await;
+            conn.ok(tag, &format!("{command} completed"));
+        }
+        Some(Err(e)) => store_error(conn, tag, command, &e),
+        None => conn.bad(tag, "No folder selected"),
+    }
+}
+
 /// The tagged NO for a store error: a short text for the client, the reason in the log.
 pub fn store_error(conn: &mut Conn, tag: &str, what: &str, e: &StoreError) {
     let (code, text) = match e {

@@ -7,7 +7,7 @@
 //! answers), without opening the message.
 
 use crate::imapd::commands::condstore::{self, modseq_of};
-use crate::imapd::commands::{Selected, report_changes, sequence, store_error, with_folder};
+use crate::imapd::commands::{Selected, answer_line, sequence, with_folder};
 use crate::imapd::conn::Conn;
 use crate::imapd::wire;
 use crate::mailbox::{Flags, Folder, StoreError};
@@ -24,19 +24,8 @@ pub async fn search(
     criteria: &[SearchKey<'_>],
     uid: bool,
 ) {
-    if let Some(charset) = charset {
-        let name = match charset {
-            Charset::Atom(a) => a.inner().to_string(),
-            Charset::Quoted(q) => q.inner().to_string(),
-        };
-        // RFC 3501 §6.4.4: US-ASCII must be supported; UTF-8 is what clients send.
-        if !name.eq_ignore_ascii_case("UTF-8") && !name.eq_ignore_ascii_case("US-ASCII") {
-            return conn.no(
-                tag,
-                Some("BADCHARSET (US-ASCII UTF-8)"),
-                "Unsupported charset",
-            );
-        }
+    if charset.is_some_and(|c| charset_refused(conn, tag, c)) {
+        return;
     }
     let key = all_of(criteria);
     if uses_modseq(&key) {
@@ -44,35 +33,41 @@ pub async fn search(
     }
     let found = with_folder(conn, move |sel: &mut Selected, _| {
         let (hits, top) = matching(sel, &key)?;
-        let hits: Vec<u32> = hits
-            .into_iter()
-            .map(|i| match uid {
+        let mut line = b"* SEARCH".to_vec();
+        for &i in &hits {
+            let number = match uid {
                 true => sel.folder.message(i).uid,
                 false => i as u32 + 1,
-            })
-            .collect();
-        Ok::<_, StoreError>((hits, top))
+            };
+            wire::push_fmt(&mut line, format_args!(" {number}"));
+        }
+        // RFC 7162 §3.1.5: the highest modseq of the messages found.
+        if let Some(top) = top.filter(|_| !hits.is_empty()) {
+            wire::push_fmt(&mut line, format_args!(" (MODSEQ {top})"));
+        }
+        line.extend_from_slice(b"\r\n");
+        Ok::<_, StoreError>(line)
     })
     .await;
-    match found {
-        Some(Ok((hits, top))) => {
-            let mut line = b"* SEARCH".to_vec();
-            for n in &hits {
-                wire::push_fmt(&mut line, format_args!(" {n}"));
-            }
-            // RFC 7162 §3.1.5: the highest modseq of the messages found.
-            if let Some(top) = top.filter(|_| !hits.is_empty()) {
-                wire::push_fmt(&mut line, format_args!(" (MODSEQ {top})"));
-            }
-            line.extend_from_slice(b"\r\n");
-            conn.out.extend_from_slice(&line);
-            // RFC 3501 §7.4.1: no EXPUNGE responses during SEARCH.
-            report_changes(conn, false).await;
-            conn.ok(tag, "SEARCH completed");
-        }
-        Some(Err(e)) => store_error(conn, tag, "SEARCH", &e),
-        None => conn.bad(tag, "No folder selected"),
+    answer_line(conn, tag, "SEARCH", found).await;
+}
+
+/// RFC 3501 §6.4.4 and RFC 5256 §3: US-ASCII and UTF-8 must be supported, and are all we
+/// take (UTF-8 is what clients send). True when `charset` is another, and answered NO.
+pub fn charset_refused(conn: &mut Conn, tag: &str, charset: &Charset<'_>) -> bool {
+    let name = match charset {
+        Charset::Atom(a) => a.inner().to_string(),
+        Charset::Quoted(q) => q.inner().to_string(),
+    };
+    let ok = name.eq_ignore_ascii_case("UTF-8") || name.eq_ignore_ascii_case("US-ASCII");
+    if !ok {
+        conn.no(
+            tag,
+            Some("BADCHARSET (US-ASCII UTF-8)"),
+            "Unsupported charset",
+        );
     }
+    !ok
 }
 
 /// One key for all of `criteria` (a SEARCH, SORT or THREAD's list).

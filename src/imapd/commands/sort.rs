@@ -2,7 +2,7 @@
 //! `tambo-cache` keeps (`summary::SortKeys`); a message without them has its summary made
 //! once, which puts them in the cache.
 
-use crate::imapd::commands::{Selected, report_changes, search, store_error, with_folder};
+use crate::imapd::commands::{Selected, answer_line, search, with_folder};
 use crate::imapd::conn::Conn;
 use crate::imapd::wire;
 use crate::mailbox::StoreError;
@@ -21,12 +21,8 @@ pub async fn sort(
     search_criteria: &[SearchKey<'_>],
     uid: bool,
 ) {
-    if !charset_ok(charset) {
-        return conn.no(
-            tag,
-            Some("BADCHARSET (US-ASCII UTF-8)"),
-            "Unsupported charset",
-        );
+    if search::charset_refused(conn, tag, charset) {
+        return;
     }
     let key = search::all_of(search_criteria);
     let criteria = criteria.to_vec();
@@ -62,24 +58,7 @@ pub async fn sort(
         Ok::<_, StoreError>(line)
     })
     .await;
-    match done {
-        Some(Ok(line)) => {
-            conn.out.extend_from_slice(&line);
-            report_changes(conn, false).await;
-            conn.ok(tag, "SORT completed");
-        }
-        Some(Err(e)) => store_error(conn, tag, "SORT", &e),
-        None => conn.bad(tag, "No folder selected"),
-    }
-}
-
-/// RFC 5256 §3: US-ASCII and UTF-8 must be supported (and are all we take).
-pub fn charset_ok(charset: &Charset<'_>) -> bool {
-    let name = match charset {
-        Charset::Atom(a) => a.inner().to_string(),
-        Charset::Quoted(q) => q.inner().to_string(),
-    };
-    name.eq_ignore_ascii_case("UTF-8") || name.eq_ignore_ascii_case("US-ASCII")
+    answer_line(conn, tag, "SORT", done).await;
 }
 
 /// The SORT and THREAD keys of the messages at `indexes`: from the cache, else from the

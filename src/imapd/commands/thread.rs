@@ -3,8 +3,8 @@
 //! are pure functions of those keys ([`ordered_subject`], [`references`]), written as RFC
 //! 5256 §2.2 lays them out (Jamie Zawinski's threading).
 
-use crate::imapd::commands::sort::{charset_ok, keys_of};
-use crate::imapd::commands::{Selected, report_changes, search, store_error, with_folder};
+use crate::imapd::commands::sort::keys_of;
+use crate::imapd::commands::{Selected, answer_line, search, with_folder};
 use crate::imapd::conn::Conn;
 use crate::imapd::wire;
 use crate::mailbox::{StoreError, summary::SortKeys};
@@ -42,12 +42,8 @@ pub async fn thread(
         ThreadingAlgorithm::OrderedSubject => false,
         ThreadingAlgorithm::Other(_) => return conn.bad(tag, "Unsupported threading algorithm"),
     };
-    if !charset_ok(charset) {
-        return conn.no(
-            tag,
-            Some("BADCHARSET (US-ASCII UTF-8)"),
-            "Unsupported charset",
-        );
+    if search::charset_refused(conn, tag, charset) {
+        return;
     }
     let key = search::all_of(criteria);
     let done = with_folder(conn, move |sel: &mut Selected, _| {
@@ -78,15 +74,7 @@ pub async fn thread(
         Ok::<_, StoreError>(line)
     })
     .await;
-    match done {
-        Some(Ok(line)) => {
-            conn.out.extend_from_slice(&line);
-            report_changes(conn, false).await;
-            conn.ok(tag, "THREAD completed");
-        }
-        Some(Err(e)) => store_error(conn, tag, "THREAD", &e),
-        None => conn.bad(tag, "No folder selected"),
-    }
+    answer_line(conn, tag, "THREAD", done).await;
 }
 
 /// The order of siblings: sent date, then the order in the folder.
