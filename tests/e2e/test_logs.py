@@ -80,8 +80,10 @@ def test_mailbox_listeners_are_served_and_logged(env):
     env.start()
     assert wait_until(lambda: port_open(imap) and port_open(pop3) and port_open(pop3s), 5), \
         env.log()
+    # The sockets are bound before the line is written, so a port may answer first.
     for port, kind in ((imap, "imap"), (pop3, "pop3"), (pop3s, "pop3s")):
-        assert f"listening on 127.0.0.1:{port} ({kind})" in env.log(), env.log()
+        line = f"listening on 127.0.0.1:{port} ({kind})"
+        assert env.wait_log(lambda l: line in l), env.log()
     assert "not served" not in env.log(), env.log()
 
 
