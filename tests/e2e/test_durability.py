@@ -186,4 +186,5 @@ def test_failed_reload_keeps_old_config(env):
         c.cmd(f"MAIL FROM:<{SENDER}>")
         r = c.cmd("RCPT TO:<team@example.test>")
         assert r.code == 250, f"old aliases lost after a failed reload: {r}"
-    assert "example.test/aliases" in env.log(), "the failed reload was not logged with the file"
+    assert env.wait_log(lambda l: "example.test/aliases" in l), \
+        "the failed reload was not logged with the file"
