@@ -15,7 +15,7 @@ use crate::dns::Dns;
 use crate::mailauth::srs::Srs;
 use crate::mailbox::Store;
 use crate::net::caps::{Caps, Connections};
-use crate::net::{Admission, ListenerKind, Protocol, accept_loop};
+use crate::net::{Admission, DeadPeerTimers, ListenerKind, Protocol, accept_loop};
 use crate::queue::direct::DirectMaildir;
 use crate::queue::runner::{self, Runner};
 use crate::queue::store::Queue;
@@ -135,6 +135,7 @@ pub fn run(config_dir: &Path) -> Result<(), CliError> {
         } else {
             Vec::new()
         },
+        dead_peer: dead_peer_timers(),
     });
     let mut accepting = Vec::new();
     for (listener, kind) in listeners {
@@ -186,6 +187,21 @@ fn client_limits() -> ClientLimits {
         },
         None => ClientLimits::default(),
     }
+}
+
+/// When a silent IMAP or POP3 client is given up on; `TAMBO_KEEPALIVE_SECS` (whole seconds,
+/// at least 6, so that a probe interval of a sixth is a whole second) replaces the 2 minutes
+/// of quiet before the probes, so that the end-to-end tests can watch a vanished client's
+/// session end.
+fn dead_peer_timers() -> DeadPeerTimers {
+    std::env::var("TAMBO_KEEPALIVE_SECS")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&s| s >= 6)
+        .map(|s| DeadPeerTimers {
+            idle: Duration::from_secs(s),
+        })
+        .unwrap_or_default()
 }
 
 /// The post-data hook's time limit: chasquid's 60 s, or `TAMBO_HOOK_TIMEOUT_SECS` (whole

@@ -17,15 +17,37 @@ use std::time::Duration;
 
 /// How long a proxy may take to send its header.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(300);
-/// An IMAP or POP3 connection quiet this long is probed (TCP keepalive)...
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(120);
-/// ...every this long...
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
-/// ...and closed after this many probes unanswered.
-const KEEPALIVE_PROBES: u32 = 3;
-/// Data sent and not acknowledged for this long closes the connection too (TCP_USER_TIMEOUT,
-/// RFC 5482), rather than after the kernel's 15 minutes of retransmissions.
-const UNACKNOWLEDGED_LIMIT: Duration = Duration::from_secs(180);
+/// How a silent IMAP or POP3 peer is found: TCP keepalive probes after `idle` of quiet, one
+/// every `idle / 6`, the connection given up on after three unanswered; and TCP_USER_TIMEOUT
+/// (RFC 5482) at the same total, so data sent and not acknowledged closes it as soon, rather
+/// than after the kernel's 15 minutes of retransmissions. Linux lets the user timeout decide
+/// when keepalive gives up too (`tcp_keepalive_timer`), which is why the two are one figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeadPeerTimers {
+    pub idle: Duration,
+}
+
+impl DeadPeerTimers {
+    const PROBES: u32 = 3;
+
+    fn interval(self) -> Duration {
+        self.idle / 6
+    }
+
+    /// From the peer's last word to the connection's end.
+    fn give_up_after(self) -> Duration {
+        self.idle + self.interval() * Self::PROBES
+    }
+}
+
+impl Default for DeadPeerTimers {
+    /// Probes after 2 minutes, given up on after 3.
+    fn default() -> Self {
+        DeadPeerTimers {
+            idle: Duration::from_secs(120),
+        }
+    }
+}
 
 /// A protocol served on some listeners.
 pub trait Service: Send + Sync + 'static {
@@ -48,14 +70,17 @@ pub struct Accepted {
     pub early: Vec<u8>,
 }
 
-/// How connections are admitted: the counters shared by every listener, the caps, and
-/// whether a listener's clients are named by a PROXY header (SPEC §3 `haproxy_incoming`).
+/// How connections are admitted: the counters shared by every listener, the caps, whether a
+/// listener's clients are named by a PROXY header (SPEC §3 `haproxy_incoming`), and when a
+/// silent mailbox client is given up on.
 pub struct Admission {
     pub connections: Arc<Connections>,
     pub caps: Caps,
     /// Listeners behind a proxy: their client address is counted only once the PROXY header
     /// names it.
     pub proxied: Vec<ListenerKind>,
+    /// When an IMAP or POP3 client that went silent is given up on.
+    pub dead_peer: DeadPeerTimers,
 }
 
 impl Admission {
@@ -115,7 +140,7 @@ async fn connection<S: Service>(
 ) {
     let _ = tcp.get_ref().set_nodelay(true);
     if kind.protocol() != Protocol::Smtp
-        && let Err(e) = detect_dead_peers(tcp.get_ref())
+        && let Err(e) = detect_dead_peers(tcp.get_ref(), admission.dead_peer)
     {
         log::warn!("keepalive on the connection from {socket_peer}: {e}");
     }
@@ -153,15 +178,15 @@ async fn connection<S: Service>(
 /// POP3, 30 for IMAP). With it, a silent peer is found within about three minutes of its
 /// last word, and the session's read or write fails. SMTP sessions are short and keep their
 /// command timeouts alone.
-fn detect_dead_peers(tcp: &TcpStream) -> std::io::Result<()> {
+fn detect_dead_peers(tcp: &TcpStream, timers: DeadPeerTimers) -> std::io::Result<()> {
     let socket = socket2::SockRef::from(tcp);
     socket.set_tcp_keepalive(
         &socket2::TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
-            .with_interval(KEEPALIVE_INTERVAL)
-            .with_retries(KEEPALIVE_PROBES),
+            .with_time(timers.idle)
+            .with_interval(timers.interval())
+            .with_retries(DeadPeerTimers::PROBES),
     )?;
-    socket.set_tcp_user_timeout(Some(UNACKNOWLEDGED_LIMIT))
+    socket.set_tcp_user_timeout(Some(timers.give_up_after()))
 }
 
 /// Tells a refused client why, in its protocol's words, and lets the caller close. The write
@@ -217,21 +242,16 @@ mod tests {
         let (server, _) = listener.accept().expect("accept");
         let before = socket2::SockRef::from(&server);
         assert!(!before.keepalive().expect("SO_KEEPALIVE"));
-        detect_dead_peers(&server).expect("set");
+        detect_dead_peers(&server, DeadPeerTimers::default()).expect("set");
         let socket = socket2::SockRef::from(&server);
         assert!(socket.keepalive().expect("SO_KEEPALIVE"));
-        assert_eq!(socket.tcp_keepalive_time().expect("idle"), KEEPALIVE_IDLE);
-        assert_eq!(
-            socket.tcp_keepalive_interval().expect("interval"),
-            KEEPALIVE_INTERVAL
-        );
-        assert_eq!(
-            socket.tcp_keepalive_retries().expect("probes"),
-            KEEPALIVE_PROBES
-        );
+        let secs = Duration::from_secs;
+        assert_eq!(socket.tcp_keepalive_time().expect("idle"), secs(120));
+        assert_eq!(socket.tcp_keepalive_interval().expect("interval"), secs(20));
+        assert_eq!(socket.tcp_keepalive_retries().expect("probes"), 3);
         assert_eq!(
             socket.tcp_user_timeout().expect("user timeout"),
-            Some(UNACKNOWLEDGED_LIMIT)
+            Some(secs(180))
         );
     }
 }

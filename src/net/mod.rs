@@ -21,6 +21,6 @@ pub mod listenfds;
 pub mod proxy;
 pub mod stream;
 
-pub use accept::{Accepted, Admission, Service, accept_loop};
+pub use accept::{Accepted, Admission, DeadPeerTimers, Service, accept_loop};
 pub use kind::{ListenerKind, Protocol};
 pub use stream::Stream;

@@ -20,6 +20,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -27,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PASSWORD, client_tls_context, free_ports, need, port_open, wait_until
+from helpers import (PASSWORD, TAMBO_BIN, client_tls_context, free_ports, need, port_open,
+                     stop_process, wait_until)
 
 ALICE = "alice@example.test"
 RUN_DEADLINE = 60.0  # one run of fetchmail or getmail
@@ -617,3 +619,92 @@ def test_a_silent_client_is_probed_on_pop3_and_imap_not_smtp(pop3):
     finally:
         for c in clients:
             c.close()
+
+
+# A client in a network namespace of its own, reached over a veth pair: it logs in (taking the
+# maildrop lock), its link goes down for longer than the server's keepalive gives it, the link
+# comes back, and it logs in again. The first socket stays open all along (closing it would
+# tell the server), so only the server's probes can free the lock.
+VANISHING_CLIENT = """
+import poplib, ssl, subprocess, sys, time
+host, port, user, password = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+gone_for, deadline = float(sys.argv[5]), float(sys.argv[6])
+tls = ssl.create_default_context()
+tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+
+def login():
+    c = poplib.POP3(host, port, timeout=5)
+    c.stls(context=tls)
+    c.user(user)
+    c.pass_(password)
+    return c
+
+first = login()
+subprocess.run(["ip", "link", "set", "va", "down"], check=True, timeout=5)
+time.sleep(gone_for)
+subprocess.run(["ip", "link", "set", "va", "up"], check=True, timeout=5)
+start = time.monotonic()
+while True:
+    try:
+        login().quit()
+        print(f"in again {time.monotonic() - start:.1f}s after the link came back")
+        break
+    except (poplib.error_proto, OSError) as e:
+        if time.monotonic() - start > deadline:
+            print(f"refused: {e}")
+            break
+        time.sleep(0.5)
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and a veth pair")
+@pytest.mark.skipif(not (shutil.which("unshare") and shutil.which("nsenter") and
+                         shutil.which("ip")), reason="needs unshare, nsenter and ip (util-linux, "
+                                                     "iproute2)")
+def test_a_vanished_client_frees_the_maildrop(env):
+    """A client whose network went away without a word (a phone changing networks) no longer
+    holds the maildrop lock until the 10-minute autologout: the server's keepalive gives up on
+    it, its session ends, and the same user can log in again. TAMBO_KEEPALIVE_SECS=6 shortens
+    the 2 minutes of quiet to 6 s, so the server gives up 9 s after the client's last word."""
+    server_addr, client_addr, port = "198.51.100.1", "198.51.100.2", 110
+    holders = [subprocess.Popen(["unshare", "--net", "--", "sleep", "300"]) for _ in range(2)]
+    tambo = None
+    try:
+        server_ns, client_ns = (f"/proc/{h.pid}/ns/net" for h in holders)
+        own = os.readlink("/proc/self/ns/net")
+        assert wait_until(lambda: all(os.readlink(f"/proc/{h.pid}/ns/net") != own
+                                      for h in holders), 5), "unshare did not make a namespace"
+
+        def inside(ns: str, *argv: str) -> None:
+            subprocess.run(["nsenter", f"--net={ns}", "--", *argv], check=True, timeout=10)
+
+        subprocess.run(["ip", "link", "add", "va", "netns", str(holders[1].pid), "type", "veth",
+                        "peer", "name", "vb", "netns", str(holders[0].pid)],
+                       check=True, timeout=10)
+        inside(server_ns, "ip", "link", "set", "lo", "up")
+        inside(server_ns, "ip", "addr", "add", f"{server_addr}/24", "dev", "vb")
+        inside(server_ns, "ip", "link", "set", "vb", "up")
+        inside(client_ns, "ip", "addr", "add", f"{client_addr}/24", "dev", "va")
+        inside(client_ns, "ip", "link", "set", "va", "up")
+
+        env.write_config(pop3_listen=[f"{server_addr}:{port}"])
+        env.extra_env["TAMBO_KEEPALIVE_SECS"] = "6"
+        with open(env.log_path, "ab") as log:
+            tambo = subprocess.Popen(["nsenter", f"--net={server_ns}", "--", str(TAMBO_BIN),
+                                      "-C", str(env.dir), "serve"],
+                                     stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, env={**env.env(), **env.extra_env},
+                                     cwd=str(env.dir.parent))
+        assert env.wait_log(lambda l: f"listening on {server_addr}:{port} (pop3)" in l, 10), \
+            env.log()
+        # Gone for 12 s, 3 more than the server gives it; back in within 10 s more.
+        run = subprocess.run(["nsenter", f"--net={client_ns}", "--", sys.executable, "-c",
+                              VANISHING_CLIENT, server_addr, str(port), ALICE, PASSWORD, "12",
+                              "10"], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.startswith("in again"), f"{run.stdout}\nlog:\n{env.log()}"
+    finally:
+        if tambo is not None:
+            stop_process(tambo)
+        for h in holders:
+            stop_process(h)
