@@ -678,9 +678,12 @@ def test_a_vanished_client_frees_the_maildrop(env):
         def inside(ns: str, *argv: str) -> None:
             subprocess.run(["nsenter", f"--net={ns}", "--", *argv], check=True, timeout=10)
 
-        subprocess.run(["ip", "link", "add", "va", "netns", str(holders[1].pid), "type", "veth",
-                        "peer", "name", "vb", "netns", str(holders[0].pid)],
-                       check=True, timeout=10)
+        pair = subprocess.run(["ip", "link", "add", "va", "netns", str(holders[1].pid), "type",
+                               "veth", "peer", "name", "vb", "netns", str(holders[0].pid)],
+                              capture_output=True, text=True, timeout=10)
+        if "Unknown device type" in pair.stderr:
+            pytest.skip(f"the kernel has no veth: {pair.stderr.strip()}")
+        assert pair.returncode == 0, pair.stderr
         inside(server_ns, "ip", "link", "set", "lo", "up")
         inside(server_ns, "ip", "addr", "add", f"{server_addr}/24", "dev", "vb")
         inside(server_ns, "ip", "link", "set", "vb", "up")
