@@ -8,7 +8,7 @@ use crate::imapd::framer::{Event, Framer, Limits};
 use crate::imapd::server::{Server, SessionSlot};
 use crate::imapd::wire::{self, Status};
 use crate::mailbox::UserStore;
-use crate::net::stream::with_timeout;
+use crate::net::stream::{deadline_passed, log_connection_failed, with_timeout};
 use crate::net::{Accepted, Protocol, Service, Stream};
 use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
@@ -73,7 +73,7 @@ pub async fn serve(server: Arc<Server>, conn: Accepted) {
     };
     conn.greet();
     if let Err(e) = conn.run().await {
-        log::debug!("imap: connection from {peer} ended: {e}");
+        log_connection_failed("imap", peer, &e);
     }
 }
 
@@ -170,7 +170,7 @@ impl Conn {
             let n = match with_timeout(limit, self.stream.read(&mut buf)).await {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(e) if deadline_passed(&e) => {
                     wire::untagged(&mut self.out, "BYE Autologout; idle for too long");
                     self.flush().await?;
                     return Ok(());

@@ -130,14 +130,87 @@ impl Stream {
     }
 }
 
-/// `fut`, or a `TimedOut` error once `limit` has passed.
+/// `fut`, or a `TimedOut` error once `limit` has passed, which [`deadline_passed`] knows.
 pub async fn with_timeout<T>(
     limit: Duration,
     fut: impl Future<Output = io::Result<T>>,
 ) -> io::Result<T> {
     smol::future::or(fut, async {
         smol::Timer::after(limit).await;
-        Err(io::ErrorKind::TimedOut.into())
+        Err(io::Error::new(io::ErrorKind::TimedOut, DeadlinePassed))
     })
     .await
+}
+
+/// [`with_timeout`]'s own error: our limit passed, while the peer may well be there.
+#[derive(Debug)]
+struct DeadlinePassed;
+
+impl std::fmt::Display for DeadlinePassed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("deadline passed")
+    }
+}
+
+impl std::error::Error for DeadlinePassed {}
+
+/// Whether `e` is [`with_timeout`]'s: the client was slow or idle, and is told so.
+pub fn deadline_passed(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<DeadlinePassed>())
+}
+
+/// Logs why a mailbox session's connection failed. When TCP keepalive or TCP_USER_TIMEOUT
+/// (`net::accept`) gives up on a silent peer, the read fails with the kernel's ETIMEDOUT (the
+/// same `TimedOut` kind as our deadlines), or with the ICMP error the probes met on the way
+/// (EHOSTUNREACH, ENETUNREACH). The session held a POP3 lock or a place among the user's IMAP
+/// sessions until then, so the log says so; a reset or a broken pipe is what clients do every
+/// day, and stays at debug.
+pub fn log_connection_failed(protocol: &str, peer: SocketAddr, e: &io::Error) {
+    if peer_stopped_answering(e) {
+        log::info!("{protocol}: {peer} stopped answering, session ended: {e}");
+    } else {
+        log::debug!("{protocol}: connection from {peer} ended: {e}");
+    }
+}
+
+fn peer_stopped_answering(e: &io::Error) -> bool {
+    match e.kind() {
+        io::ErrorKind::TimedOut => !deadline_passed(e),
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn our_deadline_is_told_from_the_kernels_timeout() {
+        let ours = smol::block_on(with_timeout(
+            Duration::from_millis(1),
+            smol::future::pending::<io::Result<()>>(),
+        ))
+        .expect_err("pending never ends");
+        assert_eq!(ours.kind(), io::ErrorKind::TimedOut);
+        assert!(deadline_passed(&ours));
+        assert!(!peer_stopped_answering(&ours));
+        let kernels = io::Error::from_raw_os_error(libc::ETIMEDOUT);
+        assert_eq!(kernels.kind(), io::ErrorKind::TimedOut);
+        assert!(!deadline_passed(&kernels));
+        assert!(peer_stopped_answering(&kernels));
+    }
+
+    #[test]
+    fn a_probe_that_met_an_icmp_error_is_a_peer_gone_too() {
+        for errno in [libc::EHOSTUNREACH, libc::ENETUNREACH] {
+            assert!(peer_stopped_answering(&io::Error::from_raw_os_error(errno)));
+        }
+        for errno in [libc::ECONNRESET, libc::EPIPE] {
+            assert!(!peer_stopped_answering(&io::Error::from_raw_os_error(
+                errno
+            )));
+        }
+    }
 }

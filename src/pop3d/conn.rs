@@ -4,7 +4,7 @@
 
 use crate::auth::Login;
 use crate::mailbox::{Folder, FolderName, StoreError};
-use crate::net::stream::with_timeout;
+use crate::net::stream::{deadline_passed, log_connection_failed, with_timeout};
 use crate::net::{Accepted, Protocol, Service, Stream};
 use crate::pop3d::framer::Framer;
 use crate::pop3d::maildrop::Maildrop;
@@ -64,7 +64,7 @@ pub async fn serve(server: Arc<Server>, conn: Accepted) {
         closing: false,
     };
     if let Err(e) = conn.run().await {
-        log::debug!("pop3: connection from {peer} ended: {e}");
+        log_connection_failed("pop3", peer, &e);
     }
     // A session that did not reach UPDATE removes nothing (RFC 1939 §6): `open` is dropped
     // with its marks, and the lock with it.
@@ -102,7 +102,7 @@ impl Conn {
             let n = match with_timeout(limit, self.stream.read(&mut buf)).await {
                 Ok(0) => return Ok(()),
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(e) if deadline_passed(&e) => {
                     self.session
                         .out
                         .extend_from_slice(b"-ERR Autologout; idle for too long\r\n");

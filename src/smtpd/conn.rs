@@ -13,7 +13,7 @@ use crate::maillog;
 use crate::message::{Envelope, QueuedRcpt, RcptState, StoredMessage, now_secs};
 use crate::metrics;
 use crate::net::caps::Refused;
-use crate::net::stream::with_timeout;
+use crate::net::stream::{deadline_passed, with_timeout};
 use crate::net::{Accepted, ListenerKind, Protocol, Service, Stream};
 use crate::proto::command::{Body, ForwardPath};
 use crate::proto::reply::Reply;
@@ -254,7 +254,7 @@ impl Conn {
                     return Ok(());
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                Err(e) if deadline_passed(&e) => {
                     self.session.timed_out();
                     self.drive().await?;
                     self.flush().await?;

@@ -706,6 +706,10 @@ def test_a_vanished_client_frees_the_maildrop(env):
                               "10"], capture_output=True, text=True, timeout=60)
         assert run.returncode == 0, run.stderr
         assert run.stdout.startswith("in again"), f"{run.stdout}\nlog:\n{env.log()}"
+        # The log says why the first session ended (with the error the last probe met: here
+        # "No route to host", as the link down left the address unresolved).
+        gone = f"pop3: {client_addr}:"
+        assert env.wait_log(lambda l: gone in l and "stopped answering" in l), env.log()
     finally:
         if tambo is not None:
             stop_process(tambo)
