@@ -2,7 +2,8 @@
 Thunderbird's dialog, fetchmail, getmail6, and Dovecot's own POP3 server on the same Maildir:
 STLS and implicit TLS, CAPA before and after TLS, USER/PASS and AUTH PLAIN, sizes and bytes
 checked against the files, DELE only at QUIT, UIDLs as Dovecot gives them and stable across
-sessions, the maildrop lock, and IMAP sessions in IDLE told of POP3's removals.
+sessions, the maildrop lock (freed when a client's network vanishes), and IMAP sessions in
+IDLE told of POP3's removals.
 
 Every client runs against a server on loopback with a configuration of the test's own; every
 run has a deadline and every process started here is stopped here. A test whose client is not
